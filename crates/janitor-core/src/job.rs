@@ -1,0 +1,232 @@
+//! Cleanup job payloads: what the producer enqueues and a worker applies.
+//!
+//! A payload carries the evidence the producer saw (observed slot score, deadline, observed
+//! status) so an operator can read why it exists; the worker never trusts it and re-runs
+//! [`crate::decide`] on fresh state. The task id is deterministic and contains what makes
+//! the work new, so a second sweep enqueues nothing while the first job exists, yet a slot
+//! that was renewed and went stale again (new score) gets a new job.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    to_unix_seconds, AgentName, ExecutionId, RowObservation, SlotObservation, Status, Timestamp,
+    Verdict,
+};
+
+/// The payload format version this build writes and reads.
+pub const JOB_VERSION: u32 = 1;
+
+/// One kind of job per verdict that changes something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Rule 1: reclaim a slot past its deadline, and fail its row if still in progress.
+    ReclaimSlot,
+    /// Rule 2: release a live slot nothing runs in.
+    ReleaseSlot,
+    /// Rules 3 and 4: fail an orphaned or never-launched run (releasing its slot for 4).
+    FailRun,
+    /// Rule 5: finalize an old `skipped` run as `cancelled`.
+    FinalizeSkipped,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 4] = [
+        Self::ReclaimSlot,
+        Self::ReleaseSlot,
+        Self::FailRun,
+        Self::FinalizeSkipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReclaimSlot => "reclaim_slot",
+            Self::ReleaseSlot => "release_slot",
+            Self::FailRun => "fail_run",
+            Self::FinalizeSkipped => "finalize_skipped",
+        }
+    }
+
+    /// The job kind that applies a verdict, if it changes anything.
+    pub fn for_verdict(verdict: &Verdict) -> Option<Self> {
+        match verdict {
+            Verdict::ReclaimStaleSlot { .. } => Some(Self::ReclaimSlot),
+            Verdict::ReleaseLeakedSlot { .. } => Some(Self::ReleaseSlot),
+            Verdict::FailOrphan { .. } | Verdict::FailNeverLaunched { .. } => Some(Self::FailRun),
+            Verdict::FinalizeSkipped { .. } => Some(Self::FinalizeSkipped),
+            Verdict::Report(_) | Verdict::Healthy { .. } => None,
+        }
+    }
+}
+
+/// Why a payload could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum JobPayloadError {
+    #[error("malformed job payload: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(
+        "job payload version {found} is not supported (this build reads version {JOB_VERSION})"
+    )]
+    Version { found: u32 },
+}
+
+/// One cleanup job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanupJob {
+    pub version: u32,
+    pub kind: JobKind,
+    pub agent: AgentName,
+    pub execution_id: ExecutionId,
+    /// The slot score the producer saw, for slot jobs (the compare-and-delete compares it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_score: Option<f64>,
+    /// The deadline the producer judged against, when the verdict has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Timestamp>,
+    /// The row status the producer saw, when there was a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_status: Option<Status>,
+}
+
+impl CleanupJob {
+    /// The job that applies `verdict` to this pair, or `None` when nothing is to change.
+    pub fn for_verdict(
+        verdict: &Verdict,
+        slot: Option<&SlotObservation>,
+        row: Option<&RowObservation>,
+    ) -> Option<Self> {
+        let kind = JobKind::for_verdict(verdict)?;
+        let (agent, execution_id) = match (slot, row) {
+            (Some(s), _) => (s.agent.clone(), s.execution_id.clone()),
+            (None, Some(r)) => (r.agent.clone(), r.execution_id.clone()),
+            (None, None) => return None,
+        };
+        let deadline = match verdict {
+            Verdict::ReclaimStaleSlot { deadline, .. } | Verdict::FailOrphan { deadline } => {
+                Some(*deadline)
+            }
+            _ => None,
+        };
+        Some(Self {
+            version: JOB_VERSION,
+            kind,
+            agent,
+            execution_id,
+            observed_score: slot.map(|s| s.score),
+            deadline,
+            observed_status: row.map(|r| r.status.clone()),
+        })
+    }
+
+    /// The deterministic task id: `{kind}:{agent}:{execution}:{evidence}`. Never numeric
+    /// (numeric ids break the queue library's lease acquisition).
+    pub fn task_id(&self) -> String {
+        let evidence = match (self.observed_score, self.deadline) {
+            (Some(score), _) => format!("s{score}"),
+            (None, Some(deadline)) => format!("d{}", to_unix_seconds(deadline)),
+            (None, None) => self
+                .observed_status
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |s| s.as_str().to_owned()),
+        };
+        format!(
+            "{}:{}:{}:{}",
+            self.kind.as_str(),
+            self.agent,
+            self.execution_id,
+            evidence
+        )
+    }
+
+    /// Reads a payload, rejecting unknown versions with a clear error.
+    pub fn decode(bytes: &[u8]) -> Result<Self, JobPayloadError> {
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+        }
+        let probe: Probe = serde_json::from_slice(bytes)?;
+        if probe.version != JOB_VERSION {
+            return Err(JobPayloadError::Version {
+                found: probe.version,
+            });
+        }
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decide, parse_timestamp, Policy, SlotTimeout};
+
+    fn pair() -> (SlotObservation, RowObservation) {
+        let started = parse_timestamp("2026-05-01T15:30:00Z").unwrap();
+        let slot = SlotObservation {
+            agent: AgentName::parse("team/a b:c").unwrap(),
+            execution_id: ExecutionId::parse("e1").unwrap(),
+            score: to_unix_seconds(started),
+            timeout: SlotTimeout::Declared(60),
+        };
+        let row = RowObservation {
+            execution_id: ExecutionId::parse("e1").unwrap(),
+            agent: AgentName::parse("team/a b:c").unwrap(),
+            status: Status::Running,
+            started_at: Ok(started),
+            session: Some("dispatched".into()),
+            effective_timeout: None,
+        };
+        (slot, row)
+    }
+
+    #[test]
+    fn task_id_changes_with_the_evidence() {
+        let (mut slot, row) = pair();
+        let now = parse_timestamp("2026-05-01T16:30:00Z").unwrap();
+        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let job = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
+        assert_eq!(job.kind, JobKind::ReclaimSlot);
+        let first = job.task_id();
+        assert!(first.starts_with("reclaim_slot:team/a b:c:e1:s"), "{first}");
+        assert_eq!(first, job.task_id());
+        slot.score += 30.0; // renewed, then stale again
+        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let again = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
+        assert_ne!(first, again.task_id());
+    }
+
+    #[test]
+    fn healthy_pairs_make_no_job() {
+        let (slot, row) = pair();
+        let v = decide(
+            Some(&slot),
+            Some(&row),
+            row.started_at.clone().unwrap(),
+            &Policy::default(),
+        );
+        assert_eq!(CleanupJob::for_verdict(&v, Some(&slot), Some(&row)), None);
+    }
+
+    #[test]
+    fn payloads_round_trip_and_bad_ones_are_errors() {
+        let (slot, row) = pair();
+        let now = parse_timestamp("2026-05-01T16:30:00Z").unwrap();
+        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let job = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
+        let bytes = serde_json::to_vec(&job).unwrap();
+        assert_eq!(CleanupJob::decode(&bytes).unwrap(), job);
+
+        assert!(matches!(
+            CleanupJob::decode(b"{not json"),
+            Err(JobPayloadError::Malformed(_))
+        ));
+        let future = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"version\":1", "\"version\":9");
+        assert!(matches!(
+            CleanupJob::decode(future.as_bytes()),
+            Err(JobPayloadError::Version { found: 9 })
+        ));
+        let bad_id = r#"{"version":1,"kind":"fail_run","agent":"a","execution_id":"x:y"}"#;
+        assert!(CleanupJob::decode(bad_id.as_bytes()).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! The thresholds the rules apply, with the platform's defaults.
+
+use chrono::TimeDelta;
+use serde::{Deserialize, Serialize};
+
+/// Timeout of a run whose schedule and agent declare none (the platform's own fallback).
+pub const DEFAULT_TIMEOUT_SECS: i64 = 3600;
+/// Added to every timeout before a slot or run counts as dead (the platform's TTL buffer).
+pub const DEFAULT_TTL_BUFFER_SECS: i64 = 300;
+/// How long a slot may exist without its row before it is leaked capacity: the row may be
+/// being written right now.
+pub const DEFAULT_MISSING_ROW_GRACE_SECS: i64 = 15;
+/// How long a `running` row may go without a session before it is a silent launch failure.
+pub const DEFAULT_SESSION_GRACE_SECS: i64 = 60;
+/// How long a `skipped` row may stay `skipped` before it is finalized as `cancelled`.
+pub const DEFAULT_SKIPPED_AFTER_SECS: i64 = 600;
+/// Largest timeout believed from data (30 days). The platform allows 60–7200 s; anything
+/// beyond this is corrupt metadata, not a real timeout.
+pub const MAX_TIMEOUT_SECS: i64 = 30 * 24 * 3600;
+
+/// What to do with `skipped` rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkippedPolicy {
+    /// Finalize old `skipped` rows as `cancelled` (the default).
+    #[default]
+    Finalize,
+    /// Treat `skipped` as terminal: never change it.
+    Terminal,
+}
+
+/// The thresholds of the rules. Every field is in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub default_timeout_secs: i64,
+    pub ttl_buffer_secs: i64,
+    pub missing_row_grace_secs: i64,
+    pub session_grace_secs: i64,
+    pub skipped_after_secs: i64,
+    pub skipped: SkippedPolicy,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            default_timeout_secs: DEFAULT_TIMEOUT_SECS,
+            ttl_buffer_secs: DEFAULT_TTL_BUFFER_SECS,
+            missing_row_grace_secs: DEFAULT_MISSING_ROW_GRACE_SECS,
+            session_grace_secs: DEFAULT_SESSION_GRACE_SECS,
+            skipped_after_secs: DEFAULT_SKIPPED_AFTER_SECS,
+            skipped: SkippedPolicy::Finalize,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks the thresholds are usable: non-negative, and timeouts within range.
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("default timeout", self.default_timeout_secs),
+            ("ttl buffer", self.ttl_buffer_secs),
+            ("missing-row grace", self.missing_row_grace_secs),
+            ("session grace", self.session_grace_secs),
+            ("skipped threshold", self.skipped_after_secs),
+        ];
+        for (name, value) in fields {
+            if !(0..=MAX_TIMEOUT_SECS).contains(&value) {
+                return Err(format!(
+                    "{name} must be between 0 and {MAX_TIMEOUT_SECS} seconds, got {value}"
+                ));
+            }
+        }
+        if self.default_timeout_secs == 0 {
+            return Err("default timeout must be at least 1 second".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn buffer(&self) -> TimeDelta {
+        TimeDelta::seconds(self.ttl_buffer_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_platforms() {
+        let p = Policy::default();
+        assert_eq!(p.default_timeout_secs, 3600);
+        assert_eq!(p.ttl_buffer_secs, 300);
+        assert_eq!(p.missing_row_grace_secs, 15);
+        assert_eq!(p.session_grace_secs, 60);
+        assert_eq!(p.skipped_after_secs, 600);
+        assert_eq!(p.validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_negative_and_absurd_values() {
+        let p = Policy {
+            ttl_buffer_secs: -1,
+            ..Policy::default()
+        };
+        assert!(p.validate().unwrap_err().contains("ttl buffer"));
+        let p = Policy {
+            default_timeout_secs: MAX_TIMEOUT_SECS + 1,
+            ..Policy::default()
+        };
+        assert!(p.validate().is_err());
+    }
+}

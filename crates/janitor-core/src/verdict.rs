@@ -1,0 +1,434 @@
+//! The reconciliation rule: one (slot?, row?) pair and `now` in, one [`Verdict`] out.
+//!
+//! The producer runs [`decide`] to choose jobs; the worker runs it again on fresh state
+//! before acting. Both directions are covered in one place — Redis→SQL (a slot whose row is
+//! gone or finished is leaked capacity) and SQL→Redis (a running row whose slot is gone is
+//! an orphan) — and every slot is judged by its *own* deadline, never a global TTL: a sweep
+//! that fails a live long-running task is worse than no sweep at all.
+
+use chrono::TimeDelta;
+use serde::Serialize;
+
+use crate::{
+    from_unix_seconds, AgentName, ExecutionId, Policy, SkippedPolicy, Status, Timestamp,
+    TimestampError, MAX_TIMEOUT_SECS,
+};
+
+/// The `timeout_seconds` field of a slot's metadata hash, as found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", content = "value", rename_all = "snake_case")]
+pub enum SlotTimeout {
+    /// A usable timeout in seconds.
+    Declared(i64),
+    /// No hash, or no such field (the hash expires on its own; old platform versions
+    /// never wrote it).
+    Missing,
+    /// The field holds something that is not a timeout; the raw value is kept for the
+    /// report. Treated like [`SlotTimeout::Missing`] when computing the deadline.
+    Corrupt(String),
+}
+
+impl SlotTimeout {
+    /// Reads the raw hash field.
+    pub fn parse(raw: Option<&str>) -> Self {
+        match raw {
+            None => Self::Missing,
+            Some(text) => match text.trim().parse::<f64>() {
+                Ok(secs) if secs.is_finite() && secs >= 1.0 && secs <= MAX_TIMEOUT_SECS as f64 => {
+                    Self::Declared(secs.round() as i64)
+                }
+                _ => Self::Corrupt(text.to_owned()),
+            },
+        }
+    }
+}
+
+/// One member of an agent's slot ZSET, with what its metadata hash says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotObservation {
+    pub agent: AgentName,
+    pub execution_id: ExecutionId,
+    /// The ZSET score exactly as read (unix seconds at acquire or last renewal). Kept raw
+    /// because the reclaim compare-and-delete compares it for equality.
+    pub score: f64,
+    pub timeout: SlotTimeout,
+}
+
+/// One `schedule_executions` row, as the rules need it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowObservation {
+    pub execution_id: ExecutionId,
+    pub agent: AgentName,
+    pub status: Status,
+    #[serde(serialize_with = "serialize_started_at")]
+    pub started_at: Result<Timestamp, TimestampError>,
+    /// `claude_session_id`: NULL right after creation, `dispatched` once handed over,
+    /// later the real session id.
+    pub session: Option<String>,
+    /// The schedule's `timeout_seconds`, else the agent's `execution_timeout_seconds`.
+    /// `None` when neither declares one; the policy default applies then.
+    pub effective_timeout: Option<i64>,
+}
+
+fn serialize_started_at<S: serde::Serializer>(
+    value: &Result<Timestamp, TimestampError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Ok(ts) => serializer.serialize_str(&crate::format_timestamp(*ts)),
+        Err(err) => serializer.serialize_str(&err.value),
+    }
+}
+
+impl RowObservation {
+    /// Whether the run ever got a session. `dispatched` is a session, not a failure.
+    pub fn has_session(&self) -> bool {
+        self.session
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty())
+    }
+}
+
+/// Where the TTL behind a deadline came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeoutSource {
+    /// The slot hash's own `timeout_seconds`.
+    Slot,
+    /// The run's schedule or agent.
+    Row,
+    /// The configured default.
+    Default,
+}
+
+/// Why a live slot is leaked capacity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", content = "status", rename_all = "snake_case")]
+pub enum LeakReason {
+    /// The run already finished; its slot should have been released.
+    RowTerminal(Status),
+    /// No row has existed for longer than the grace window.
+    RowMissing,
+}
+
+/// Something an operator should see that janitor will not change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "concern", content = "detail", rename_all = "snake_case")]
+pub enum Concern {
+    /// `queued` / `pending_retry` rows hold no slot by design.
+    AwaitingSlot(Status),
+    /// A status this version does not know; preserved and left alone.
+    UnknownStatus(String),
+    /// `started_at` is unreadable, so no age-based rule can be applied.
+    UnparseableStartedAt(String),
+    /// The slot's score is not a usable instant (e.g. `inf`).
+    CorruptSlotScore(f64),
+}
+
+/// What the rules say about one (slot?, row?) pair.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Rule 1: the slot is past its own deadline. Reclaim it; fail its row if that row is
+    /// still in progress.
+    ReclaimStaleSlot { deadline: Timestamp, fail_row: bool },
+    /// Rule 2: the slot is alive but nothing runs in it. Release it; the row is not touched.
+    ReleaseLeakedSlot { reason: LeakReason },
+    /// Rule 3: a `running` row with no slot, past its deadline.
+    FailOrphan { deadline: Timestamp },
+    /// Rule 4: a `running` row that never got a session. Its slot, if any, is leaked.
+    FailNeverLaunched {
+        since: Timestamp,
+        release_slot: bool,
+    },
+    /// Rule 5: a `skipped` row older than the threshold becomes `cancelled`.
+    FinalizeSkipped { since: Timestamp },
+    /// Nothing to change, but worth reporting.
+    Report(Concern),
+    /// Rule 6: nothing to do; `recheck_at` is when this verdict can next change by itself.
+    Healthy { recheck_at: Option<Timestamp> },
+}
+
+impl Verdict {
+    /// Whether applying this verdict changes anything.
+    pub fn is_actionable(&self) -> bool {
+        !matches!(self, Self::Report(_) | Self::Healthy { .. })
+    }
+
+    /// The status the row is moved to, if the verdict changes the row.
+    pub fn row_target(&self) -> Option<Status> {
+        match self {
+            Self::ReclaimStaleSlot { fail_row: true, .. }
+            | Self::FailOrphan { .. }
+            | Self::FailNeverLaunched { .. } => Some(Status::Failed),
+            Self::FinalizeSkipped { .. } => Some(Status::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether the verdict removes the slot.
+    pub fn removes_slot(&self) -> bool {
+        matches!(
+            self,
+            Self::ReclaimStaleSlot { .. }
+                | Self::ReleaseLeakedSlot { .. }
+                | Self::FailNeverLaunched {
+                    release_slot: true,
+                    ..
+                }
+        )
+    }
+
+    /// A short stable name, for reports, metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ReclaimStaleSlot { .. } => "reclaim_stale_slot",
+            Self::ReleaseLeakedSlot { .. } => "release_leaked_slot",
+            Self::FailOrphan { .. } => "fail_orphan",
+            Self::FailNeverLaunched { .. } => "fail_never_launched",
+            Self::FinalizeSkipped { .. } => "finalize_skipped",
+            Self::Report(_) => "report",
+            Self::Healthy { .. } => "healthy",
+        }
+    }
+
+    /// The `error` text written to a row this verdict fails or cancels.
+    pub fn row_error(&self, slot: Option<&SlotObservation>) -> Option<String> {
+        match self {
+            Self::ReclaimStaleSlot {
+                deadline,
+                fail_row: true,
+            } => Some(match slot {
+                Some(slot) => format!(
+                    "Stale execution — slot agent:slots:{} member {} (score {}) passed its deadline {}; reclaimed by janitor",
+                    slot.agent,
+                    slot.execution_id,
+                    slot.score,
+                    crate::format_timestamp(*deadline)
+                ),
+                None => format!(
+                    "Stale execution — slot passed its deadline {}; reclaimed by janitor",
+                    crate::format_timestamp(*deadline)
+                ),
+            }),
+            Self::FailOrphan { deadline } => Some(format!(
+                "Orphaned execution — running without a slot past its deadline {}; failed by janitor",
+                crate::format_timestamp(*deadline)
+            )),
+            Self::FailNeverLaunched { .. } => Some(
+                "Silent launch failure: no Claude session created within 60 seconds".to_owned(),
+            ),
+            Self::FinalizeSkipped { .. } => Some("Skipped — agent was busy".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// The slot's deadline: its score plus its TTL plus the buffer. The TTL is the slot hash's
+/// own `timeout_seconds`, else the row's effective timeout, else the policy default.
+/// `None` when the score is not a usable instant.
+pub fn slot_deadline(
+    slot: &SlotObservation,
+    row: Option<&RowObservation>,
+    policy: &Policy,
+) -> Option<(Timestamp, TimeoutSource)> {
+    let acquired = from_unix_seconds(slot.score)?;
+    let (ttl, source) = match (&slot.timeout, row.and_then(|r| usable(r.effective_timeout))) {
+        (SlotTimeout::Declared(secs), _) => (*secs, TimeoutSource::Slot),
+        (_, Some(secs)) => (secs, TimeoutSource::Row),
+        _ => (policy.default_timeout_secs, TimeoutSource::Default),
+    };
+    let deadline = acquired.checked_add_signed(TimeDelta::seconds(ttl) + policy.buffer())?;
+    Some((deadline, source))
+}
+
+/// A slotless `running` row's deadline: `started_at` + effective timeout + buffer.
+/// `None` when `started_at` is unreadable.
+pub fn row_deadline(row: &RowObservation, policy: &Policy) -> Option<Timestamp> {
+    let started = row.started_at.as_ref().ok()?;
+    let ttl = usable(row.effective_timeout).unwrap_or(policy.default_timeout_secs);
+    started.checked_add_signed(TimeDelta::seconds(ttl) + policy.buffer())
+}
+
+fn usable(timeout: Option<i64>) -> Option<i64> {
+    timeout.filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t))
+}
+
+/// Decides what to do about one pair. At least one side should be present; with neither,
+/// the pair is healthy by definition.
+pub fn decide(
+    slot: Option<&SlotObservation>,
+    row: Option<&RowObservation>,
+    now: Timestamp,
+    policy: &Policy,
+) -> Verdict {
+    match slot {
+        Some(slot) => decide_with_slot(slot, row, now, policy),
+        None => match row {
+            Some(row) => decide_without_slot(row, now, policy),
+            None => Verdict::Healthy { recheck_at: None },
+        },
+    }
+}
+
+/// Terminal rows never change; under [`SkippedPolicy::Terminal`] neither do `skipped` ones.
+fn is_final(status: &Status, policy: &Policy) -> bool {
+    status.is_terminal()
+        || (policy.skipped == SkippedPolicy::Terminal && *status == Status::Skipped)
+}
+
+/// Statuses that claim a run is in progress: the ones a stale slot's row is failed from.
+fn in_progress(status: &Status) -> bool {
+    matches!(
+        status,
+        Status::Running | Status::Queued | Status::PendingRetry
+    )
+}
+
+fn decide_with_slot(
+    slot: &SlotObservation,
+    row: Option<&RowObservation>,
+    now: Timestamp,
+    policy: &Policy,
+) -> Verdict {
+    let (Some(acquired), Some((deadline, _))) = (
+        from_unix_seconds(slot.score),
+        slot_deadline(slot, row, policy),
+    ) else {
+        return Verdict::Report(Concern::CorruptSlotScore(slot.score));
+    };
+    if now > deadline {
+        let fail_row = row.is_some_and(|r| in_progress(&r.status) && !is_final(&r.status, policy));
+        return Verdict::ReclaimStaleSlot { deadline, fail_row };
+    }
+    let Some(row) = row else {
+        let grace_end = acquired + TimeDelta::seconds(policy.missing_row_grace_secs);
+        return if now > grace_end {
+            Verdict::ReleaseLeakedSlot {
+                reason: LeakReason::RowMissing,
+            }
+        } else {
+            Verdict::Healthy {
+                recheck_at: Some(grace_end.min(deadline)),
+            }
+        };
+    };
+    if is_final(&row.status, policy) {
+        return Verdict::ReleaseLeakedSlot {
+            reason: LeakReason::RowTerminal(row.status.clone()),
+        };
+    }
+    match &row.status {
+        Status::Running => match session_check(row, now, policy) {
+            SessionCheck::Missing(since) => Verdict::FailNeverLaunched {
+                since,
+                release_slot: true,
+            },
+            SessionCheck::Unknowable(concern) => Verdict::Report(concern),
+            SessionCheck::Pending(at) => Verdict::Healthy {
+                recheck_at: Some(at.min(deadline)),
+            },
+            SessionCheck::Present => Verdict::Healthy {
+                recheck_at: Some(deadline),
+            },
+        },
+        Status::Skipped => decide_skipped(row, now, policy, Some(deadline)),
+        Status::Other(value) => Verdict::Report(Concern::UnknownStatus(value.clone())),
+        // Queued / pending_retry rows holding a live slot are being dispatched right now.
+        _ => Verdict::Healthy {
+            recheck_at: Some(deadline),
+        },
+    }
+}
+
+fn decide_without_slot(row: &RowObservation, now: Timestamp, policy: &Policy) -> Verdict {
+    if is_final(&row.status, policy) {
+        return Verdict::Healthy { recheck_at: None };
+    }
+    match &row.status {
+        Status::Running => {
+            let recheck = match session_check(row, now, policy) {
+                SessionCheck::Missing(since) => {
+                    return Verdict::FailNeverLaunched {
+                        since,
+                        release_slot: false,
+                    }
+                }
+                SessionCheck::Unknowable(concern) => return Verdict::Report(concern),
+                SessionCheck::Pending(at) => Some(at),
+                SessionCheck::Present => None,
+            };
+            let Some(deadline) = row_deadline(row, policy) else {
+                return unparseable(row);
+            };
+            if now > deadline {
+                Verdict::FailOrphan { deadline }
+            } else {
+                Verdict::Healthy {
+                    recheck_at: Some(recheck.map_or(deadline, |at| at.min(deadline))),
+                }
+            }
+        }
+        Status::Skipped => decide_skipped(row, now, policy, None),
+        Status::Other(value) => Verdict::Report(Concern::UnknownStatus(value.clone())),
+        status => Verdict::Report(Concern::AwaitingSlot(status.clone())),
+    }
+}
+
+fn decide_skipped(
+    row: &RowObservation,
+    now: Timestamp,
+    policy: &Policy,
+    slot_deadline: Option<Timestamp>,
+) -> Verdict {
+    let Ok(started) = row.started_at.as_ref() else {
+        return unparseable(row);
+    };
+    let due = *started + TimeDelta::seconds(policy.skipped_after_secs);
+    if now > due {
+        Verdict::FinalizeSkipped { since: *started }
+    } else {
+        Verdict::Healthy {
+            recheck_at: Some(slot_deadline.map_or(due, |d| d.min(due))),
+        }
+    }
+}
+
+fn unparseable(row: &RowObservation) -> Verdict {
+    let raw = match &row.started_at {
+        Err(err) => err.value.clone(),
+        Ok(ts) => crate::format_timestamp(*ts),
+    };
+    Verdict::Report(Concern::UnparseableStartedAt(raw))
+}
+
+enum SessionCheck {
+    Present,
+    /// No session yet, but still inside the grace window that ends at this instant.
+    Pending(Timestamp),
+    /// No session for longer than the grace window; the run started at this instant.
+    Missing(Timestamp),
+    Unknowable(Concern),
+}
+
+fn session_check(row: &RowObservation, now: Timestamp, policy: &Policy) -> SessionCheck {
+    if row.has_session() {
+        return SessionCheck::Present;
+    }
+    let started = match &row.started_at {
+        Ok(started) => started,
+        Err(err) => {
+            return SessionCheck::Unknowable(Concern::UnparseableStartedAt(err.value.clone()))
+        }
+    };
+    let grace_end = *started + TimeDelta::seconds(policy.session_grace_secs);
+    if now > grace_end {
+        SessionCheck::Missing(*started)
+    } else {
+        SessionCheck::Pending(grace_end)
+    }
+}
+
+#[cfg(test)]
+#[path = "verdict_tests.rs"]
+mod tests;

@@ -1,0 +1,548 @@
+//! Table-driven tests for every branch of [`decide`], and property tests for the invariants.
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::{parse_timestamp, to_unix_seconds};
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 5, 1, 15, 30, 0).unwrap()
+}
+
+fn mins(m: i64) -> TimeDelta {
+    TimeDelta::minutes(m)
+}
+
+fn slot(acquired: Timestamp, timeout: SlotTimeout) -> SlotObservation {
+    SlotObservation {
+        agent: AgentName::parse("agent:one").unwrap(),
+        execution_id: ExecutionId::parse("exec1").unwrap(),
+        score: to_unix_seconds(acquired),
+        timeout,
+    }
+}
+
+fn row(status: &str, started: Timestamp, session: Option<&str>) -> RowObservation {
+    RowObservation {
+        execution_id: ExecutionId::parse("exec1").unwrap(),
+        agent: AgentName::parse("agent:one").unwrap(),
+        status: Status::parse(status),
+        started_at: Ok(started),
+        session: session.map(str::to_owned),
+        effective_timeout: None,
+    }
+}
+
+fn policy() -> Policy {
+    Policy::default()
+}
+
+#[test]
+fn the_incident_slot_with_its_own_long_timeout_is_alive_at_21_minutes() {
+    // Acquired 15:30 with TTL 3900 s; the platform's 15:51 sweep reclaimed it using 1200 s.
+    let s = slot(t0(), SlotTimeout::Declared(3900));
+    let r = row("running", t0(), Some("dispatched"));
+    let v = decide(Some(&s), Some(&r), t0() + mins(21), &policy());
+    let deadline = t0() + TimeDelta::seconds(3900 + 300);
+    assert_eq!(
+        v,
+        Verdict::Healthy {
+            recheck_at: Some(deadline)
+        }
+    );
+    // One second past its own deadline it is reclaimed, and its row failed.
+    let v = decide(
+        Some(&s),
+        Some(&r),
+        deadline + TimeDelta::seconds(1),
+        &policy(),
+    );
+    assert_eq!(
+        v,
+        Verdict::ReclaimStaleSlot {
+            deadline,
+            fail_row: true
+        }
+    );
+    let error = v.row_error(Some(&s)).unwrap();
+    assert!(error.contains("agent:slots:agent:one"), "{error}");
+    assert!(error.contains("exec1"), "{error}");
+}
+
+#[test]
+fn slot_ttl_falls_back_to_row_then_default() {
+    let now = t0() + mins(30);
+    let mut r = row("running", t0(), Some("dispatched"));
+    // Missing metadata, row declares 900 s: deadline 15:30 + 20 min → stale at 15:60.
+    r.effective_timeout = Some(900);
+    let s = slot(t0(), SlotTimeout::Missing);
+    let (deadline, source) = slot_deadline(&s, Some(&r), &policy()).unwrap();
+    assert_eq!(source, TimeoutSource::Row);
+    assert_eq!(deadline, t0() + mins(20));
+    assert!(matches!(
+        decide(Some(&s), Some(&r), now, &policy()),
+        Verdict::ReclaimStaleSlot { fail_row: true, .. }
+    ));
+    // Corrupt metadata behaves like missing.
+    let s = slot(t0(), SlotTimeout::parse(Some("soon")));
+    assert_eq!(s.timeout, SlotTimeout::Corrupt("soon".into()));
+    assert_eq!(
+        slot_deadline(&s, Some(&r), &policy()).unwrap().1,
+        TimeoutSource::Row
+    );
+    // Neither: the policy default (3600 s).
+    r.effective_timeout = None;
+    let (deadline, source) = slot_deadline(&s, Some(&r), &policy()).unwrap();
+    assert_eq!(source, TimeoutSource::Default);
+    assert_eq!(deadline, t0() + TimeDelta::seconds(3900));
+    // Absurd row timeouts are ignored.
+    r.effective_timeout = Some(-5);
+    assert_eq!(
+        slot_deadline(&s, Some(&r), &policy()).unwrap().1,
+        TimeoutSource::Default
+    );
+}
+
+#[test]
+fn slot_timeout_parsing() {
+    assert_eq!(SlotTimeout::parse(None), SlotTimeout::Missing);
+    assert_eq!(
+        SlotTimeout::parse(Some("3900")),
+        SlotTimeout::Declared(3900)
+    );
+    assert_eq!(
+        SlotTimeout::parse(Some("3900.0")),
+        SlotTimeout::Declared(3900)
+    );
+    for bad in ["", "0", "-1", "NaN", "inf", "1e12", "twenty"] {
+        assert_eq!(
+            SlotTimeout::parse(Some(bad)),
+            SlotTimeout::Corrupt(bad.into()),
+            "{bad}"
+        );
+    }
+}
+
+/// One row of the branch table: (name, slot?, row?, minutes after t0, expected verdict name).
+type Case = (
+    &'static str,
+    Option<SlotObservation>,
+    Option<RowObservation>,
+    i64,
+    &'static str,
+);
+
+#[test]
+fn every_branch() {
+    let live = || Some(slot(t0(), SlotTimeout::Declared(3600)));
+    let s = |status: &str, session: Option<&str>| Some(row(status, t0(), session));
+    let d = Some("dispatched");
+    let cases: Vec<Case> = vec![
+        // Rule 1: stale slot.
+        (
+            "stale, running",
+            live(),
+            s("running", d),
+            70,
+            "reclaim_stale_slot",
+        ),
+        ("stale, no row", live(), None, 70, "reclaim_stale_slot"),
+        (
+            "stale, terminal row",
+            live(),
+            s("success", d),
+            70,
+            "reclaim_stale_slot",
+        ),
+        (
+            "stale, unknown status",
+            live(),
+            s("paused", d),
+            70,
+            "reclaim_stale_slot",
+        ),
+        // Rule 2: leaked.
+        (
+            "live, terminal row",
+            live(),
+            s("failed", d),
+            5,
+            "release_leaked_slot",
+        ),
+        (
+            "live, completed row",
+            live(),
+            s("completed", d),
+            5,
+            "release_leaked_slot",
+        ),
+        (
+            "live, row missing past grace",
+            live(),
+            None,
+            1,
+            "release_leaked_slot",
+        ),
+        ("live, row missing within grace", live(), None, 0, "healthy"),
+        // Rule 3: orphan.
+        (
+            "orphan past deadline",
+            None,
+            s("running", d),
+            70,
+            "fail_orphan",
+        ),
+        (
+            "orphan before deadline",
+            None,
+            s("running", d),
+            30,
+            "healthy",
+        ),
+        (
+            "queued without slot",
+            None,
+            s("queued", None),
+            500,
+            "report",
+        ),
+        (
+            "pending_retry without slot",
+            None,
+            s("pending_retry", None),
+            500,
+            "report",
+        ),
+        // Rule 4: never launched.
+        (
+            "no session, slotless",
+            None,
+            s("running", None),
+            2,
+            "fail_never_launched",
+        ),
+        (
+            "empty session, live slot",
+            live(),
+            s("running", Some("  ")),
+            2,
+            "fail_never_launched",
+        ),
+        (
+            "no session within 60 s",
+            live(),
+            s("running", None),
+            0,
+            "healthy",
+        ),
+        (
+            "dispatched is a session",
+            None,
+            s("running", d),
+            2,
+            "healthy",
+        ),
+        // Rule 5: skipped.
+        (
+            "skipped old",
+            None,
+            s("skipped", None),
+            11,
+            "finalize_skipped",
+        ),
+        ("skipped young", None, s("skipped", None), 9, "healthy"),
+        (
+            "skipped old with live slot",
+            live(),
+            s("skipped", None),
+            11,
+            "finalize_skipped",
+        ),
+        // Rule 6 and reports.
+        (
+            "live slot, running row",
+            live(),
+            s("running", d),
+            30,
+            "healthy",
+        ),
+        (
+            "live slot, queued row",
+            live(),
+            s("queued", None),
+            30,
+            "healthy",
+        ),
+        (
+            "terminal row alone",
+            None,
+            s("cancelled", None),
+            500,
+            "healthy",
+        ),
+        (
+            "unknown status alone",
+            None,
+            s("paused", None),
+            500,
+            "report",
+        ),
+        (
+            "unknown status, live slot",
+            live(),
+            s("paused", None),
+            5,
+            "report",
+        ),
+        ("nothing", None, None, 0, "healthy"),
+    ];
+    for (name, slot, row, minutes, want) in cases {
+        let now = t0() + mins(minutes) + TimeDelta::seconds(1);
+        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        assert_eq!(v.name(), want, "{name}: {v:?}");
+    }
+}
+
+#[test]
+fn stale_slot_fails_only_in_progress_rows() {
+    let s = slot(t0(), SlotTimeout::Declared(600));
+    let now = t0() + mins(20);
+    for (status, fail) in [
+        ("running", true),
+        ("queued", true),
+        ("pending_retry", true),
+        ("skipped", false),
+        ("success", false),
+        ("cancelled", false),
+        ("weird", false),
+    ] {
+        let r = row(status, t0(), Some("x"));
+        match decide(Some(&s), Some(&r), now, &policy()) {
+            Verdict::ReclaimStaleSlot { fail_row, .. } => assert_eq!(fail_row, fail, "{status}"),
+            other => panic!("{status}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn skipped_policy_terminal_never_finalizes() {
+    let p = Policy {
+        skipped: SkippedPolicy::Terminal,
+        ..Policy::default()
+    };
+    let r = row("skipped", t0(), None);
+    assert_eq!(
+        decide(None, Some(&r), t0() + mins(60), &p),
+        Verdict::Healthy { recheck_at: None }
+    );
+    // A live slot whose row counts as terminal is leaked capacity.
+    let s = slot(t0(), SlotTimeout::Declared(3600));
+    assert_eq!(
+        decide(Some(&s), Some(&r), t0() + mins(5), &p).name(),
+        "release_leaked_slot"
+    );
+}
+
+#[test]
+fn unparseable_timestamps_are_reported_never_guessed() {
+    let mut r = row("running", t0(), None);
+    r.started_at = parse_timestamp("last tuesday");
+    let now = t0() + mins(600);
+    assert_eq!(
+        decide(None, Some(&r), now, &policy()),
+        Verdict::Report(Concern::UnparseableStartedAt("last tuesday".into()))
+    );
+    r.session = Some("dispatched".into());
+    assert_eq!(decide(None, Some(&r), now, &policy()).name(), "report");
+    r.status = Status::Skipped;
+    assert_eq!(decide(None, Some(&r), now, &policy()).name(), "report");
+    // A stale slot is still judged by its own deadline; the row is left alone only if it is
+    // not in progress. Here it is running, so it is failed: the slot proves it is dead.
+    r.status = Status::Running;
+    let s = slot(t0(), SlotTimeout::Declared(60));
+    assert!(matches!(
+        decide(Some(&s), Some(&r), now, &policy()),
+        Verdict::ReclaimStaleSlot { fail_row: true, .. }
+    ));
+}
+
+#[test]
+fn corrupt_scores_are_reported() {
+    let mut s = slot(t0(), SlotTimeout::Missing);
+    s.score = f64::INFINITY;
+    assert_eq!(
+        decide(Some(&s), None, t0(), &policy()),
+        Verdict::Report(Concern::CorruptSlotScore(f64::INFINITY))
+    );
+    s.score = 1e15;
+    assert_eq!(decide(Some(&s), None, t0(), &policy()).name(), "report");
+}
+
+#[test]
+fn row_targets_and_errors() {
+    let d = t0();
+    assert_eq!(
+        Verdict::FinalizeSkipped { since: d }
+            .row_error(None)
+            .as_deref(),
+        Some("Skipped — agent was busy")
+    );
+    assert_eq!(
+        Verdict::FinalizeSkipped { since: d }.row_target(),
+        Some(Status::Cancelled)
+    );
+    assert_eq!(
+        Verdict::ReclaimStaleSlot {
+            deadline: d,
+            fail_row: false
+        }
+        .row_target(),
+        None
+    );
+    assert!(Verdict::FailNeverLaunched {
+        since: d,
+        release_slot: true
+    }
+    .removes_slot());
+    assert!(!Verdict::FailOrphan { deadline: d }.removes_slot());
+    assert!(!Verdict::Report(Concern::AwaitingSlot(Status::Queued)).is_actionable());
+}
+
+// ---- properties -------------------------------------------------------------------------
+
+fn status_strategy() -> impl Strategy<Value = Status> {
+    prop_oneof![
+        Just(Status::Queued),
+        Just(Status::Running),
+        Just(Status::Success),
+        Just(Status::Failed),
+        Just(Status::Cancelled),
+        Just(Status::Skipped),
+        Just(Status::PendingRetry),
+        Just(Status::Completed),
+        "[a-z]{1,8}".prop_map(|s| Status::parse(&s)),
+    ]
+}
+
+fn slot_strategy() -> impl Strategy<Value = Option<SlotObservation>> {
+    let timeout = prop_oneof![
+        (1i64..10_000).prop_map(SlotTimeout::Declared),
+        Just(SlotTimeout::Missing),
+        Just(SlotTimeout::Corrupt("x".into())),
+    ];
+    proptest::option::of(
+        (-20_000i64..20_000, timeout)
+            .prop_map(|(offset, timeout)| slot(t0() + TimeDelta::seconds(offset), timeout)),
+    )
+}
+
+fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
+    let session = prop_oneof![
+        Just(None),
+        Just(Some(String::new())),
+        Just(Some("dispatched".to_owned())),
+        Just(Some("sess-1".to_owned())),
+    ];
+    proptest::option::of(
+        (
+            status_strategy(),
+            proptest::option::of(-20_000i64..20_000),
+            session,
+            proptest::option::of(-100i64..10_000),
+        )
+            .prop_map(|(status, started, session, timeout)| RowObservation {
+                execution_id: ExecutionId::parse("exec1").unwrap(),
+                agent: AgentName::parse("agent:one").unwrap(),
+                status,
+                started_at: match started {
+                    Some(offset) => Ok(t0() + TimeDelta::seconds(offset)),
+                    None => parse_timestamp("garbage"),
+                },
+                session,
+                effective_timeout: timeout,
+            }),
+    )
+}
+
+/// The slot's own deadline, computed independently of the code under test.
+fn own_deadline(slot: &SlotObservation, row: Option<&RowObservation>, p: &Policy) -> Timestamp {
+    let ttl = match slot.timeout {
+        SlotTimeout::Declared(t) => t,
+        _ => row
+            .and_then(|r| r.effective_timeout)
+            .filter(|t| *t >= 1)
+            .unwrap_or(p.default_timeout_secs),
+    };
+    from_unix_seconds(slot.score).unwrap() + TimeDelta::seconds(ttl + p.ttl_buffer_secs)
+}
+
+proptest! {
+    #[test]
+    fn a_slot_before_its_own_deadline_is_never_reclaimed(
+        slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
+    ) {
+        let now = t0() + TimeDelta::seconds(now_offset);
+        let p = policy();
+        let v = decide(slot.as_ref(), row.as_ref(), now, &p);
+        if let (Some(s), Verdict::ReclaimStaleSlot { deadline, .. }) = (slot.as_ref(), &v) {
+            prop_assert_eq!(*deadline, own_deadline(s, row.as_ref(), &p));
+            prop_assert!(now > *deadline);
+        }
+    }
+
+    #[test]
+    fn terminal_and_unknown_rows_never_change(
+        slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
+    ) {
+        let now = t0() + TimeDelta::seconds(now_offset);
+        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        if let Some(r) = row.as_ref() {
+            if r.status.is_terminal() || !r.status.is_known() {
+                prop_assert_eq!(v.row_target(), None, "{:?}", v);
+            }
+        }
+    }
+
+    #[test]
+    fn a_live_slot_protects_its_row_except_a_never_launched_run(
+        slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
+    ) {
+        let now = t0() + TimeDelta::seconds(now_offset);
+        let p = policy();
+        let v = decide(slot.as_ref(), row.as_ref(), now, &p);
+        if let (Some(s), Some(r)) = (slot.as_ref(), row.as_ref()) {
+            let live = now <= own_deadline(s, Some(r), &p);
+            if live && v.row_target() == Some(Status::Failed) {
+                let launched = matches!(v, Verdict::FailNeverLaunched { release_slot: true, .. });
+                prop_assert!(launched, "{:?}", v);
+                prop_assert!(!r.has_session());
+            }
+        }
+    }
+
+    #[test]
+    fn only_running_rows_are_failed_and_only_skipped_rows_cancelled(
+        slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
+    ) {
+        let now = t0() + TimeDelta::seconds(now_offset);
+        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        match (v.row_target(), row.as_ref()) {
+            (Some(Status::Failed), Some(r)) => prop_assert!(matches!(
+                r.status, Status::Running | Status::Queued | Status::PendingRetry)),
+            (Some(Status::Cancelled), Some(r)) => prop_assert_eq!(&r.status, &Status::Skipped),
+            (Some(other), r) => prop_assert!(false, "{:?} for {:?}", other, r),
+            (None, _) => {}
+        }
+    }
+
+    #[test]
+    fn recheck_is_never_in_the_past(
+        slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
+    ) {
+        let now = t0() + TimeDelta::seconds(now_offset);
+        if let Verdict::Healthy { recheck_at: Some(at) } = decide(slot.as_ref(), row.as_ref(), now, &policy()) {
+            prop_assert!(at >= now);
+        }
+    }
+}

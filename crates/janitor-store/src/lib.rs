@@ -1,0 +1,23 @@
+//! janitor's I/O: the Redis slot store, the SQL execution store (SQLite and PostgreSQL),
+//! the audit log and the migrations.
+//!
+//! Nothing here decides anything: the rules live in `janitor-core`. This crate fetches the
+//! observations the rules need and applies their verdicts with compare-and-set operations
+//! (a Lua compare-and-delete in Redis, a `WHERE status = expected` update in SQL).
+
+mod error;
+mod keys;
+mod redact;
+mod slots;
+pub mod sql;
+
+pub use error::StoreError;
+pub use keys::{SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
+pub use redact::redact_url;
+pub use slots::{
+    Acquire, CorruptSlot, Reclaim, Release, Renew, ScannedSlot, SlotEntry, SlotStore,
+    MESSAGE_PREVIEW_CHARS,
+};
+pub use sql::audit::{AuditAction, AuditEntry, AuditFilter, AuditRecord, Evidence};
+pub use sql::executions::{CasOutcome, CorruptRow, ExecutionStore, RowEntry, RowPage, Transition};
+pub use sql::{Backend, Database, MigrationReport, Schema};

@@ -1,0 +1,436 @@
+//! The Redis slot store: acquire, renew, release, scan and compare-and-delete.
+//!
+//! Every mutation is one Lua script, so it is atomic on the server, and every time it
+//! needs comes from Redis' own `TIME`: replicas with skewed clocks agree on what is stale.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use futures::Stream;
+use janitor_core::{
+    from_unix_seconds, to_unix_seconds, AgentName, ExecutionId, SlotObservation, SlotTimeout,
+    Timestamp,
+};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, Script, Value};
+
+use crate::{SlotKeys, StoreError};
+
+static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/acquire.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
+static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
+
+/// Longest `message_preview` stored in a slot hash, as on the platform.
+pub const MESSAGE_PREVIEW_CHARS: usize = 100;
+
+/// Outcome of [`SlotStore::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Acquire {
+    Acquired {
+        slot_number: i64,
+        score: f64,
+    },
+    /// The execution already holds a slot; nothing changed.
+    AlreadyHeld {
+        slot_number: i64,
+        score: f64,
+    },
+    /// The agent is at capacity.
+    Full {
+        held: i64,
+    },
+}
+
+/// Outcome of [`SlotStore::renew`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Renew {
+    Renewed {
+        score: f64,
+    },
+    /// The slot is gone (released or reclaimed); it is not recreated.
+    NotHeld,
+}
+
+/// Outcome of [`SlotStore::release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    Released,
+    NotHeld,
+}
+
+/// Outcome of the compare-and-delete calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reclaim {
+    /// Removed: the score was the observed one (and the deadline had passed).
+    Reclaimed,
+    /// Someone else removed it first.
+    AlreadyGone,
+    /// The score changed since it was observed: the slot was renewed and is alive.
+    Renewed { score: f64 },
+    /// Same score, but Redis' clock says the deadline has not passed.
+    NotYetDue,
+}
+
+/// A slot found by [`SlotStore::scan`], with what its hash says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedSlot {
+    pub observation: SlotObservation,
+    /// Whether the metadata hash still exists (it expires by itself).
+    pub has_meta: bool,
+    /// The hash's `started_at`, as written.
+    pub meta_started_at: Option<String>,
+}
+
+/// A ZSET member that cannot be a slot: reported, never touched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptSlot {
+    pub key: String,
+    pub member: String,
+    pub reason: String,
+}
+
+/// One entry of a scan batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotEntry {
+    Slot(ScannedSlot),
+    Corrupt(CorruptSlot),
+}
+
+/// Slots in Redis under one [`SlotKeys`] layout.
+#[derive(Clone)]
+pub struct SlotStore {
+    conn: ConnectionManager,
+    keys: SlotKeys,
+    ttl_buffer_secs: i64,
+}
+
+impl std::fmt::Debug for SlotStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotStore")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SlotStore {
+    /// Connects (and checks the connection with `PING`). The connection reconnects by
+    /// itself after Redis restarts; calls made while it is down fail fast with a transient
+    /// error.
+    pub async fn connect(
+        url: &str,
+        keys: SlotKeys,
+        ttl_buffer_secs: i64,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_number_of_retries(2);
+        let mut conn = ConnectionManager::new_with_config(client, config).await?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(Self {
+            conn,
+            keys,
+            ttl_buffer_secs,
+        })
+    }
+
+    pub fn keys(&self) -> &SlotKeys {
+        &self.keys
+    }
+
+    /// A handle on the underlying connection, for callers that share it (e.g. the queue).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// "Now" for every decision: the Redis server's clock.
+    pub async fn server_time(&self) -> Result<Timestamp, StoreError> {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        from_unix_seconds(secs as f64 + micros as f64 / 1e6)
+            .ok_or_else(|| StoreError::Protocol(format!("TIME returned {secs}.{micros}")))
+    }
+
+    /// Takes a slot for `execution` if the agent has fewer than `max_parallel`.
+    pub async fn acquire(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+        max_parallel: u32,
+        timeout_secs: i64,
+        message: &str,
+    ) -> Result<Acquire, StoreError> {
+        let preview: String = message.chars().take(MESSAGE_PREVIEW_CHARS).collect();
+        let (code, number, score): (i64, i64, String) = ACQUIRE
+            .key(self.keys.slots(agent))
+            .key(self.keys.meta(agent, execution))
+            .arg(execution.as_str())
+            .arg(max_parallel)
+            .arg(timeout_secs)
+            .arg(self.ttl_buffer_secs)
+            .arg(preview)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match code {
+            1 => Acquire::Acquired {
+                slot_number: number,
+                score: parse_score(&score)?,
+            },
+            2 => Acquire::AlreadyHeld {
+                slot_number: number,
+                score: parse_score(&score)?,
+            },
+            _ => Acquire::Full { held: number },
+        })
+    }
+
+    /// Re-anchors the slot's score to now (and its hash's expiry), only if it still exists.
+    /// `timeout_secs` replaces the slot's own timeout when given.
+    pub async fn renew(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+        timeout_secs: Option<i64>,
+    ) -> Result<Renew, StoreError> {
+        let (code, score): (i64, String) = RENEW
+            .key(self.keys.slots(agent))
+            .key(self.keys.meta(agent, execution))
+            .arg(execution.as_str())
+            .arg(self.ttl_buffer_secs)
+            .arg(timeout_secs.map(|t| t.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if code == 1 {
+            Renew::Renewed {
+                score: parse_score(&score)?,
+            }
+        } else {
+            Renew::NotHeld
+        })
+    }
+
+    /// Releases the slot (the run finished). Idempotent.
+    pub async fn release(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+    ) -> Result<Release, StoreError> {
+        let removed: i64 = RELEASE
+            .key(self.keys.slots(agent))
+            .key(self.keys.meta(agent, execution))
+            .arg(execution.as_str())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(if removed == 1 {
+            Release::Released
+        } else {
+            Release::NotHeld
+        })
+    }
+
+    /// Removes a stale slot only if its score is still `observed_score` and Redis' clock is
+    /// past `deadline`. A renewal in between makes this return [`Reclaim::Renewed`].
+    pub async fn reclaim_if_expired(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+        observed_score: f64,
+        deadline: Timestamp,
+    ) -> Result<Reclaim, StoreError> {
+        self.compare_and_delete(agent, execution, observed_score, Some(deadline))
+            .await
+    }
+
+    /// Removes a leaked slot only if its score is still `observed_score`.
+    pub async fn release_if_unchanged(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+        observed_score: f64,
+    ) -> Result<Reclaim, StoreError> {
+        self.compare_and_delete(agent, execution, observed_score, None)
+            .await
+    }
+
+    async fn compare_and_delete(
+        &self,
+        agent: &AgentName,
+        execution: &ExecutionId,
+        observed_score: f64,
+        deadline: Option<Timestamp>,
+    ) -> Result<Reclaim, StoreError> {
+        let (code, current): (i64, String) = RECLAIM
+            .key(self.keys.slots(agent))
+            .key(self.keys.meta(agent, execution))
+            .arg(execution.as_str())
+            // Shortest round-trip text: Lua's tonumber() reads back the same double.
+            .arg(observed_score.to_string())
+            .arg(
+                deadline
+                    .map(|d| to_unix_seconds(d).to_string())
+                    .unwrap_or_default(),
+            )
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match code {
+            1 => Reclaim::Reclaimed,
+            0 => Reclaim::AlreadyGone,
+            2 => Reclaim::Renewed {
+                score: parse_score(&current)?,
+            },
+            _ => Reclaim::NotYetDue,
+        })
+    }
+
+    /// Streams every slot of every agent in batches of roughly `batch` agents: `SCAN` for
+    /// the ZSET keys, then one pipeline of `ZRANGE … WITHSCORES` and one of `HGETALL` per
+    /// batch. Memory is bounded by the batch, never by the number of keys.
+    pub fn scan(
+        &self,
+        batch: usize,
+    ) -> impl Stream<Item = Result<Vec<SlotEntry>, StoreError>> + Send + 'static {
+        let store = self.clone();
+        let batch = batch.max(1);
+        futures::stream::try_unfold(Some(0u64), move |cursor| {
+            let store = store.clone();
+            async move {
+                let mut cursor = match cursor {
+                    Some(c) => c,
+                    None => return Ok(None),
+                };
+                loop {
+                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(store.keys.scan_pattern())
+                        .arg("COUNT")
+                        .arg(batch)
+                        .arg("TYPE")
+                        .arg("zset")
+                        .query_async(&mut store.conn.clone())
+                        .await?;
+                    let state = (next != 0).then_some(next);
+                    if !keys.is_empty() {
+                        let entries = store.read_slots(keys).await?;
+                        return Ok(Some((entries, state)));
+                    }
+                    match state {
+                        Some(c) => cursor = c,
+                        None => return Ok(None),
+                    }
+                }
+            }
+        })
+    }
+
+    async fn read_slots(&self, keys: Vec<Vec<u8>>) -> Result<Vec<SlotEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        let members: Vec<Vec<(Vec<u8>, f64)>> = pipe.query_async(&mut conn).await?;
+
+        let mut entries = Vec::new();
+        let mut pending = Vec::new();
+        for (key, members) in keys.into_iter().zip(members) {
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let agent = self
+                .keys
+                .agent_of(&key)
+                .map(AgentName::parse)
+                .transpose()
+                .map_err(|e| e.to_string());
+            for (member, score) in members {
+                let member = String::from_utf8_lossy(&member).into_owned();
+                let parsed = match (&agent, ExecutionId::parse(member.clone())) {
+                    (Ok(Some(agent)), Ok(execution)) => Ok((agent.clone(), execution)),
+                    (Ok(None), _) => Err("key does not start with the slot prefix".to_owned()),
+                    (Err(e), _) => Err(format!("bad agent name in key: {e}")),
+                    (_, Err(e)) => Err(e.to_string()),
+                };
+                match parsed {
+                    Ok((agent, execution)) => pending.push((agent, execution, score)),
+                    Err(reason) => entries.push(SlotEntry::Corrupt(CorruptSlot {
+                        key: key.clone(),
+                        member,
+                        reason,
+                    })),
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(entries);
+        }
+        let mut pipe = redis::pipe();
+        for (agent, execution, _) in &pending {
+            pipe.cmd("HGETALL").arg(self.keys.meta(agent, execution));
+        }
+        let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(&mut conn).await?;
+        for ((agent, execution_id, score), hash) in pending.into_iter().zip(hashes) {
+            let field = |name: &str| {
+                hash.iter()
+                    .find(|(k, _)| k == name.as_bytes())
+                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            };
+            entries.push(SlotEntry::Slot(ScannedSlot {
+                has_meta: !hash.is_empty(),
+                meta_started_at: field("started_at"),
+                observation: SlotObservation {
+                    timeout: SlotTimeout::parse(field("timeout_seconds").as_deref()),
+                    agent,
+                    execution_id,
+                    score,
+                },
+            }));
+        }
+        Ok(entries)
+    }
+
+    /// Looks up the slots of specific runs (one pipeline): `None` where the run holds none.
+    pub async fn lookup(
+        &self,
+        runs: &[(AgentName, ExecutionId)],
+    ) -> Result<Vec<Option<SlotObservation>>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (agent, execution) in runs {
+            pipe.cmd("ZSCORE")
+                .arg(self.keys.slots(agent))
+                .arg(execution.as_str());
+            pipe.cmd("HGET")
+                .arg(self.keys.meta(agent, execution))
+                .arg("timeout_seconds");
+        }
+        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut values = values.into_iter();
+        let mut found = Vec::with_capacity(runs.len());
+        for (agent, execution) in runs {
+            let (Some(score), Some(timeout)) = (values.next(), values.next()) else {
+                return Err(StoreError::Protocol("short pipeline reply".into()));
+            };
+            let score = Option::<f64>::from_redis_value(score)
+                .map_err(|e| StoreError::Protocol(e.to_string()))?;
+            let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
+                .map_err(|e| StoreError::Protocol(e.to_string()))?
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+            found.push(score.map(|score| SlotObservation {
+                agent: agent.clone(),
+                execution_id: execution.clone(),
+                score,
+                timeout: SlotTimeout::parse(timeout.as_deref()),
+            }));
+        }
+        Ok(found)
+    }
+}
+
+fn parse_score(text: &str) -> Result<f64, StoreError> {
+    text.parse()
+        .map_err(|_| StoreError::Protocol(format!("score {text:?} is not a number")))
+}

@@ -1,0 +1,92 @@
+//! Embedded migrations, one directory per backend (`migrations/sqlite`, `migrations/postgres`).
+//!
+//! The SQL files are compiled into the binary, so `janitor migrate` needs nothing on disk.
+//! Every statement is `CREATE … IF NOT EXISTS`: run against an existing platform database it
+//! adds janitor's own table and indexes and leaves every platform row and column as it was.
+
+use std::borrow::Cow;
+
+use futures::future::BoxFuture;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+
+use super::{with_pool, Backend, Database};
+use crate::StoreError;
+
+/// (version, description, SQLite text, PostgreSQL text)
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "platform tables",
+        include_str!("../../../../migrations/sqlite/0001_platform_tables.sql"),
+        include_str!("../../../../migrations/postgres/0001_platform_tables.sql"),
+    ),
+    (
+        2,
+        "janitor audit",
+        include_str!("../../../../migrations/sqlite/0002_janitor_audit.sql"),
+        include_str!("../../../../migrations/postgres/0002_janitor_audit.sql"),
+    ),
+];
+
+#[derive(Debug)]
+struct Embedded(Backend);
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async move {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sqlite, postgres)| {
+                    let sql = match self.0 {
+                        Backend::Sqlite => sqlite,
+                        Backend::Postgres => postgres,
+                    };
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions applied by this run (empty when already up to date).
+    pub applied: Vec<i64>,
+    /// The latest version known to this build.
+    pub latest: i64,
+}
+
+pub(super) async fn run(db: &Database) -> Result<MigrationReport, StoreError> {
+    let migrator = Migrator::new(Embedded(db.backend()))
+        .await
+        .map_err(StoreError::Migrate)?;
+    let applied_before: Vec<i64> = with_pool!(db, pool => {
+        let table: Option<String> = match db.backend() {
+            Backend::Sqlite => sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'").fetch_optional(pool).await?,
+            Backend::Postgres => sqlx::query_scalar("SELECT CAST(to_regclass('_sqlx_migrations') AS TEXT)").fetch_optional(pool).await?.flatten(),
+        };
+        if table.is_some() {
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success").fetch_all(pool).await?
+        } else {
+            Vec::new()
+        }
+    });
+    with_pool!(db, pool => migrator.run(pool).await)?;
+    let applied = MIGRATIONS
+        .iter()
+        .map(|m| m.0)
+        .filter(|v| !applied_before.contains(v))
+        .collect();
+    Ok(MigrationReport {
+        applied,
+        latest: MIGRATIONS.last().map_or(0, |m| m.0),
+    })
+}

@@ -1,0 +1,171 @@
+//! The SQL side: one [`Database`] handle over SQLite (the embedded default) or PostgreSQL
+//! (the scale-out database). Queries are written once, with `$N` placeholders both drivers
+//! accept, and compiled against each pool by [`with_pool!`]; only schema introspection and
+//! DDL differ.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::{redact_url, StoreError};
+
+pub mod audit;
+pub mod executions;
+mod migrate;
+
+pub use migrate::MigrationReport;
+
+/// Runs `$body` with `$pool` bound to the concrete pool: the same query text is compiled
+/// for each driver.
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::sql::Database::Sqlite($pool) => $body,
+            $crate::sql::Database::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Which backend a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Reads the scheme of a database URL.
+    pub fn of_url(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// A connection pool on one of the supported databases.
+#[derive(Debug, Clone)]
+pub enum Database {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// The optional platform tables found in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Schema {
+    pub agent_schedules: bool,
+    pub agent_ownership: bool,
+    pub agent_activities: bool,
+}
+
+impl Database {
+    /// Opens a pool. With `create`, a missing SQLite file is created (for `migrate`);
+    /// otherwise a missing file is an error rather than a silently empty database.
+    pub async fn connect(url: &str, create: bool) -> Result<Self, StoreError> {
+        match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(create)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(false);
+                let file = options.get_filename();
+                let in_memory =
+                    file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                if !create && !in_memory && !file.exists() {
+                    return Err(StoreError::MissingDatabase(file.display().to_string()));
+                }
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?;
+                Ok(Self::Sqlite(pool))
+            }
+            Backend::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies janitor's migrations for this backend.
+    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        migrate::run(self).await
+    }
+
+    /// The names of the tables that exist, among `names`.
+    async fn existing_tables(&self, names: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for name in names {
+            let exists: bool = match self {
+                Self::Sqlite(pool) => sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = $1)",
+                )
+                .bind(*name)
+                .fetch_one(pool)
+                .await?,
+                Self::Postgres(pool) => sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM information_schema.tables \
+                     WHERE table_schema = current_schema() AND table_name = $1)",
+                )
+                .bind(*name)
+                .fetch_one(pool)
+                .await?,
+            };
+            if exists {
+                found.push((*name).to_owned());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Checks the tables janitor needs exist and reports the optional ones.
+    pub async fn schema(&self) -> Result<Schema, StoreError> {
+        let found = self
+            .existing_tables(&[
+                "schedule_executions",
+                "janitor_audit",
+                "agent_schedules",
+                "agent_ownership",
+                "agent_activities",
+            ])
+            .await?;
+        let has = |name: &str| found.iter().any(|f| f == name);
+        for required in ["schedule_executions", "janitor_audit"] {
+            if !has(required) {
+                return Err(StoreError::MissingTable(required));
+            }
+        }
+        Ok(Schema {
+            agent_schedules: has("agent_schedules"),
+            agent_ownership: has("agent_ownership"),
+            agent_activities: has("agent_activities"),
+        })
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+}

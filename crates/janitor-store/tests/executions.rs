@@ -1,0 +1,626 @@
+//! The SQL execution store: one suite, run against a fresh SQLite file and a fresh
+//! PostgreSQL database per test.
+
+use std::sync::Arc;
+
+use janitor_core::{parse_timestamp, ExecutionId, Status};
+use janitor_store::{
+    sql::audit, AuditFilter, CasOutcome, Database, Evidence, ExecutionStore, RowEntry, Transition,
+};
+use janitor_testkit::{Kind, TestDb};
+
+/// Runs each listed test once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    migrate_is_idempotent,
+    open_rows_paginate_over_non_terminal_rows_only,
+    mixed_timestamp_formats_are_all_read,
+    effective_timeout_prefers_schedule_then_agent,
+    fail_run_closes_the_activity_and_audits_once,
+    a_late_success_is_never_overwritten,
+    conflicts_and_missing_rows_write_nothing,
+    skipped_runs_are_cancelled_only_from_skipped,
+    concurrent_fails_apply_exactly_once,
+    odd_ids_are_reported_not_changed,
+    audit_filters,
+);
+
+struct Fixture {
+    _db: TestDb,
+    store: ExecutionStore,
+}
+
+impl Fixture {
+    async fn new(kind: Kind) -> Self {
+        let db = TestDb::new(kind).await.unwrap();
+        let database = Database::connect(&db.url, true).await.unwrap();
+        database.migrate().await.unwrap();
+        let store = ExecutionStore::open(database).await.unwrap();
+        Self { _db: db, store }
+    }
+
+    fn db(&self) -> &Database {
+        self.store.database()
+    }
+
+    async fn exec(&self, sql: &str) {
+        match self.db() {
+            Database::Sqlite(p) => {
+                sqlx::raw_sql(sql).execute(p).await.unwrap();
+            }
+            Database::Postgres(p) => {
+                sqlx::raw_sql(sql).execute(p).await.unwrap();
+            }
+        }
+    }
+
+    async fn scalar(&self, sql: &str) -> Option<String> {
+        match self.db() {
+            Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        match self.db() {
+            Database::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+            Database::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        }
+    }
+
+    async fn insert_run(
+        &self,
+        id: &str,
+        agent: &str,
+        status: &str,
+        started: &str,
+        session: Option<&str>,
+    ) {
+        let session = session.map_or("NULL".to_owned(), |s| format!("'{s}'"));
+        self.exec(&format!(
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, claude_session_id) \
+             VALUES ('{id}', 'sched-1', '{agent}', '{status}', '{started}', 'do it', 'schedule', {session})"
+        ))
+        .await;
+    }
+
+    async fn insert_activity(&self, id: &str, execution: &str, state: &str, started: &str) {
+        self.exec(&format!(
+            "INSERT INTO agent_activities (id, agent_name, activity_type, activity_state, started_at, related_execution_id, created_at) \
+             VALUES ('{id}', 'a', 'schedule_start', '{state}', '{started}', '{execution}', '{started}')"
+        ))
+        .await;
+    }
+
+    async fn status(&self, id: &str) -> String {
+        self.scalar(&format!(
+            "SELECT status FROM schedule_executions WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+fn evidence() -> Evidence {
+    Evidence {
+        job_id: Some("fail_run:a:e1:d1".into()),
+        job_kind: Some("fail_run".into()),
+        worker: "test-worker".into(),
+        slot_score: Some(1_777_649_400.25),
+        deadline: Some(parse_timestamp("2026-05-01T16:35:00Z").unwrap()),
+        detail: Some("{\"why\":\"test\"}".into()),
+    }
+}
+
+fn now() -> janitor_core::Timestamp {
+    parse_timestamp("2026-05-01T17:00:00Z").unwrap()
+}
+
+fn id(s: &str) -> ExecutionId {
+    ExecutionId::parse(s).unwrap()
+}
+
+fn rows(entries: &[RowEntry]) -> Vec<&janitor_core::RowObservation> {
+    entries
+        .iter()
+        .map(|e| match e {
+            RowEntry::Row(r) => r,
+            RowEntry::Corrupt(c) => panic!("corrupt: {c:?}"),
+        })
+        .collect()
+}
+
+async fn migrate_is_idempotent(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run(
+        "e1",
+        "a",
+        "running",
+        "2026-05-01T15:30:00",
+        Some("dispatched"),
+    )
+    .await;
+    let again = f.db().migrate().await.unwrap();
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(again.latest, 2);
+    assert_eq!(f.count("SELECT COUNT(*) FROM schedule_executions").await, 1);
+}
+
+async fn open_rows_paginate_over_non_terminal_rows_only(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let statuses = [
+        "running",
+        "success",
+        "queued",
+        "failed",
+        "skipped",
+        "cancelled",
+        "pending_retry",
+        "completed",
+        "mystery",
+    ];
+    let mut want = Vec::new();
+    for i in 0..45 {
+        let status = statuses[i % statuses.len()];
+        let run = format!("r{i:03}");
+        f.insert_run(&run, "a", status, "2026-05-01T15:30:00Z", None)
+            .await;
+        if !Status::parse(status).is_terminal() {
+            want.push(run);
+        }
+    }
+    let mut got = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = f.store.open_rows(cursor.as_deref(), 7).await.unwrap();
+        pages += 1;
+        assert!(page.rows.len() <= 7);
+        got.extend(page.rows.iter().map(|r| r.id().to_owned()));
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(got, want);
+    assert!(pages >= 4, "{pages}");
+}
+
+async fn mixed_timestamp_formats_are_all_read(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let formats = [
+        ("t1", "2026-05-01T15:30:00.123456Z"),
+        ("t2", "2026-05-01T15:30:00.123456"),
+        ("t3", "2026-05-01 15:30:00"),
+        ("t4", "2026-05-01T15:30:00+00:00"),
+        ("t5", "not a time"),
+    ];
+    for (run, started) in formats {
+        f.insert_run(run, "a", "running", started, Some("dispatched"))
+            .await;
+    }
+    let page = f.store.open_rows(None, 100).await.unwrap();
+    let got = rows(&page.rows);
+    assert_eq!(got.len(), 5);
+    let base = parse_timestamp("2026-05-01T15:30:00Z").unwrap();
+    for row in &got[..4] {
+        let started = row.started_at.clone().unwrap();
+        assert!((started - base).num_milliseconds().abs() < 200, "{row:?}");
+    }
+    assert_eq!(got[4].started_at.clone().unwrap_err().value, "not a time");
+}
+
+async fn effective_timeout_prefers_schedule_then_agent(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.exec("INSERT INTO agent_ownership (agent_name, execution_timeout_seconds) VALUES ('agent-a', 900)").await;
+    f.exec("INSERT INTO agent_schedules (id, agent_name, timeout_seconds) VALUES ('sched-1', 'agent-a', 3900)").await;
+    f.exec("INSERT INTO agent_schedules (id, agent_name, timeout_seconds) VALUES ('sched-2', 'agent-a', NULL)").await;
+    f.insert_run("s1", "agent-a", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.insert_run("s2", "agent-a", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.exec("UPDATE schedule_executions SET schedule_id = 'sched-2' WHERE id = 's2'")
+        .await;
+    f.insert_run("s3", "agent-b", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.exec("UPDATE schedule_executions SET schedule_id = '__manual__' WHERE id = 's3'")
+        .await;
+    let entries = f
+        .store
+        .rows_by_ids(&[id("s1"), id("s2"), id("s3"), id("absent")])
+        .await
+        .unwrap();
+    let mut got: Vec<_> = rows(&entries)
+        .into_iter()
+        .map(|r| (r.execution_id.to_string(), r.effective_timeout))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("s1".into(), Some(3900)),
+            ("s2".into(), Some(900)),
+            ("s3".into(), None)
+        ]
+    );
+}
+
+async fn fail_run_closes_the_activity_and_audits_once(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run(
+        "e1",
+        "agent:one",
+        "running",
+        "2026-05-01T15:30:00.000000",
+        Some("dispatched"),
+    )
+    .await;
+    f.insert_activity("act1", "e1", "started", "2026-05-01T15:30:00Z")
+        .await;
+    f.insert_activity("act0", "e1", "completed", "2026-05-01T15:00:00Z")
+        .await;
+    let ev = evidence();
+    let change = Transition {
+        execution_id: &id("e1"),
+        expected: &Status::Running,
+        error: "Stale execution — slot expired",
+        now: now(),
+        evidence: &ev,
+    };
+    let outcome = f.store.fail_run(&change).await.unwrap();
+    assert_eq!(
+        outcome,
+        CasOutcome::Applied {
+            agent: "agent:one".into(),
+            activities_closed: 1
+        }
+    );
+    assert_eq!(f.status("e1").await, "failed");
+    assert_eq!(
+        f.scalar("SELECT completed_at FROM schedule_executions WHERE id = 'e1'")
+            .await
+            .as_deref(),
+        Some("2026-05-01T17:00:00.000000Z")
+    );
+    assert_eq!(
+        f.scalar("SELECT error FROM schedule_executions WHERE id = 'e1'")
+            .await
+            .as_deref(),
+        Some("Stale execution — slot expired")
+    );
+    assert_eq!(
+        f.count("SELECT CAST(duration_ms AS BIGINT) FROM schedule_executions WHERE id = 'e1'")
+            .await,
+        5_400_000
+    );
+    assert_eq!(
+        f.scalar("SELECT activity_state FROM agent_activities WHERE id = 'act1'")
+            .await
+            .as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        f.count("SELECT CAST(duration_ms AS BIGINT) FROM agent_activities WHERE id = 'act1'")
+            .await,
+        5_400_000
+    );
+    assert_eq!(
+        f.scalar("SELECT activity_state FROM agent_activities WHERE id = 'act0'")
+            .await
+            .as_deref(),
+        Some("completed")
+    );
+
+    // A retry of the same change applies nothing.
+    let again = f.store.fail_run(&change).await.unwrap();
+    assert_eq!(again, CasOutcome::AlreadyTerminal(Status::Failed));
+    let trail = audit::query(
+        f.db(),
+        &AuditFilter {
+            execution_id: Some("e1".into()),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(trail.len(), 1);
+    let row = &trail[0];
+    assert_eq!(row.action, "run_failed");
+    assert_eq!(row.status_before.as_deref(), Some("running"));
+    assert_eq!(row.status_after.as_deref(), Some("failed"));
+    assert_eq!(row.agent_name, "agent:one");
+    assert_eq!(row.worker, "test-worker");
+    assert_eq!(row.job_kind.as_deref(), Some("fail_run"));
+    assert_eq!(row.slot_score, Some(1_777_649_400.25));
+    assert_eq!(row.deadline.as_deref(), Some("2026-05-01T16:35:00.000000Z"));
+    assert_eq!(row.at, "2026-05-01T17:00:00.000000Z");
+}
+
+async fn a_late_success_is_never_overwritten(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run(
+        "e1",
+        "a",
+        "running",
+        "2026-05-01T15:30:00Z",
+        Some("dispatched"),
+    )
+    .await;
+    // The run finishes between the producer's read and the worker's write.
+    f.exec("UPDATE schedule_executions SET status = 'success', response = 'done' WHERE id = 'e1'")
+        .await;
+    let ev = evidence();
+    let outcome = f
+        .store
+        .fail_run(&Transition {
+            execution_id: &id("e1"),
+            expected: &Status::Running,
+            error: "stale",
+            now: now(),
+            evidence: &ev,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::AlreadyTerminal(Status::Success));
+    assert_eq!(f.status("e1").await, "success");
+    assert_eq!(
+        f.scalar("SELECT error FROM schedule_executions WHERE id = 'e1'")
+            .await,
+        None
+    );
+    assert_eq!(f.count("SELECT COUNT(*) FROM janitor_audit").await, 0);
+    // Asking to move a terminal status is refused without touching the database.
+    let outcome = f
+        .store
+        .fail_run(&Transition {
+            execution_id: &id("e1"),
+            expected: &Status::Success,
+            error: "x",
+            now: now(),
+            evidence: &ev,
+        })
+        .await
+        .unwrap();
+    assert_eq!(outcome, CasOutcome::AlreadyTerminal(Status::Success));
+}
+
+async fn conflicts_and_missing_rows_write_nothing(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run("e1", "a", "pending_retry", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.insert_run("e2", "a", "paused", "2026-05-01T15:30:00Z", None)
+        .await;
+    let ev = evidence();
+    let t = |run: &'static str, expected: &'static Status| Transition {
+        execution_id: Box::leak(Box::new(id(run))),
+        expected,
+        error: "x",
+        now: now(),
+        evidence: Box::leak(Box::new(ev.clone())),
+    };
+    assert_eq!(
+        f.store.fail_run(&t("e1", &Status::Running)).await.unwrap(),
+        CasOutcome::Conflict(Status::PendingRetry)
+    );
+    assert_eq!(
+        f.store
+            .fail_run(&t("missing", &Status::Running))
+            .await
+            .unwrap(),
+        CasOutcome::NotFound
+    );
+    // Unknown statuses are never a CAS source.
+    static PAUSED: std::sync::LazyLock<Status> =
+        std::sync::LazyLock::new(|| Status::parse("paused"));
+    assert!(matches!(
+        f.store.fail_run(&t("e2", &PAUSED)).await.unwrap(),
+        CasOutcome::Conflict(_)
+    ));
+    assert_eq!(f.status("e1").await, "pending_retry");
+    assert_eq!(f.status("e2").await, "paused");
+    assert_eq!(f.count("SELECT COUNT(*) FROM janitor_audit").await, 0);
+}
+
+async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run("k1", "a", "skipped", "garbage-time", None)
+        .await;
+    f.insert_run("k2", "a", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    let ev = evidence();
+    let change = Transition {
+        execution_id: &id("k1"),
+        expected: &Status::Skipped,
+        error: "Skipped — agent was busy",
+        now: now(),
+        evidence: &ev,
+    };
+    assert!(matches!(
+        f.store.cancel_skipped(&change).await.unwrap(),
+        CasOutcome::Applied { .. }
+    ));
+    assert_eq!(f.status("k1").await, "cancelled");
+    assert_eq!(
+        f.scalar("SELECT error FROM schedule_executions WHERE id = 'k1'")
+            .await
+            .as_deref(),
+        Some("Skipped — agent was busy")
+    );
+    // Unparseable start: duration is NULL rather than invented.
+    assert_eq!(
+        f.count("SELECT COUNT(*) FROM schedule_executions WHERE id = 'k1' AND duration_ms IS NULL")
+            .await,
+        1
+    );
+    let wrong = Transition {
+        execution_id: &id("k2"),
+        expected: &Status::Running,
+        error: "x",
+        now: now(),
+        evidence: &ev,
+    };
+    assert!(matches!(
+        f.store.cancel_skipped(&wrong).await.unwrap(),
+        CasOutcome::Conflict(_)
+    ));
+    assert_eq!(f.status("k2").await, "running");
+    let trail = audit::query(
+        f.db(),
+        &AuditFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].action, "run_cancelled");
+    assert_eq!(trail[0].status_after.as_deref(), Some("cancelled"));
+}
+
+async fn concurrent_fails_apply_exactly_once(kind: Kind) {
+    let f = Arc::new(Fixture::new(kind).await);
+    f.insert_run(
+        "e1",
+        "a",
+        "running",
+        "2026-05-01T15:30:00Z",
+        Some("dispatched"),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let f = Arc::clone(&f);
+        tasks.push(tokio::spawn(async move {
+            let ev = Evidence {
+                worker: format!("w{i}"),
+                ..Evidence::default()
+            };
+            f.store
+                .fail_run(&Transition {
+                    execution_id: &id("e1"),
+                    expected: &Status::Running,
+                    error: "stale",
+                    now: now(),
+                    evidence: &ev,
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut applied = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CasOutcome::Applied { .. } => applied += 1,
+            CasOutcome::AlreadyTerminal(Status::Failed) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    assert_eq!(f.count("SELECT COUNT(*) FROM janitor_audit").await, 1);
+}
+
+async fn odd_ids_are_reported_not_changed(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run("has:colon", "a", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.insert_run("fine", "", "running", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.insert_run(
+        "ok",
+        "agent with spaces/ü:x",
+        "running",
+        "2026-05-01T15:30:00Z",
+        None,
+    )
+    .await;
+    let page = f.store.open_rows(None, 10).await.unwrap();
+    let mut corrupt = 0;
+    for entry in &page.rows {
+        match entry {
+            RowEntry::Corrupt(c) => {
+                corrupt += 1;
+                assert!(c.id == "has:colon" || c.id == "fine", "{c:?}");
+                assert!(!c.reason.is_empty());
+            }
+            RowEntry::Row(r) => assert_eq!(r.agent.as_str(), "agent with spaces/ü:x"),
+        }
+    }
+    assert_eq!(corrupt, 2);
+}
+
+async fn audit_filters(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    for (run, agent) in [("e1", "a"), ("e2", "a"), ("e3", "b")] {
+        f.insert_run(run, agent, "running", "2026-05-01T15:30:00Z", None)
+            .await;
+    }
+    let ev = evidence();
+    for (run, minutes) in [("e1", 0), ("e2", 10), ("e3", 20)] {
+        let at = now() + chrono::TimeDelta::minutes(minutes);
+        f.store
+            .fail_run(&Transition {
+                execution_id: &id(run),
+                expected: &Status::Running,
+                error: "x",
+                now: at,
+                evidence: &ev,
+            })
+            .await
+            .unwrap();
+    }
+    let f = &f;
+    let q = |filter: AuditFilter| async move { audit::query(f.db(), &filter).await.unwrap() };
+    let all = q(AuditFilter {
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        all.iter()
+            .map(|r| r.execution_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e3", "e2", "e1"]
+    );
+    assert_eq!(
+        q(AuditFilter {
+            agent: Some("a".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    let since = Some(now() + chrono::TimeDelta::minutes(5));
+    assert_eq!(
+        q(AuditFilter {
+            since,
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        2
+    );
+    assert_eq!(
+        q(AuditFilter {
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .len(),
+        1
+    );
+}

@@ -1,0 +1,425 @@
+//! The Redis slot store against a real Redis, each test under its own key prefix.
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::TimeDelta;
+use futures::TryStreamExt as _;
+use janitor_core::{
+    decide, parse_timestamp, to_unix_seconds, AgentName, ExecutionId, Policy, RowObservation,
+    SlotTimeout, Status, Verdict,
+};
+use janitor_store::{Acquire, Reclaim, Release, Renew, SlotEntry, SlotKeys, SlotStore};
+use redis::AsyncCommands as _;
+
+async fn store() -> (SlotStore, redis::aio::ConnectionManager) {
+    let (slots, meta) = janitor_testkit::slot_prefixes();
+    let store = SlotStore::connect(
+        &janitor_testkit::redis_url(),
+        SlotKeys::new(slots, meta),
+        300,
+    )
+    .await
+    .expect("redis is reachable");
+    let conn = store.connection();
+    (store, conn)
+}
+
+fn agent(name: &str) -> AgentName {
+    AgentName::parse(name).unwrap()
+}
+
+fn exec(id: &str) -> ExecutionId {
+    ExecutionId::parse(id).unwrap()
+}
+
+/// Writes a slot the way the platform does, acquired `age` ago.
+async fn seed_slot(
+    store: &SlotStore,
+    conn: &mut redis::aio::ConnectionManager,
+    agent: &AgentName,
+    execution: &ExecutionId,
+    age: TimeDelta,
+    timeout: Option<&str>,
+) -> f64 {
+    let now = store.server_time().await.unwrap();
+    let score = to_unix_seconds(now - age);
+    let _: () = conn
+        .zadd(store.keys().slots(agent), execution.as_str(), score)
+        .await
+        .unwrap();
+    let meta = store.keys().meta(agent, execution);
+    let _: () = conn
+        .hset(&meta, "started_at", "2026-05-01T15:30:00.000000")
+        .await
+        .unwrap();
+    if let Some(timeout) = timeout {
+        let _: () = conn.hset(&meta, "timeout_seconds", timeout).await.unwrap();
+    }
+    score
+}
+
+async fn scan_all(store: &SlotStore, batch: usize) -> Vec<SlotEntry> {
+    let batches: Vec<Vec<SlotEntry>> = store.scan(batch).try_collect().await.unwrap();
+    batches.into_iter().flatten().collect()
+}
+
+fn running(
+    agent: &AgentName,
+    execution: &ExecutionId,
+    started: chrono::DateTime<chrono::Utc>,
+) -> RowObservation {
+    RowObservation {
+        execution_id: execution.clone(),
+        agent: agent.clone(),
+        status: Status::Running,
+        started_at: Ok(started),
+        session: Some("dispatched".into()),
+        effective_timeout: Some(3600),
+    }
+}
+
+#[tokio::test]
+async fn acquire_writes_the_platform_layout_and_is_idempotent() {
+    let (store, mut conn) = store().await;
+    let a = agent("team:alpha/β one");
+    let e = exec("exec-1");
+    let got = store
+        .acquire(&a, &e, 3, 3900, &"x".repeat(300))
+        .await
+        .unwrap();
+    let Acquire::Acquired { slot_number, score } = got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(slot_number, 1);
+
+    let meta: BTreeMap<String, String> = conn.hgetall(store.keys().meta(&a, &e)).await.unwrap();
+    assert_eq!(meta["timeout_seconds"], "3900");
+    assert_eq!(meta["slot_number"], "1");
+    assert_eq!(meta["message_preview"].chars().count(), 100);
+    // started_at is naive ISO (no zone) and names the same instant as the score.
+    let started = &meta["started_at"];
+    assert!(!started.ends_with('Z'), "{started}");
+    let started = parse_timestamp(started).unwrap();
+    assert!(
+        (to_unix_seconds(started) - score).abs() < 1e-5,
+        "{started} vs {score}"
+    );
+    let ttl: i64 = conn.ttl(store.keys().meta(&a, &e)).await.unwrap();
+    assert!(
+        (4190..=4200).contains(&ttl),
+        "EXPIRE = timeout + buffer, got {ttl}"
+    );
+
+    // Re-acquiring the same id changes nothing.
+    let again = store.acquire(&a, &e, 3, 3900, "other").await.unwrap();
+    assert_eq!(
+        again,
+        Acquire::AlreadyHeld {
+            slot_number: 1,
+            score
+        }
+    );
+    let count: i64 = conn.zcard(store.keys().slots(&a)).await.unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_acquirers_on_capacity_three_admit_exactly_three() {
+    let (store, mut conn) = store().await;
+    let a = agent("busy agent");
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        let a = a.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .acquire(&a, &exec(&format!("e{i}")), 3, 600, "hi")
+                .await
+                .unwrap()
+        }));
+    }
+    let mut admitted = 0;
+    let mut refused = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Acquire::Acquired { .. } => admitted += 1,
+            Acquire::Full { held } => {
+                assert_eq!(held, 3);
+                refused += 1
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((admitted, refused), (3, 47));
+    let count: i64 = conn.zcard(store.keys().slots(&a)).await.unwrap();
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn renew_and_release_never_resurrect() {
+    let (store, mut conn) = store().await;
+    let (a, e) = (agent("a"), exec("e"));
+    assert_eq!(store.renew(&a, &e, None).await.unwrap(), Renew::NotHeld);
+    let exists: bool = conn.exists(store.keys().slots(&a)).await.unwrap();
+    assert!(!exists, "renewing a missing slot must not create it");
+
+    let old = seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &e,
+        TimeDelta::minutes(10),
+        Some("900"),
+    )
+    .await;
+    let Renew::Renewed { score } = store.renew(&a, &e, None).await.unwrap() else {
+        panic!()
+    };
+    assert!(score > old + 500.0);
+    let ttl: i64 = conn.ttl(store.keys().meta(&a, &e)).await.unwrap();
+    assert!((1190..=1200).contains(&ttl), "{ttl}");
+
+    assert_eq!(store.release(&a, &e).await.unwrap(), Release::Released);
+    assert_eq!(store.release(&a, &e).await.unwrap(), Release::NotHeld);
+    let meta_exists: bool = conn.exists(store.keys().meta(&a, &e)).await.unwrap();
+    assert!(!meta_exists);
+}
+
+#[tokio::test]
+async fn the_incident_21_minute_slot_survives_a_stale_one_is_reclaimed() {
+    let (store, mut conn) = store().await;
+    let a = agent("incident");
+    let live = exec("live3600");
+    let stale = exec("stale900");
+    seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &live,
+        TimeDelta::minutes(21),
+        Some("3600"),
+    )
+    .await;
+    // 900 s timeout + 300 s buffer: stale after 20 minutes.
+    seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &stale,
+        TimeDelta::minutes(21),
+        Some("900"),
+    )
+    .await;
+
+    let now = store.server_time().await.unwrap();
+    let policy = Policy::default();
+    let mut reclaimed = Vec::new();
+    for entry in scan_all(&store, 10).await {
+        let SlotEntry::Slot(slot) = entry else {
+            panic!("{entry:?}")
+        };
+        let s = &slot.observation;
+        let row = running(&s.agent, &s.execution_id, now - TimeDelta::minutes(21));
+        match decide(Some(s), Some(&row), now, &policy) {
+            Verdict::ReclaimStaleSlot { deadline, fail_row } => {
+                assert!(fail_row);
+                let outcome = store
+                    .reclaim_if_expired(&s.agent, &s.execution_id, s.score, deadline)
+                    .await
+                    .unwrap();
+                assert_eq!(outcome, Reclaim::Reclaimed);
+                reclaimed.push(s.execution_id.clone());
+            }
+            Verdict::Healthy { .. } => assert_eq!(s.execution_id, live),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reclaimed, vec![stale.clone()]);
+    let members: Vec<String> = conn.zrange(store.keys().slots(&a), 0, -1).await.unwrap();
+    assert_eq!(members, vec!["live3600".to_owned()]);
+    let meta_exists: bool = conn.exists(store.keys().meta(&a, &stale)).await.unwrap();
+    assert!(!meta_exists, "the reclaimed slot's hash is gone too");
+}
+
+#[tokio::test]
+async fn a_renewal_between_scan_and_reclaim_wins() {
+    let (store, mut conn) = store().await;
+    let (a, e) = (agent("racer"), exec("r1"));
+    seed_slot(&store, &mut conn, &a, &e, TimeDelta::hours(2), Some("600")).await;
+    let now = store.server_time().await.unwrap();
+    let SlotEntry::Slot(slot) = scan_all(&store, 10).await.remove(0) else {
+        panic!()
+    };
+    let s = slot.observation;
+    let Verdict::ReclaimStaleSlot { deadline, .. } =
+        decide(Some(&s), None, now, &Policy::default())
+    else {
+        panic!()
+    };
+    // The run heartbeats after the scan...
+    let Renew::Renewed { score } = store.renew(&a, &e, None).await.unwrap() else {
+        panic!()
+    };
+    // ...so the reclaim sees a different score and leaves the slot alone.
+    let outcome = store
+        .reclaim_if_expired(&a, &e, s.score, deadline)
+        .await
+        .unwrap();
+    assert_eq!(outcome, Reclaim::Renewed { score });
+    let held: Option<f64> = conn
+        .zscore(store.keys().slots(&a), e.as_str())
+        .await
+        .unwrap();
+    assert_eq!(held, Some(score));
+}
+
+#[tokio::test]
+async fn compare_and_delete_outcomes() {
+    let (store, mut conn) = store().await;
+    let (a, e) = (agent("cad"), exec("c1"));
+    let score = seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &e,
+        TimeDelta::minutes(1),
+        Some("600"),
+    )
+    .await;
+    let now = store.server_time().await.unwrap();
+    // Deadline in the future by Redis' clock: refused.
+    let outcome = store
+        .reclaim_if_expired(&a, &e, score, now + TimeDelta::minutes(5))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Reclaim::NotYetDue);
+    // Wrong observed score: refused.
+    let outcome = store
+        .release_if_unchanged(&a, &e, score + 1.0)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, Reclaim::Renewed { .. }));
+    // Exact score, no deadline: released; again: already gone.
+    assert_eq!(
+        store.release_if_unchanged(&a, &e, score).await.unwrap(),
+        Reclaim::Reclaimed
+    );
+    assert_eq!(
+        store.release_if_unchanged(&a, &e, score).await.unwrap(),
+        Reclaim::AlreadyGone
+    );
+}
+
+#[tokio::test]
+async fn scan_finds_every_slot_once_with_odd_names_and_reports_corruption() {
+    let (store, mut conn) = store().await;
+    let names = [
+        "plain",
+        "with:colon",
+        "with space",
+        "path/like",
+        "ünïcødé-агент",
+        "a:b:c",
+    ];
+    let mut expected = HashSet::new();
+    for (i, name) in names.iter().enumerate() {
+        for j in 0..7 {
+            let e = exec(&format!("x{i}_{j}"));
+            let timeout = if j == 0 { None } else { Some("1200") };
+            seed_slot(
+                &store,
+                &mut conn,
+                &agent(name),
+                &e,
+                TimeDelta::minutes(1),
+                timeout,
+            )
+            .await;
+            expected.insert((name.to_string(), e.to_string()));
+        }
+    }
+    // Corrupt: a member that cannot be an execution id, and unreadable metadata.
+    let _: () = conn
+        .zadd(store.keys().slots(&agent("plain")), "bad:member", 1.0)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(
+            store.keys().meta(&agent("plain"), &exec("x0_1")),
+            "timeout_seconds",
+            "soon",
+        )
+        .await
+        .unwrap();
+    // A key of another type under the prefix is not a slot set.
+    let _: () = conn
+        .set(format!("{}stray-string", store.keys().slot_prefix()), "1")
+        .await
+        .unwrap();
+
+    let mut seen = HashSet::new();
+    let mut corrupt = Vec::new();
+    for entry in scan_all(&store, 2).await {
+        match entry {
+            SlotEntry::Slot(s) => {
+                let key = (
+                    s.observation.agent.to_string(),
+                    s.observation.execution_id.to_string(),
+                );
+                if key.1 == "x0_1" {
+                    assert_eq!(s.observation.timeout, SlotTimeout::Corrupt("soon".into()));
+                } else if key.1.ends_with("_0") {
+                    assert_eq!(s.observation.timeout, SlotTimeout::Missing);
+                } else {
+                    assert_eq!(s.observation.timeout, SlotTimeout::Declared(1200));
+                }
+                assert!(s.has_meta);
+                assert!(seen.insert(key), "seen twice");
+            }
+            SlotEntry::Corrupt(c) => corrupt.push(c),
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(corrupt.len(), 1);
+    assert_eq!(corrupt[0].member, "bad:member");
+    assert!(corrupt[0].reason.contains("':'"), "{}", corrupt[0].reason);
+}
+
+#[tokio::test]
+async fn lookup_finds_the_slots_of_given_runs() {
+    let (store, mut conn) = store().await;
+    let a = agent("look up");
+    seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &exec("held"),
+        TimeDelta::minutes(1),
+        Some("700"),
+    )
+    .await;
+    let found = store
+        .lookup(&[
+            (a.clone(), exec("held")),
+            (a.clone(), exec("free")),
+            (agent("nobody"), exec("held")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 3);
+    assert_eq!(
+        found[0].as_ref().unwrap().timeout,
+        SlotTimeout::Declared(700)
+    );
+    assert!(found[1].is_none());
+    assert!(found[2].is_none());
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_transient_error() {
+    let err = SlotStore::connect("redis://127.0.0.1:1", SlotKeys::default(), 300)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().starts_with("redis:"), "{err}");
+}

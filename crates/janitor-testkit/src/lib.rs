@@ -1,0 +1,97 @@
+//! Test isolation: every test gets its own Redis key prefix and its own database, so the
+//! suite runs in parallel against the one Redis and PostgreSQL of the machine.
+//!
+//! `JANITOR_TEST_REDIS_URL` and `JANITOR_TEST_PG_URL` (an admin connection to an existing
+//! database, used to `CREATE DATABASE`) override the local defaults.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use sqlx::Connection as _;
+
+/// Where the tests' Redis is.
+pub fn redis_url() -> String {
+    std::env::var("JANITOR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// An admin connection URL for the tests' PostgreSQL.
+pub fn pg_admin_url() -> String {
+    std::env::var("JANITOR_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// A short unique token for names.
+pub fn unique() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Slot prefixes private to one test: (`…:agent:slots:`, `…:agent:slot:`).
+pub fn slot_prefixes() -> (String, String) {
+    let ns = format!("jt{}", unique());
+    (format!("{ns}:agent:slots:"), format!("{ns}:agent:slot:"))
+}
+
+/// A database private to one test. SQLite files live in a temp dir removed on drop;
+/// PostgreSQL databases are named `janitor_t_*` (`make test` drops leftovers).
+#[derive(Debug)]
+pub struct TestDb {
+    pub url: String,
+    pub kind: Kind,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// Which database a [`TestDb`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+impl TestDb {
+    /// A fresh database of `kind` (nothing created in it yet).
+    pub async fn new(kind: Kind) -> anyhow::Result<Self> {
+        match kind {
+            Kind::Sqlite => Self::sqlite(),
+            Kind::Postgres => Self::postgres().await,
+        }
+    }
+
+    /// A path in a fresh temp dir, `sqlite://…/janitor.db`; the file does not exist yet.
+    pub fn sqlite() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a temp dir")?;
+        let path = dir.path().join("janitor.db");
+        Ok(Self {
+            url: format!("sqlite://{}", path.display()),
+            kind: Kind::Sqlite,
+            dir: Some(dir),
+        })
+    }
+
+    /// `CREATE DATABASE janitor_t_<random>` on the tests' PostgreSQL.
+    pub async fn postgres() -> anyhow::Result<Self> {
+        let admin = pg_admin_url();
+        let name = format!("janitor_t_{}", unique());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .with_context(|| format!("connecting to PostgreSQL at {admin}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        conn.close().await.ok();
+        let base = admin
+            .rsplit_once('/')
+            .map(|(base, _)| base.to_owned())
+            .context("admin url has no database part")?;
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            kind: Kind::Postgres,
+            dir: None,
+        })
+    }
+
+    /// The SQLite file, for tests that shape it by hand.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("janitor.db"))
+    }
+}
