@@ -1,1 +1,435 @@
+//! End-to-end: the `janitor` binary against real Redis, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
+
+use janitor_e2e::{run, ts_ago, Env, Kind};
+
+/// The platform's own schema as it exists in a live database, including columns janitor
+/// does not know (later migrations there), so `migrate` can be shown to keep them.
+const TRINITY_SQLITE: &str = r#"
+CREATE TABLE schedule_executions (
+    id TEXT PRIMARY KEY, schedule_id TEXT NOT NULL, agent_name TEXT NOT NULL,
+    status TEXT NOT NULL, started_at TEXT NOT NULL, completed_at TEXT, duration_ms INTEGER,
+    message TEXT NOT NULL, response TEXT, error TEXT, triggered_by TEXT NOT NULL,
+    context_used INTEGER, context_max INTEGER, cost REAL, tool_calls TEXT, execution_log TEXT,
+    model_used TEXT, claude_session_id TEXT, source_user_id INTEGER, source_user_email TEXT,
+    claim_token TEXT, lease_expires_at TEXT, claimed_by_worker TEXT,
+    redelivery_count INTEGER DEFAULT 0, attempt_number INTEGER, retry_of_execution_id TEXT,
+    queued_at TEXT
+);
+CREATE INDEX idx_executions_schedule ON schedule_executions(schedule_id);
+CREATE INDEX idx_executions_agent ON schedule_executions(agent_name);
+CREATE INDEX idx_executions_status ON schedule_executions(status);
+CREATE INDEX idx_executions_agent_started ON schedule_executions(agent_name, started_at DESC);
+CREATE TABLE agent_activities (
+    id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, activity_type TEXT NOT NULL,
+    activity_state TEXT NOT NULL, parent_activity_id TEXT, started_at TEXT NOT NULL,
+    completed_at TEXT, duration_ms INTEGER, user_id INTEGER, triggered_by TEXT,
+    related_chat_message_id TEXT, related_execution_id TEXT, details TEXT, error TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE agent_ownership (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, agent_name TEXT UNIQUE NOT NULL, owner_id INTEGER,
+    created_at TEXT, max_parallel_tasks INTEGER DEFAULT 3,
+    execution_timeout_seconds INTEGER DEFAULT 900
+);
+CREATE TABLE agent_schedules (
+    id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, name TEXT NOT NULL, cron_expression TEXT,
+    message TEXT, enabled INTEGER DEFAULT 1, timeout_seconds INTEGER, created_at TEXT
+);
+INSERT INTO agent_ownership (agent_name, owner_id, created_at, max_parallel_tasks, execution_timeout_seconds)
+    VALUES ('reporter', 1, '2026-04-01T00:00:00Z', 3, 3900);
+INSERT INTO agent_schedules VALUES ('s-daily', 'reporter', 'daily', '0 9 * * *', 'report', 1, NULL, '2026-04-01 00:00:00');
+INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, completed_at, duration_ms, message, response, triggered_by, cost, claude_session_id, source_user_email, redelivery_count)
+    VALUES ('hist1', 's-daily', 'reporter', 'success', '2026-05-01T09:00:00.123456', '2026-05-01T09:05:00.000000Z', 299877, 'report', 'ok', 'schedule', 0.42, 'sess-1', 'ops@example.com', 2),
+           ('hist2', 's-daily', 'reporter', 'running', '2026-05-01 15:30:00', NULL, NULL, 'report', NULL, 'schedule', NULL, 'dispatched', NULL, 0);
+INSERT INTO agent_activities VALUES ('act1', 'reporter', 'schedule_start', 'started', NULL, '2026-05-01 15:30:00', NULL, NULL, 1, 'schedule', NULL, 'hist2', '{"k":1}', NULL, '2026-05-01 15:30:00');
+"#;
+
+/// Every row of every platform table, as text, for before/after comparison.
+async fn dump(env: &Env) -> BTreeMap<String, Vec<String>> {
+    use sqlx::{Connection as _, Row as _};
+    let mut conn = sqlx::SqliteConnection::connect(&env.db.url).await.unwrap();
+    let mut out = BTreeMap::new();
+    for table in [
+        "schedule_executions",
+        "agent_activities",
+        "agent_ownership",
+        "agent_schedules",
+    ] {
+        let columns: Vec<String> = sqlx::query(&format!(
+            "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
+        let select = columns
+            .iter()
+            .map(|c| format!("quote({c})"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT {select} FROM {table} ORDER BY 1"))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        out.insert(format!("{table} columns"), columns);
+        out.insert(table.to_owned(), rows);
+    }
+    conn.close().await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn migrate_keeps_a_trinity_database_intact() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.sql(TRINITY_SQLITE).await.unwrap();
+    let before = dump(&env).await;
+    assert_eq!(before["schedule_executions"].len(), 2);
+
+    let first = env.run(&["migrate"]);
+    first.ok();
+    assert!(first.stdout.contains("applied 1, 2"), "{}", first.stdout);
+    let again = env.run(&["migrate"]);
+    again.ok();
+    assert!(again.stdout.contains("up to date"), "{}", again.stdout);
+
+    assert_eq!(
+        dump(&env).await,
+        before,
+        "migrate changed platform data or columns"
+    );
+    // janitor's own table is there and the platform's timeouts are used.
+    let stuck = env.run(&["stuck", "--json"]);
+    stuck.ok();
+    let report = stuck.json();
+    let pairs = report["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 1, "{report:#}");
+    assert_eq!(pairs[0]["row"]["execution_id"], "hist2");
+    assert_eq!(pairs[0]["row"]["effective_timeout"], 3900);
+    // Running since May with no slot: an orphan, past its deadline.
+    assert_eq!(pairs[0]["verdict"]["verdict"], "fail_orphan");
+}
+
+/// Seeds the incident and its neighbours; returns the verdict janitor should give each.
+async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
+    let now = env.redis_now().await;
+    let min = 60.0;
+    // The incident: acquired 21 minutes ago with its own 3600 s timeout — alive.
+    env.seed_slot("agent:one", "long3600", 21.0 * min, Some(3600))
+        .await;
+    env.seed_run(
+        "long3600",
+        "agent:one",
+        "running",
+        &ts_ago(now, 21.0 * min, "naive"),
+        Some("dispatched"),
+    )
+    .await;
+    // A slot past its own deadline (900 + 300 s) with its dispatched run: reclaim + fail.
+    env.seed_slot("agent:one", "stale900", 25.0 * min, Some(900))
+        .await;
+    env.seed_run(
+        "stale900",
+        "agent:one",
+        "running",
+        &ts_ago(now, 25.0 * min, "zulu"),
+        Some("dispatched"),
+    )
+    .await;
+    // A live slot whose run already succeeded: leaked capacity.
+    env.seed_slot("team/β two", "leaked", 2.0 * min, Some(3600))
+        .await;
+    env.seed_run(
+        "leaked",
+        "team/β two",
+        "success",
+        &ts_ago(now, 2.0 * min, "sqlite"),
+        Some("sess-9"),
+    )
+    .await;
+    // A live slot with no row for longer than the grace: leaked too.
+    env.seed_slot("team/β two", "ghost", 1.0 * min, Some(3600))
+        .await;
+    // A slot created this instant whose row is not written yet: left alone.
+    env.seed_slot("team/β two", "newborn", 0.0, Some(3600))
+        .await;
+    // A running row whose slot is gone, past its deadline: orphan.
+    env.seed_run(
+        "orphan",
+        "agent:one",
+        "running",
+        &ts_ago(now, 2.0 * 3600.0, "sqlite"),
+        Some("dispatched"),
+    )
+    .await;
+    // A run that never got a session: fail it.
+    env.seed_run(
+        "nosession",
+        "agent:one",
+        "running",
+        &ts_ago(now, 5.0 * min, "zulu"),
+        None,
+    )
+    .await;
+    // Skipped 11 minutes ago: finalize; skipped 2 minutes ago: not yet.
+    env.seed_run(
+        "skipold",
+        "agent:one",
+        "skipped",
+        &ts_ago(now, 11.0 * min, "naive"),
+        None,
+    )
+    .await;
+    env.seed_run(
+        "skipnew",
+        "agent:one",
+        "skipped",
+        &ts_ago(now, 2.0 * min, "naive"),
+        None,
+    )
+    .await;
+    // Queued rows hold no slot by design: report only. Unknown statuses are left alone.
+    env.seed_run(
+        "queued",
+        "agent:one",
+        "queued",
+        &ts_ago(now, 30.0 * min, "naive"),
+        None,
+    )
+    .await;
+    env.seed_run(
+        "weird",
+        "agent:one",
+        "paused",
+        &ts_ago(now, 30.0 * min, "naive"),
+        None,
+    )
+    .await;
+    // An unreadable timestamp is reported, never guessed.
+    env.seed_run(
+        "badtime",
+        "agent:one",
+        "running",
+        "yesterday-ish",
+        Some("dispatched"),
+    )
+    .await;
+    // Terminal history is not listed.
+    env.seed_run(
+        "done",
+        "agent:one",
+        "failed",
+        &ts_ago(now, 3.0 * 3600.0, "naive"),
+        Some("x"),
+    )
+    .await;
+    BTreeMap::from([
+        ("long3600", "healthy"),
+        ("stale900", "reclaim_stale_slot"),
+        ("leaked", "release_leaked_slot"),
+        ("ghost", "release_leaked_slot"),
+        ("newborn", "healthy"),
+        ("orphan", "fail_orphan"),
+        ("nosession", "fail_never_launched"),
+        ("skipold", "finalize_skipped"),
+        ("skipnew", "healthy"),
+        ("queued", "report"),
+        ("weird", "report"),
+        ("badtime", "report"),
+    ])
+}
+
+fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
+    report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            let id = pair["slot"]["execution_id"]
+                .as_str()
+                .or(pair["row"]["execution_id"].as_str())
+                .unwrap();
+            (
+                id.to_owned(),
+                pair["verdict"]["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn stuck_judges_the_incident(kind: Kind) {
+    let env = Env::new(kind).await;
+    env.run(&["migrate"]).ok();
+    let want = seed_incident(&env).await;
+    let report = env.run(&["stuck", "--json", "--scan-batch", "2"]);
+    report.ok();
+    let report = report.json();
+    let got = verdicts(&report);
+    let want: BTreeMap<String, String> = want
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    assert_eq!(got, want, "{report:#}");
+    let stale = report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["slot"]["execution_id"] == "stale900")
+        .unwrap();
+    assert_eq!(stale["verdict"]["fail_row"], true);
+    assert_eq!(stale["timeout_source"], "slot");
+    assert_eq!(report["stats"]["slots_scanned"], 5);
+
+    // --actionable keeps only what a sweep would change.
+    let actionable = env.run(&["stuck", "--json", "--actionable"]);
+    let got = verdicts(&actionable.ok().json());
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got.values().all(|v| v != "healthy" && v != "report"));
+
+    // The operator's table names every run and its verdict in words.
+    let table = env.run(&["stuck"]);
+    table.ok();
+    for needle in [
+        "AGENT",
+        "VERDICT",
+        "reclaim stale slot + fail run",
+        "release leaked slot (run success)",
+        "release leaked slot (no run)",
+        "fail orphaned run",
+        "never got a session",
+        "finalize skipped",
+        "unknown status \"paused\"",
+        "unparseable started_at",
+        "team/β two",
+    ] {
+        assert!(
+            table.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            table.stdout
+        );
+    }
+    // Reading changes nothing.
+    assert_eq!(env.slot_members("agent:one").await.len(), 2);
+}
+
+#[tokio::test]
+async fn stuck_judges_the_incident_on_sqlite() {
+    stuck_judges_the_incident(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn stuck_judges_the_incident_on_postgres() {
+    stuck_judges_the_incident(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_a_clear_one_line_error() {
+    let env = Env::new(Kind::Sqlite).await;
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--database-url", "mysql://u:hunter2@db/x", "stuck"],
+            "unsupported database url",
+        ),
+        (
+            vec!["--redis-url", "redis://127.0.0.1:1", "stuck"],
+            "connecting to Redis at redis://127.0.0.1:1",
+        ),
+        (vec!["stuck"], "does not exist (run `janitor migrate`"),
+        (
+            vec!["--default-timeout-secs=-5", "config"],
+            "default timeout must be between",
+        ),
+        (
+            vec!["--skipped-policy", "sometimes", "config"],
+            "invalid value 'sometimes'",
+        ),
+        (
+            vec!["--no-such-flag", "stuck"],
+            "unexpected argument '--no-such-flag'",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = env.run(&args);
+        assert_ne!(out.code, Some(0), "{args:?} succeeded");
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("hunter2"),
+            "password leaked: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        if !needle.starts_with("unexpected") && !needle.starts_with("invalid value") {
+            assert_eq!(
+                out.stderr.trim().lines().count(),
+                1,
+                "{args:?}: {}",
+                out.stderr
+            );
+        }
+    }
+    // An existing database janitor was never migrated on.
+    env.sql("CREATE TABLE unrelated (x INTEGER)").await.unwrap();
+    let out = env.run(&["stuck"]);
+    assert_eq!(out.code, Some(1));
+    assert!(
+        out.stderr
+            .contains("table schedule_executions is missing: run `janitor migrate` first"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn config_layers_flags_env_file_defaults_and_redacts() {
+    let env = Env::new(Kind::Sqlite).await;
+    std::fs::write(
+        env.workdir.path().join("janitor.toml"),
+        "redis_url = \"redis://:filesecret@127.0.0.1:6379/0\"\nskipped_after_secs = 900\nscan_batch = 50\n",
+    )
+    .unwrap();
+    let out = run(env
+        .command()
+        .env("DATABASE_URL", "postgres://app:envsecret@db:5432/janitor")
+        .env_remove("REDIS_URL")
+        .args(["config", "--json", "--scan-batch", "75"]));
+    let cfg = out.ok().json();
+    assert_eq!(
+        cfg["database_url"]["value"],
+        "postgres://app:***@db:5432/janitor"
+    );
+    assert_eq!(cfg["database_url"]["source"], "flag");
+    assert_eq!(cfg["redis_url"]["value"], "redis://:***@127.0.0.1:6379/0");
+    assert_eq!(cfg["redis_url"]["source"], "file");
+    assert_eq!(cfg["skipped_after_secs"]["value"], "900");
+    assert_eq!(cfg["scan_batch"]["value"], "75");
+    assert_eq!(cfg["scan_batch"]["source"], "flag");
+    assert_eq!(cfg["ttl_buffer_secs"]["value"], "300");
+    assert_eq!(cfg["ttl_buffer_secs"]["source"], "default");
+    assert!(!out.stdout.contains("secret@"), "{}", out.stdout);
+
+    let text = env.run(&["config"]);
+    assert!(
+        text.ok().stdout.contains("# settings file: janitor.toml"),
+        "{}",
+        text.stdout
+    );
+
+    std::fs::write(
+        env.workdir.path().join("janitor.toml"),
+        "redis_ulr = \"typo\"\n",
+    )
+    .unwrap();
+    let bad = env.run(&["config"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("parsing settings file janitor.toml")
+            && bad.stderr.contains("unknown field `redis_ulr`"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -25,6 +25,6 @@ pub use time::{
     TimestampError,
 };
 pub use verdict::{
-    decide, Concern, LeakReason, RowObservation, SlotObservation, SlotTimeout, TimeoutSource,
-    Verdict,
+    decide, row_deadline, slot_deadline, Concern, LeakReason, RowObservation, SlotObservation,
+    SlotTimeout, TimeoutSource, Verdict,
 };

@@ -1,4 +1,5 @@
 //! The SQL execution store: one suite, run against a fresh SQLite file and a fresh
+#![allow(clippy::unwrap_used)]
 //! PostgreSQL database per test.
 
 use std::sync::Arc;

@@ -1,4 +1,5 @@
 //! The Redis slot store against a real Redis, each test under its own key prefix.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
 

@@ -90,8 +90,44 @@ impl TestDb {
         })
     }
 
+    /// The database name of a PostgreSQL test database.
+    fn pg_name(&self) -> Option<&str> {
+        (self.kind == Kind::Postgres)
+            .then(|| self.url.rsplit('/').next())
+            .flatten()
+    }
+
     /// The SQLite file, for tests that shape it by hand.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         self.dir.as_ref().map(|d| d.path().join("janitor.db"))
+    }
+}
+
+impl Drop for TestDb {
+    /// Drops a PostgreSQL test database (terminating the test's connections). Runs on its
+    /// own thread and runtime because `Drop` cannot await; failures are ignored (`make test`
+    /// sweeps leftovers).
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name().map(str::to_owned) else {
+            return;
+        };
+        let admin = pg_admin_url();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
     }
 }

@@ -1,1 +1,77 @@
-fn main() {}
+//! The `janitor` binary: parses arguments and settings, then hands over to a command.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use tracing_subscriber::EnvFilter;
+
+mod cli;
+mod commands;
+mod context;
+mod settings;
+
+use cli::{Cli, Command, LogFormat};
+use settings::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(&cli.global)?;
+    match &cli.command {
+        Command::Migrate => commands::migrate::run(&settings).await,
+        Command::Stuck(args) => commands::stuck::run(&settings, args).await,
+        Command::Config(args) => commands::config::run(&settings, args),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("JANITOR_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+/// The whole context chain on one line ("opening database …: database: …"), without the
+/// repeats that appear when an error's message already includes its source's.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.last().is_some_and(|prev| prev.contains(&text)) {
+            continue;
+        }
+        out.push(text);
+    }
+    out.join(": ")
+}

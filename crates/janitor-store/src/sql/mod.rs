@@ -6,10 +6,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection as _;
 
 use crate::{redact_url, StoreError};
 
@@ -92,10 +93,14 @@ impl Database {
                 Ok(Self::Sqlite(pool))
             }
             Backend::Postgres => {
+                // One direct connection first: a pool only reports "timed out" when the
+                // server is unreachable; this reports why (refused, auth, no such db).
+                let options = PgConnectOptions::from_str(url)?;
+                PgConnection::connect_with(&options).await?.close().await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
-                    .connect(url)
+                    .connect_with(options)
                     .await?;
                 Ok(Self::Postgres(pool))
             }
