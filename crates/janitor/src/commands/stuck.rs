@@ -75,6 +75,7 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    pairs.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
     let report = Report {
         now,
         pairs,
@@ -88,6 +89,15 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// Agent, then execution id: stable output an operator can diff.
+fn sort_key(pair: &Pair) -> (String, String) {
+    match (&pair.slot, &pair.row) {
+        (Some(s), _) => (s.agent.to_string(), s.execution_id.to_string()),
+        (None, Some(r)) => (r.agent.to_string(), r.execution_id.to_string()),
+        (None, None) => Default::default(),
+    }
 }
 
 fn print_table(report: &Report) {
