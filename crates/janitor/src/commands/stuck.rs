@@ -75,7 +75,7 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    pairs.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+    pairs.sort_by_key(sort_key);
     let report = Report {
         now,
         pairs,
