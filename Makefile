@@ -24,7 +24,9 @@ release: ## Build the janitor binary (release)
 
 .PHONY: test
 test: services build ## Run every test against real Redis, SQLite and PostgreSQL
-	$(CARGO) test --workspace --all-targets
+	@mkdir -p target
+	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
