@@ -117,11 +117,12 @@ async fn migrate_keeps_a_trinity_database_intact() {
 
 /// Seeds the incident and its neighbours; returns the verdict janitor should give each.
 async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
-    let now = env.redis_now().await;
+    let now = env.redis_now().await.unwrap();
     let min = 60.0;
     // The incident: acquired 21 minutes ago with its own 3600 s timeout — alive.
     env.seed_slot("agent:one", "long3600", 21.0 * min, Some(3600))
-        .await;
+        .await
+        .unwrap();
     env.seed_run(
         "long3600",
         "agent:one",
@@ -129,10 +130,12 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 21.0 * min, "naive"),
         Some("dispatched"),
     )
-    .await;
+    .await
+    .unwrap();
     // A slot past its own deadline (900 + 300 s) with its dispatched run: reclaim + fail.
     env.seed_slot("agent:one", "stale900", 25.0 * min, Some(900))
-        .await;
+        .await
+        .unwrap();
     env.seed_run(
         "stale900",
         "agent:one",
@@ -140,10 +143,12 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 25.0 * min, "zulu"),
         Some("dispatched"),
     )
-    .await;
+    .await
+    .unwrap();
     // A live slot whose run already succeeded: leaked capacity.
     env.seed_slot("team/β two", "leaked", 2.0 * min, Some(3600))
-        .await;
+        .await
+        .unwrap();
     env.seed_run(
         "leaked",
         "team/β two",
@@ -151,13 +156,16 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 2.0 * min, "sqlite"),
         Some("sess-9"),
     )
-    .await;
+    .await
+    .unwrap();
     // A live slot with no row for longer than the grace: leaked too.
     env.seed_slot("team/β two", "ghost", 1.0 * min, Some(3600))
-        .await;
+        .await
+        .unwrap();
     // A slot created this instant whose row is not written yet: left alone.
     env.seed_slot("team/β two", "newborn", 0.0, Some(3600))
-        .await;
+        .await
+        .unwrap();
     // A running row whose slot is gone, past its deadline: orphan.
     env.seed_run(
         "orphan",
@@ -166,7 +174,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 2.0 * 3600.0, "sqlite"),
         Some("dispatched"),
     )
-    .await;
+    .await
+    .unwrap();
     // A run that never got a session: fail it.
     env.seed_run(
         "nosession",
@@ -175,7 +184,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 5.0 * min, "zulu"),
         None,
     )
-    .await;
+    .await
+    .unwrap();
     // Skipped 11 minutes ago: finalize; skipped 2 minutes ago: not yet.
     env.seed_run(
         "skipold",
@@ -184,7 +194,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 11.0 * min, "naive"),
         None,
     )
-    .await;
+    .await
+    .unwrap();
     env.seed_run(
         "skipnew",
         "agent:one",
@@ -192,7 +203,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 2.0 * min, "naive"),
         None,
     )
-    .await;
+    .await
+    .unwrap();
     // Queued rows hold no slot by design: report only. Unknown statuses are left alone.
     env.seed_run(
         "queued",
@@ -201,7 +213,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 30.0 * min, "naive"),
         None,
     )
-    .await;
+    .await
+    .unwrap();
     env.seed_run(
         "weird",
         "agent:one",
@@ -209,7 +222,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 30.0 * min, "naive"),
         None,
     )
-    .await;
+    .await
+    .unwrap();
     // An unreadable timestamp is reported, never guessed.
     env.seed_run(
         "badtime",
@@ -218,7 +232,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         "yesterday-ish",
         Some("dispatched"),
     )
-    .await;
+    .await
+    .unwrap();
     // Terminal history is not listed.
     env.seed_run(
         "done",
@@ -227,7 +242,8 @@ async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
         &ts_ago(now, 3.0 * 3600.0, "naive"),
         Some("x"),
     )
-    .await;
+    .await
+    .unwrap();
     BTreeMap::from([
         ("long3600", "healthy"),
         ("stale900", "reclaim_stale_slot"),
@@ -314,7 +330,7 @@ async fn stuck_judges_the_incident(kind: Kind) {
         );
     }
     // Reading changes nothing.
-    assert_eq!(env.slot_members("agent:one").await.len(), 2);
+    assert_eq!(env.slot_members("agent:one").await.unwrap().len(), 2);
 }
 
 #[tokio::test]

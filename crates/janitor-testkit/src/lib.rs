@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use sqlx::Connection as _;
 
+mod sandbox;
+pub use sandbox::{ts_ago, Sandbox};
+
 /// Where the tests' Redis is.
 pub fn redis_url() -> String {
     std::env::var("JANITOR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())

@@ -1,0 +1,459 @@
+//! Applying jobs against real Redis and both databases: the fresh verdict decides, every
+//! effect is a compare-and-set, and a duplicate delivery applies nothing twice.
+#![allow(clippy::unwrap_used)]
+
+use janitor_core::{decide, AgentName, CleanupJob, ExecutionId, JobKind, Policy};
+use janitor_store::{Database, ExecutionStore, RowEntry, SlotKeys, SlotStore};
+use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox};
+use janitor_worker::{Applier, Effect, Moot, Outcome};
+
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Postgres).await })*
+        }
+    };
+}
+
+both_backends!(
+    the_incident_ends_with_slot_gone_row_failed_activity_closed,
+    a_live_21_minute_slot_is_untouched,
+    a_late_success_wins_but_the_dead_slot_is_still_reclaimed,
+    a_crash_between_effects_is_repaired_by_the_retry,
+    duplicate_deliveries_apply_exactly_once,
+);
+
+struct World {
+    sandbox: Sandbox,
+    applier: Applier,
+    slots: SlotStore,
+    rows: ExecutionStore,
+}
+
+impl World {
+    async fn new(kind: Kind) -> Self {
+        let sandbox = Sandbox::new(kind).await.unwrap();
+        let db = Database::connect(&sandbox.db.url, true).await.unwrap();
+        db.migrate().await.unwrap();
+        let rows = ExecutionStore::open(db).await.unwrap();
+        let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
+        let slots = SlotStore::connect(&redis_url(), keys, 300).await.unwrap();
+        let applier = Applier::new(
+            slots.clone(),
+            rows.clone(),
+            Policy::default(),
+            "test-worker-1",
+        );
+        Self {
+            sandbox,
+            applier,
+            slots,
+            rows,
+        }
+    }
+
+    async fn now(&self) -> f64 {
+        self.sandbox.redis_now().await.unwrap()
+    }
+
+    /// The job a producer would enqueue for this pair right now.
+    async fn job(&self, agent: &str, execution: &str) -> CleanupJob {
+        let (agent, execution) = (
+            AgentName::parse(agent).unwrap(),
+            ExecutionId::parse(execution).unwrap(),
+        );
+        let slot = self
+            .slots
+            .lookup(&[(agent, execution.clone())])
+            .await
+            .unwrap()
+            .pop()
+            .flatten();
+        let row = match self.rows.rows_by_ids(&[execution]).await.unwrap().pop() {
+            Some(RowEntry::Row(r)) => Some(r),
+            _ => None,
+        };
+        let now = self.slots.server_time().await.unwrap();
+        let verdict = decide(slot.as_ref(), row.as_ref(), now, &Policy::default());
+        CleanupJob::for_verdict(&verdict, slot.as_ref(), row.as_ref())
+            .unwrap_or_else(|| panic!("no job for {verdict:?}"))
+    }
+
+    async fn audit_count(&self, action: &str) -> i64 {
+        self.sandbox
+            .sql_text(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM janitor_audit WHERE action = '{action}'"
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+}
+
+async fn the_incident_ends_with_slot_gone_row_failed_activity_closed(kind: Kind) {
+    let w = World::new(kind).await;
+    let now = w.now().await;
+    // Acquired 70 minutes ago with its own 3600 s timeout: past 3600 + 300.
+    w.sandbox
+        .seed_slot("agent:one", "exec-1", 70.0 * 60.0, Some(3600))
+        .await
+        .unwrap();
+    let started = ts_ago(now, 70.0 * 60.0, "naive");
+    w.sandbox
+        .seed_run(
+            "exec-1",
+            "agent:one",
+            "running",
+            &started,
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_activity("act-1", "exec-1", &started)
+        .await
+        .unwrap();
+
+    let job = w.job("agent:one", "exec-1").await;
+    assert_eq!(job.kind, JobKind::ReclaimSlot);
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            effects: vec![Effect::SlotReclaimed, Effect::RunFailed]
+        }
+    );
+
+    assert!(w
+        .sandbox
+        .slot_members("agent:one")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        w.sandbox.status("exec-1").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    let error = w
+        .sandbox
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'exec-1'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        error.starts_with("Stale execution")
+            && error.contains("agent:one")
+            && error.contains("exec-1"),
+        "{error}"
+    );
+    assert_eq!(
+        w.sandbox
+            .sql_text("SELECT activity_state FROM agent_activities WHERE id = 'act-1'")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("failed")
+    );
+    let worker = w
+        .sandbox
+        .sql_text("SELECT worker FROM janitor_audit WHERE action = 'run_failed'")
+        .await
+        .unwrap();
+    assert_eq!(worker.as_deref(), Some("test-worker-1"));
+    let job_id = w
+        .sandbox
+        .sql_text("SELECT job_id FROM janitor_audit WHERE action = 'slot_reclaimed'")
+        .await
+        .unwrap();
+    assert_eq!(job_id, Some(job.task_id()));
+}
+
+async fn a_live_21_minute_slot_is_untouched(kind: Kind) {
+    let w = World::new(kind).await;
+    let now = w.now().await;
+    w.sandbox
+        .seed_slot("agent:one", "long", 21.0 * 60.0, Some(3600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "long",
+            "agent:one",
+            "running",
+            &ts_ago(now, 21.0 * 60.0, "zulu"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    // A job made from wrong evidence (say, by an old producer with a global 20-minute TTL).
+    let job = CleanupJob {
+        version: janitor_core::JOB_VERSION,
+        kind: JobKind::ReclaimSlot,
+        agent: AgentName::parse("agent:one").unwrap(),
+        execution_id: ExecutionId::parse("long").unwrap(),
+        observed_score: Some(now - 21.0 * 60.0),
+        deadline: janitor_core::from_unix_seconds(now - 60.0),
+        observed_status: Some(janitor_core::Status::Running),
+    };
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(outcome, Outcome::NoLongerNeeded { why: Moot::Healthy });
+    assert_eq!(
+        w.sandbox.slot_members("agent:one").await.unwrap(),
+        vec!["long".to_owned()]
+    );
+    assert_eq!(
+        w.sandbox.status("long").await.unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(w.audit_count("slot_reclaimed").await, 0);
+}
+
+async fn a_late_success_wins_but_the_dead_slot_is_still_reclaimed(kind: Kind) {
+    let w = World::new(kind).await;
+    let now = w.now().await;
+    w.sandbox
+        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "e",
+            "a",
+            "running",
+            &ts_ago(now, 2.0 * 3600.0, "naive"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    let job = w.job("a", "e").await;
+    // The run reports success after the producer enqueued the job.
+    w.sandbox
+        .sql("UPDATE schedule_executions SET status = 'success' WHERE id = 'e'")
+        .await
+        .unwrap();
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            effects: vec![Effect::SlotReclaimed]
+        }
+    );
+    assert_eq!(
+        w.sandbox.status("e").await.unwrap().as_deref(),
+        Some("success")
+    );
+    assert_eq!(w.audit_count("run_failed").await, 0);
+}
+
+async fn a_crash_between_effects_is_repaired_by_the_retry(kind: Kind) {
+    let w = World::new(kind).await;
+    let now = w.now().await;
+    w.sandbox
+        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "e",
+            "a",
+            "running",
+            &ts_ago(now, 2.0 * 3600.0, "sqlite"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    let job = w.job("a", "e").await;
+    assert_eq!(job.kind, JobKind::ReclaimSlot);
+    // The first attempt removed the slot and died before the row update.
+    let mut redis = w.sandbox.redis().await.unwrap();
+    redis::cmd("ZREM")
+        .arg(format!("{}a", w.sandbox.slot_prefix))
+        .arg("e")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    // The retry finds the slot gone and still fails the row: it is past its deadline.
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            effects: vec![Effect::RunFailed]
+        }
+    );
+    assert_eq!(
+        w.sandbox.status("e").await.unwrap().as_deref(),
+        Some("failed")
+    );
+}
+
+async fn duplicate_deliveries_apply_exactly_once(kind: Kind) {
+    let w = std::sync::Arc::new(World::new(kind).await);
+    let now = w.now().await;
+    let mut jobs = Vec::new();
+    for i in 0..5 {
+        let id = format!("e{i}");
+        w.sandbox
+            .seed_slot("dup agent", &id, 2.0 * 3600.0, Some(600))
+            .await
+            .unwrap();
+        w.sandbox
+            .seed_run(
+                &id,
+                "dup agent",
+                "running",
+                &ts_ago(now, 2.0 * 3600.0, "naive"),
+                Some("dispatched"),
+            )
+            .await
+            .unwrap();
+        jobs.push(w.job("dup agent", &id).await);
+    }
+    // Every job delivered four times, all at once.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        for job in &jobs {
+            let (w, job) = (w.clone(), job.clone());
+            tasks.push(tokio::spawn(async move {
+                w.applier.apply(&job, &job.task_id()).await.unwrap()
+            }));
+        }
+    }
+    let outcomes = futures::future::join_all(tasks).await;
+    let applied = outcomes
+        .iter()
+        .filter(|o| matches!(o.as_ref().unwrap(), Outcome::Applied { .. }))
+        .count();
+    assert!(applied >= 5, "{outcomes:?}");
+    assert_eq!(w.audit_count("slot_reclaimed").await, 5);
+    assert_eq!(w.audit_count("run_failed").await, 5);
+    for i in 0..5 {
+        assert_eq!(
+            w.sandbox.status(&format!("e{i}")).await.unwrap().as_deref(),
+            Some("failed")
+        );
+    }
+}
+
+#[tokio::test]
+async fn each_rule_applies_its_own_effects() {
+    let w = World::new(Kind::Sqlite).await;
+    let now = w.now().await;
+    // Rule 2: a live slot whose run already finished.
+    w.sandbox
+        .seed_slot("a", "leaked", 60.0, Some(3600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "leaked",
+            "a",
+            "success",
+            &ts_ago(now, 60.0, "naive"),
+            Some("s"),
+        )
+        .await
+        .unwrap();
+    // Rule 4: never got a session, holding a live slot.
+    w.sandbox
+        .seed_slot("a", "mute", 300.0, Some(3600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run("mute", "a", "running", &ts_ago(now, 300.0, "naive"), None)
+        .await
+        .unwrap();
+    // Rule 5: skipped long ago.
+    w.sandbox
+        .seed_run("skip", "a", "skipped", &ts_ago(now, 3600.0, "naive"), None)
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "leaked",
+            JobKind::ReleaseSlot,
+            vec![Effect::SlotReleased],
+            Some("success"),
+        ),
+        (
+            "mute",
+            JobKind::FailRun,
+            vec![Effect::SlotReleased, Effect::RunFailed],
+            Some("failed"),
+        ),
+        (
+            "skip",
+            JobKind::FinalizeSkipped,
+            vec![Effect::RunCancelled],
+            Some("cancelled"),
+        ),
+    ];
+    for (id, kind, effects, status) in cases {
+        let job = w.job("a", id).await;
+        assert_eq!(job.kind, kind, "{id}");
+        let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+        assert_eq!(outcome, Outcome::Applied { effects }, "{id}");
+        assert_eq!(
+            w.sandbox.status(id).await.unwrap().as_deref(),
+            status,
+            "{id}"
+        );
+        // Applying it again finds nothing to do.
+        let again = w.applier.apply(&job, &job.task_id()).await.unwrap();
+        assert!(
+            matches!(again, Outcome::NoLongerNeeded { .. }),
+            "{id}: {again:?}"
+        );
+    }
+    assert!(w.sandbox.slot_members("a").await.unwrap().is_empty());
+    let error = w
+        .sandbox
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'skip'")
+        .await
+        .unwrap();
+    assert_eq!(error.as_deref(), Some("Skipped — agent was busy"));
+}
+
+#[tokio::test]
+async fn a_renewed_slot_survives_its_job() {
+    let w = World::new(Kind::Sqlite).await;
+    let now = w.now().await;
+    w.sandbox
+        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "e",
+            "a",
+            "running",
+            &ts_ago(now, 2.0 * 3600.0, "naive"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    let job = w.job("a", "e").await;
+    // The run heartbeats after the sweep saw it stale.
+    w.slots
+        .renew(
+            &AgentName::parse("a").unwrap(),
+            &ExecutionId::parse("e").unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(outcome, Outcome::NoLongerNeeded { why: Moot::Healthy });
+    assert_eq!(
+        w.sandbox.slot_members("a").await.unwrap(),
+        vec!["e".to_owned()]
+    );
+    assert_eq!(
+        w.sandbox.status("e").await.unwrap().as_deref(),
+        Some("running")
+    );
+}
