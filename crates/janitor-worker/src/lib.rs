@@ -1,8 +1,10 @@
-//! The worker side of janitor: applying cleanup jobs idempotently.
+//! The worker side of janitor: applying cleanup jobs idempotently, on apalis workers.
 //!
-//! [`Applier::apply`] is the whole of a job's effect; the queue runner around it only
-//! decides when to retry and when a job is dead.
+//! [`Applier::apply`] is the whole of a job's effect; [`runner`] decides when a job is
+//! retried and when it is dead, and keeps workers running through Redis failures.
 
 mod apply;
+pub mod runner;
 
 pub use apply::{Applier, Effect, Moot, Outcome};
+pub use runner::{KindTally, Tally, WorkerOptions};

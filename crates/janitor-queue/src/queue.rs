@@ -1,0 +1,272 @@
+//! Enqueueing cleanup jobs and keeping the queue inside the library's safe envelope.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use apalis_core::task::{builder::TaskBuilder, task_id::TaskId};
+use apalis_redis::ConnectionManager;
+use janitor_core::CleanupJob;
+use redis::Script;
+use serde::Serialize;
+
+use crate::QueueKeys;
+
+static PROMOTE_DUE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/promote_due.lua")));
+
+/// The default queue name (the library's default is a Rust type name; never rely on it).
+pub const DEFAULT_QUEUE: &str = "janitor:cleanup";
+/// Most jobs that may wait in the queue (scheduled + active) before a push is deferred:
+/// well under the ~8,000 due ids that wedge the library's `fetch_next`.
+pub const DEFAULT_BACKLOG_CAP: u64 = 4_000;
+/// Largest chunk moved by one promotion (and pushed by one `batch_push` call).
+const CHUNK: usize = 500;
+
+/// Queue settings shared by producers and workers. Every replica must use the same
+/// heartbeat settings, or one would declare another's live jobs orphaned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub name: String,
+    /// Tasks fetched per poll (kept ≤ worker concurrency).
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    pub missed_heartbeats: usize,
+    pub backlog_cap: u64,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_QUEUE.to_owned(),
+            batch_size: 16,
+            poll_interval: Duration::from_millis(50),
+            heartbeat_interval: Duration::from_secs(2),
+            missed_heartbeats: 5,
+            backlog_cap: DEFAULT_BACKLOG_CAP,
+        }
+    }
+}
+
+impl QueueSettings {
+    /// The library configuration: leases off (their `LREM` is O(backlog) per fetch),
+    /// results persisted (the last error is what an operator reads on a dead job).
+    pub fn apalis_config(&self) -> apalis_redis::Config {
+        apalis_redis::Config::default()
+            .queue(&self.name)
+            .batch_size(self.batch_size.max(1))
+            .lock_tasks(false)
+            .heartbeat_interval(self.heartbeat_interval)
+            .missed_heartbeats(self.missed_heartbeats)
+            .emit_events(false)
+    }
+}
+
+/// Errors talking to the queue.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Library(#[from] apalis_redis::Error),
+    #[error("encoding a job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// What one enqueue call did with its jobs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EnqueueReport {
+    /// Pushed as new tasks.
+    pub enqueued: u64,
+    /// A task with the same id is still pending, active or retrying: nothing pushed.
+    pub already_queued: u64,
+    /// A task with the same id had finished, yet its work is needed again: the finished
+    /// record was removed and the task pushed anew (counted in `enqueued` too).
+    pub recycled: u64,
+    /// A task with the same id is dead: left for an operator to inspect and re-drive.
+    pub dead: u64,
+    /// Not pushed because the backlog was at its cap; the next sweep finds them again.
+    pub deferred: u64,
+}
+
+impl EnqueueReport {
+    pub fn add(&mut self, other: Self) {
+        self.enqueued += other.enqueued;
+        self.already_queued += other.already_queued;
+        self.recycled += other.recycled;
+        self.dead += other.dead;
+        self.deferred += other.deferred;
+    }
+}
+
+/// One queue on one Redis.
+#[derive(Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    settings: QueueSettings,
+    config: apalis_redis::Config,
+    keys: QueueKeys,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    pub fn new(conn: ConnectionManager, settings: QueueSettings) -> Self {
+        let config = settings.apalis_config();
+        let keys = QueueKeys::new(settings.name.clone());
+        Self {
+            conn,
+            settings,
+            config,
+            keys,
+        }
+    }
+
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    pub fn config(&self) -> &apalis_redis::Config {
+        &self.config
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Jobs waiting (scheduled, due or not, plus active).
+    pub async fn backlog(&self) -> Result<u64, QueueError> {
+        let (scheduled, active): (u64, u64) = redis::pipe()
+            .cmd("ZCARD")
+            .arg(self.keys.scheduled())
+            .cmd("LLEN")
+            .arg(self.keys.active())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(scheduled + active)
+    }
+
+    /// Pushes jobs, each under its deterministic id, after `delay`. Never pushes past the
+    /// backlog cap; never pushes an id that is still queued; recycles a finished id whose
+    /// work is needed again; leaves dead ids alone.
+    pub async fn enqueue(&self, jobs: &[CleanupJob], delay: Duration) -> Result<EnqueueReport, QueueError> {
+        let mut report = EnqueueReport::default();
+        if jobs.is_empty() {
+            return Ok(report);
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = jobs.iter().map(CleanupJob::task_id).collect();
+
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HEXISTS").arg(self.keys.data()).arg(id);
+            pipe.cmd("SISMEMBER").arg(self.keys.done()).arg(id);
+            pipe.cmd("SISMEMBER").arg(self.keys.dead()).arg(id);
+        }
+        let flags: Vec<bool> = pipe.query_async(&mut conn).await?;
+
+        let mut fresh = Vec::new();
+        let mut recycle = Vec::new();
+        for ((job, id), f) in jobs.iter().zip(&ids).zip(flags.chunks(3)) {
+            match f {
+                [false, _, _] => fresh.push((job, id)),
+                [true, _, true] => report.dead += 1,
+                [true, true, false] => {
+                    recycle.push(id.as_str());
+                    fresh.push((job, id));
+                }
+                _ => report.already_queued += 1,
+            }
+        }
+
+        let room = self.settings.backlog_cap.saturating_sub(self.backlog().await?);
+        let take = fresh.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        report.deferred = (fresh.len() - take) as u64;
+        fresh.truncate(take);
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+
+        let recycled: Vec<&str> = recycle
+            .into_iter()
+            .filter(|id| fresh.iter().any(|(_, f)| f.as_str() == *id))
+            .collect();
+        if !recycled.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in &recycled {
+                pipe.cmd("HDEL").arg(self.keys.data()).arg(*id).ignore();
+                pipe.cmd("DEL").arg(self.keys.meta(id)).ignore();
+                pipe.cmd("SREM").arg(self.keys.done()).arg(*id).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+            report.recycled = recycled.len() as u64;
+        }
+
+        for chunk in fresh.chunks(CHUNK) {
+            let mut tasks = Vec::with_capacity(chunk.len());
+            for (job, id) in chunk {
+                tasks.push(
+                    TaskBuilder::new(serde_json::to_vec(job)?)
+                        .task_id(TaskId::from_string((*id).clone()))
+                        .run_after(delay)
+                        .build(),
+                );
+            }
+            let (now, later) = apalis_redis::queries::push_tasks(&mut conn, &self.config, &tasks).await?;
+            report.enqueued += u64::from(now + later);
+            // Lost a race with another pusher of the same id: it is queued either way.
+            report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
+        }
+        Ok(report)
+    }
+
+    /// Moves every due id to the active list in chunks (the wedge guard). Returns how many
+    /// ids were promoted.
+    pub async fn promote_due(&self) -> Result<u64, QueueError> {
+        let mut total = 0;
+        loop {
+            let moved: u64 = PROMOTE_DUE
+                .key(self.keys.scheduled())
+                .key(self.keys.active())
+                .key(self.keys.signal())
+                .arg(CHUNK)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            total += moved;
+            if moved < CHUNK as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Whether nothing is due, nothing waits in the active list and `worker` holds nothing
+    /// in flight.
+    pub async fn is_idle_for(&self, worker: &str) -> Result<bool, QueueError> {
+        let (due, active, inflight): (u64, u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
+            .arg(self.keys.scheduled())
+            .arg("-inf")
+            .arg(now_secs())
+            .cmd("LLEN")
+            .arg(self.keys.active())
+            .cmd("SCARD")
+            .arg(self.keys.inflight(worker))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(due == 0 && active == 0 && inflight == 0)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,252 @@
+//! Running apalis workers over the cleanup queue, supervised.
+//!
+//! apalis-redis 1.0.0 ends a worker's stream on any Redis error and refuses to
+//! re-register a name for up to the heartbeat threshold, so each start gets a fresh,
+//! unique name and a supervisor loop restarts the worker after a short, jittered backoff.
+//! Every replica shares the queue's heartbeat settings, so a killed replica's jobs are
+//! re-enqueued by the others within `heartbeat_interval × missed_heartbeats`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use apalis::prelude::*;
+use apalis_redis::RedisStorage;
+use futures::FutureExt as _;
+use janitor_core::{CleanupJob, JobKind};
+use janitor_queue::{Queue, RawJson};
+use rand::Rng as _;
+use serde::Serialize;
+
+use crate::{Applier, Effect, Outcome};
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Jobs handled at once by this process.
+    pub concurrency: usize,
+    /// Deliveries of one job before it is dead (the library's own cap is ignored).
+    pub max_attempts: usize,
+    /// Tries within one delivery for a transient store error, with exponential backoff.
+    pub tries_per_attempt: u32,
+    /// Stop once nothing is due and nothing is in flight.
+    pub exit_when_idle: bool,
+    /// Worker names are `{prefix}-{random}`.
+    pub name_prefix: String,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            max_attempts: 5,
+            tries_per_attempt: 3,
+            exit_when_idle: false,
+            name_prefix: "janitor-worker".to_owned(),
+        }
+    }
+}
+
+/// What the jobs of one kind did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KindTally {
+    pub applied: u64,
+    pub no_longer_needed: u64,
+    pub errors: u64,
+    pub dead: u64,
+    pub slots_reclaimed: u64,
+    pub slots_released: u64,
+    pub runs_failed: u64,
+    pub runs_cancelled: u64,
+}
+
+/// Outcomes per job kind, plus payloads that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub kinds: BTreeMap<&'static str, KindTally>,
+    pub malformed: u64,
+    pub restarts: u64,
+}
+
+impl Tally {
+    fn kind(&mut self, kind: JobKind) -> &mut KindTally {
+        self.kinds.entry(kind.as_str()).or_default()
+    }
+
+    fn record(&mut self, kind: JobKind, outcome: &Outcome) {
+        let t = self.kind(kind);
+        match outcome {
+            Outcome::Applied { effects } => {
+                t.applied += 1;
+                for effect in effects {
+                    match effect {
+                        Effect::SlotReclaimed => t.slots_reclaimed += 1,
+                        Effect::SlotReleased => t.slots_released += 1,
+                        Effect::RunFailed => t.runs_failed += 1,
+                        Effect::RunCancelled => t.runs_cancelled += 1,
+                    }
+                }
+            }
+            Outcome::NoLongerNeeded { .. } => t.no_longer_needed += 1,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Handler {
+    applier: Applier,
+    options: WorkerOptions,
+    tally: Mutex<Tally>,
+}
+
+impl Handler {
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Why a job is dead.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("malformed job payload, kept as is: {0}")]
+    Malformed(String),
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: usize, last: String },
+    #[error("{0}")]
+    Store(String),
+}
+
+async fn handle(payload: Vec<u8>, attempt: Attempt, id: TaskId, handler: Data<Arc<Handler>>) -> Result<(), BoxDynError> {
+    let job = match CleanupJob::decode(&payload) {
+        Ok(job) => job,
+        Err(err) => {
+            handler.tally().malformed += 1;
+            tracing::error!(job.id = %id, error = %err, "malformed job payload: dead at once");
+            return Err(AbortError::new(JobError::Malformed(err.to_string())).into());
+        }
+    };
+    let delivery = attempt.current() + 1;
+    let mut tries = 0;
+    let error = loop {
+        tries += 1;
+        match handler.applier.apply(&job, &id.to_string()).await {
+            Ok(outcome) => {
+                tracing::info!(
+                    job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id,
+                    agent.name = %job.agent, outcome = ?outcome, "job done"
+                );
+                handler.tally().record(job.kind, &outcome);
+                return Ok(());
+            }
+            Err(err) if err.is_transient() && tries < handler.options.tries_per_attempt => {
+                let wait = backoff(tries, Duration::from_millis(100), Duration::from_secs(2));
+                tracing::warn!(job.id = %id, error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(err) => break err,
+        }
+    };
+    handler.tally().kind(job.kind).errors += 1;
+    if delivery >= handler.options.max_attempts {
+        handler.tally().kind(job.kind).dead += 1;
+        tracing::error!(job.id = %id, attempts = delivery, error = %error, "job is dead");
+        return Err(AbortError::new(JobError::GaveUp { attempts: delivery, last: error.to_string() }).into());
+    }
+    tracing::warn!(job.id = %id, attempt = delivery, error = %error, "job failed, will be retried");
+    Err(JobError::Store(error.to_string()).into())
+}
+
+/// Full-jitter exponential backoff: a random wait up to `base × 2^(n-1)`, capped.
+pub fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1 << n.saturating_sub(1).min(16)).min(cap);
+    let millis = ceiling.as_millis().max(1) as u64;
+    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
+}
+
+/// Runs workers until `shutdown` resolves (or, with `exit_when_idle`, until the queue is
+/// idle), restarting a worker whose stream ends with an error. Returns what the jobs did.
+pub async fn run(
+    applier: Applier,
+    queue: Queue,
+    options: WorkerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Tally {
+    let handler = Arc::new(Handler {
+        applier,
+        options: options.clone(),
+        tally: Mutex::new(Tally::default()),
+    });
+    let shutdown = shutdown.boxed().shared();
+    let mut failures = 0u32;
+    loop {
+        let name = format!("{}-{}", options.name_prefix, &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let storage = RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
+        let backend = storage
+            .with_codec(RawJson)
+            .poll_with_interval(queue.settings().poll_interval);
+        let worker = WorkerBuilder::new(name.as_str())
+            .backend(backend)
+            .data(handler.clone())
+            .concurrency(options.concurrency.max(1))
+            .build(handle);
+        let watcher = {
+            let (queue, name, shutdown) = (queue.clone(), name.clone(), shutdown.clone());
+            let exit_when_idle = options.exit_when_idle;
+            move |ctx: WorkerContext| {
+                let (queue, name, shutdown) = (queue.clone(), name.clone(), shutdown.clone());
+                async move {
+                    tokio::select! {
+                        () = shutdown => {}
+                        () = tend(&queue, &name, exit_when_idle) => {}
+                    }
+                    ctx.stop()
+                }
+            }
+        };
+        tracing::info!(worker.name = %name, "worker starting");
+        match worker.run_with_ctx(watcher).await {
+            Ok(()) => break,
+            Err(err) => {
+                if shutdown.clone().now_or_never().is_some() {
+                    break;
+                }
+                failures += 1;
+                handler.tally().restarts += 1;
+                let wait = backoff(failures.min(6), Duration::from_millis(200), Duration::from_secs(5));
+                tracing::warn!(worker.name = %name, error = %err, restart_in_ms = wait.as_millis() as u64, "worker stopped on an error; restarting under a new name");
+                tokio::select! {
+                    () = shutdown.clone() => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    let tally = handler.tally().clone();
+    tally
+}
+
+/// Keeps the queue inside the library's safe envelope (promoting due ids in bounded
+/// chunks) and, with `exit_when_idle`, returns once the queue has stayed idle for this
+/// worker over two consecutive checks.
+async fn tend(queue: &Queue, name: &str, exit_when_idle: bool) {
+    let mut idle_checks = 0;
+    let mut ticker = tokio::time::interval(queue.settings().poll_interval);
+    loop {
+        ticker.tick().await;
+        if let Err(err) = queue.promote_due().await {
+            tracing::warn!(error = %err, "promoting due jobs failed");
+            idle_checks = 0;
+            continue;
+        }
+        if exit_when_idle {
+            match queue.is_idle_for(name).await {
+                Ok(true) => idle_checks += 1,
+                Ok(false) | Err(_) => idle_checks = 0,
+            }
+            if idle_checks >= 2 {
+                return;
+            }
+        }
+    }
+}
