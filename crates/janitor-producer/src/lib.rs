@@ -1,9 +1,16 @@
-//! The producer side of janitor: observing Redis and SQL together and judging every pair.
+//! The producer side of janitor: observing Redis and SQL together, judging every pair and
+//! enqueueing one cleanup job per change.
 //!
 //! [`observe`] is the one pass both the stuck-records report and the sweep use: stream every
 //! slot (pairing each with its row), then every open row that holds no slot, and run the
-//! same [`janitor_core::decide`] on each pair. Memory is bounded by the batch size.
+//! same [`janitor_core::decide`] on each pair. [`sweep`] turns its verdicts into jobs.
 
+mod lease;
 mod observe;
+mod skip;
+mod sweep;
 
+pub use lease::{LeaseLost, LeaseOrRedis, SweepLease};
 pub use observe::{judge, observe, Finding, ObserveStats, Pair};
+pub use skip::{enqueue_skip, SkipError, SkipReceipt};
+pub use sweep::{sweep, Breaker, KindReport, SweepError, SweepOptions, SweepReport};

@@ -49,54 +49,59 @@ pub struct ObserveStats {
 /// to `sink`. Slots are read in `batch`-sized SCAN batches with their rows fetched by id;
 /// then open rows are paged by id, and those holding a slot (already judged from the slot
 /// side) are skipped.
-pub async fn observe(
+pub async fn observe<E: From<StoreError>>(
     slots: &SlotStore,
     rows: &ExecutionStore,
     policy: &Policy,
     now: Timestamp,
     batch: usize,
-    mut sink: impl FnMut(Finding),
-) -> Result<ObserveStats, StoreError> {
+    mut sink: impl AsyncFnMut(Finding) -> Result<(), E>,
+) -> Result<ObserveStats, E> {
     let mut stats = ObserveStats::default();
-    let mut emit = |finding: Finding, stats: &mut ObserveStats| {
-        match &finding {
-            Finding::Pair(pair) => *stats.verdicts.entry(pair.verdict.name()).or_default() += 1,
-            Finding::CorruptSlot(_) => stats.corrupt_slots += 1,
-            Finding::CorruptRow(_) => stats.corrupt_rows += 1,
-        }
-        sink(finding);
-    };
+    macro_rules! emit {
+        ($finding:expr, $stats:expr) => {{
+            let finding = $finding;
+            match &finding {
+                Finding::Pair(pair) => {
+                    *$stats.verdicts.entry(pair.verdict.name()).or_default() += 1
+                }
+                Finding::CorruptSlot(_) => $stats.corrupt_slots += 1,
+                Finding::CorruptRow(_) => $stats.corrupt_rows += 1,
+            }
+            sink(finding).await?;
+        }};
+    }
 
     // Redis → SQL: every slot, with its row whatever that row's status.
     let mut scan = std::pin::pin!(slots.scan(batch));
-    while let Some(entries) = scan.try_next().await? {
+    while let Some(entries) = scan.try_next().await.map_err(E::from)? {
         let mut found = Vec::with_capacity(entries.len());
         for entry in entries {
             match entry {
                 SlotEntry::Slot(s) => found.push(s.observation),
-                SlotEntry::Corrupt(c) => emit(Finding::CorruptSlot(c), &mut stats),
+                SlotEntry::Corrupt(c) => emit!(Finding::CorruptSlot(c), stats),
             }
         }
         stats.slots_scanned += found.len() as u64;
         let ids: Vec<ExecutionId> = found.iter().map(|s| s.execution_id.clone()).collect();
         let mut by_id: HashMap<String, RowEntry> = rows
             .rows_by_ids(&ids)
-            .await?
+            .await
+            .map_err(E::from)?
             .into_iter()
             .map(|entry| (entry.id().to_owned(), entry))
             .collect();
         for slot in found {
             match by_id.remove(slot.execution_id.as_str()) {
                 // A row we cannot read safely: report it; never judge its slot as rowless.
-                Some(RowEntry::Corrupt(c)) => emit(Finding::CorruptRow(c), &mut stats),
-                Some(RowEntry::Row(row)) => emit(
-                    Finding::Pair(judge(Some(slot), Some(row), now, policy)),
-                    &mut stats,
-                ),
-                None => emit(
-                    Finding::Pair(judge(Some(slot), None, now, policy)),
-                    &mut stats,
-                ),
+                Some(RowEntry::Corrupt(c)) => emit!(Finding::CorruptRow(c), stats),
+                Some(RowEntry::Row(row)) => {
+                    emit!(
+                        Finding::Pair(judge(Some(slot), Some(row), now, policy)),
+                        stats
+                    )
+                }
+                None => emit!(Finding::Pair(judge(Some(slot), None, now, policy)), stats),
             }
         }
     }
@@ -104,26 +109,26 @@ pub async fn observe(
     // SQL → Redis: every open row that holds no slot.
     let mut cursor: Option<String> = None;
     loop {
-        let page = rows.open_rows(cursor.as_deref(), batch as u32).await?;
+        let page = rows
+            .open_rows(cursor.as_deref(), batch as u32)
+            .await
+            .map_err(E::from)?;
         stats.rows_scanned += page.rows.len() as u64;
         let mut open = Vec::with_capacity(page.rows.len());
         for entry in page.rows {
             match entry {
                 RowEntry::Row(row) => open.push(row),
-                RowEntry::Corrupt(c) => emit(Finding::CorruptRow(c), &mut stats),
+                RowEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
             }
         }
         let keys: Vec<_> = open
             .iter()
             .map(|r| (r.agent.clone(), r.execution_id.clone()))
             .collect();
-        let held = slots.lookup(&keys).await?;
+        let held = slots.lookup(&keys).await.map_err(E::from)?;
         for (row, slot) in open.into_iter().zip(held) {
             if slot.is_none() {
-                emit(
-                    Finding::Pair(judge(None, Some(row), now, policy)),
-                    &mut stats,
-                );
+                emit!(Finding::Pair(judge(None, Some(row), now, policy)), stats);
             }
         }
         match page.next {

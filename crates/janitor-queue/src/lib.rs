@@ -16,4 +16,6 @@ mod queue;
 
 pub use codec::RawJson;
 pub use keys::QueueKeys;
-pub use queue::{EnqueueReport, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE};
+pub use queue::{
+    EnqueueReport, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,
+};

@@ -110,7 +110,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -157,7 +159,11 @@ impl Queue {
     /// Pushes jobs, each under its deterministic id, after `delay`. Never pushes past the
     /// backlog cap; never pushes an id that is still queued; recycles a finished id whose
     /// work is needed again; leaves dead ids alone.
-    pub async fn enqueue(&self, jobs: &[CleanupJob], delay: Duration) -> Result<EnqueueReport, QueueError> {
+    pub async fn enqueue(
+        &self,
+        jobs: &[CleanupJob],
+        delay: Duration,
+    ) -> Result<EnqueueReport, QueueError> {
         let mut report = EnqueueReport::default();
         if jobs.is_empty() {
             return Ok(report);
@@ -187,7 +193,10 @@ impl Queue {
             }
         }
 
-        let room = self.settings.backlog_cap.saturating_sub(self.backlog().await?);
+        let room = self
+            .settings
+            .backlog_cap
+            .saturating_sub(self.backlog().await?);
         let take = fresh.len().min(usize::try_from(room).unwrap_or(usize::MAX));
         report.deferred = (fresh.len() - take) as u64;
         fresh.truncate(take);
@@ -220,7 +229,8 @@ impl Queue {
                         .build(),
                 );
             }
-            let (now, later) = apalis_redis::queries::push_tasks(&mut conn, &self.config, &tasks).await?;
+            let (now, later) =
+                apalis_redis::queries::push_tasks(&mut conn, &self.config, &tasks).await?;
             report.enqueued += u64::from(now + later);
             // Lost a race with another pusher of the same id: it is queued either way.
             report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
@@ -247,21 +257,57 @@ impl Queue {
         }
     }
 
-    /// Whether nothing is due, nothing waits in the active list and `worker` holds nothing
-    /// in flight.
-    pub async fn is_idle_for(&self, worker: &str) -> Result<bool, QueueError> {
-        let (due, active, inflight): (u64, u64, u64) = redis::pipe()
+    /// Whether nothing is due, nothing waits in the active list and no registered worker
+    /// holds anything in flight. A crashed worker's jobs count as in flight until a live
+    /// worker's heartbeat re-enqueues them, so a batch run waits for them.
+    pub async fn is_idle(&self) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let (due, active, workers): (u64, u64, Vec<String>) = redis::pipe()
             .cmd("ZCOUNT")
             .arg(self.keys.scheduled())
             .arg("-inf")
             .arg(now_secs())
             .cmd("LLEN")
             .arg(self.keys.active())
-            .cmd("SCARD")
-            .arg(self.keys.inflight(worker))
-            .query_async(&mut self.conn.clone())
+            .cmd("ZRANGE")
+            .arg(self.keys.workers())
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
             .await?;
-        Ok(due == 0 && active == 0 && inflight == 0)
+        if due > 0 || active > 0 {
+            return Ok(false);
+        }
+        if workers.is_empty() {
+            return Ok(true);
+        }
+        let mut pipe = redis::pipe();
+        for worker in &workers {
+            pipe.cmd("SCARD").arg(self.keys.inflight(worker));
+        }
+        let inflight: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(inflight.iter().all(|n| *n == 0))
+    }
+
+    /// Removes a stopped worker's registration (the library's own close removes the wrong
+    /// member), but only when it holds nothing in flight.
+    pub async fn unregister(&self, worker: &str) -> Result<bool, QueueError> {
+        let mut conn = self.conn.clone();
+        let inflight: u64 = redis::cmd("SCARD").arg(self.keys.inflight(worker)).query_async(&mut conn).await?;
+        if inflight > 0 {
+            return Ok(false);
+        }
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(self.keys.workers())
+            .arg(worker)
+            .ignore()
+            .cmd("DEL")
+            .arg(format!("{}:metadata:{worker}", self.keys.workers()))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(true)
     }
 }
 

@@ -102,7 +102,9 @@ struct Handler {
 
 impl Handler {
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
-        self.tally.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.tally
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -117,7 +119,12 @@ enum JobError {
     Store(String),
 }
 
-async fn handle(payload: Vec<u8>, attempt: Attempt, id: TaskId, handler: Data<Arc<Handler>>) -> Result<(), BoxDynError> {
+async fn handle(
+    payload: Vec<u8>,
+    attempt: Attempt,
+    id: TaskId,
+    handler: Data<Arc<Handler>>,
+) -> Result<(), BoxDynError> {
     let job = match CleanupJob::decode(&payload) {
         Ok(job) => job,
         Err(err) => {
@@ -151,7 +158,11 @@ async fn handle(payload: Vec<u8>, attempt: Attempt, id: TaskId, handler: Data<Ar
     if delivery >= handler.options.max_attempts {
         handler.tally().kind(job.kind).dead += 1;
         tracing::error!(job.id = %id, attempts = delivery, error = %error, "job is dead");
-        return Err(AbortError::new(JobError::GaveUp { attempts: delivery, last: error.to_string() }).into());
+        return Err(AbortError::new(JobError::GaveUp {
+            attempts: delivery,
+            last: error.to_string(),
+        })
+        .into());
     }
     tracing::warn!(job.id = %id, attempt = delivery, error = %error, "job failed, will be retried");
     Err(JobError::Store(error.to_string()).into())
@@ -159,7 +170,9 @@ async fn handle(payload: Vec<u8>, attempt: Attempt, id: TaskId, handler: Data<Ar
 
 /// Full-jitter exponential backoff: a random wait up to `base × 2^(n-1)`, capped.
 pub fn backoff(n: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base.saturating_mul(1 << n.saturating_sub(1).min(16)).min(cap);
+    let ceiling = base
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(cap);
     let millis = ceiling.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }
@@ -180,8 +193,13 @@ pub async fn run(
     let shutdown = shutdown.boxed().shared();
     let mut failures = 0u32;
     loop {
-        let name = format!("{}-{}", options.name_prefix, &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let storage = RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
+        let name = format!(
+            "{}-{}",
+            options.name_prefix,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let storage =
+            RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
         let backend = storage
             .with_codec(RawJson)
             .poll_with_interval(queue.settings().poll_interval);
@@ -191,14 +209,14 @@ pub async fn run(
             .concurrency(options.concurrency.max(1))
             .build(handle);
         let watcher = {
-            let (queue, name, shutdown) = (queue.clone(), name.clone(), shutdown.clone());
+            let (queue, shutdown) = (queue.clone(), shutdown.clone());
             let exit_when_idle = options.exit_when_idle;
             move |ctx: WorkerContext| {
-                let (queue, name, shutdown) = (queue.clone(), name.clone(), shutdown.clone());
+                let (queue, shutdown) = (queue.clone(), shutdown.clone());
                 async move {
                     tokio::select! {
                         () = shutdown => {}
-                        () = tend(&queue, &name, exit_when_idle) => {}
+                        () = tend(&queue, exit_when_idle) => {}
                     }
                     ctx.stop()
                 }
@@ -206,14 +224,23 @@ pub async fn run(
         };
         tracing::info!(worker.name = %name, "worker starting");
         match worker.run_with_ctx(watcher).await {
-            Ok(()) => break,
+            Ok(()) => {
+                if let Err(err) = queue.unregister(&name).await {
+                    tracing::warn!(worker.name = %name, error = %err, "could not unregister the worker");
+                }
+                break;
+            }
             Err(err) => {
                 if shutdown.clone().now_or_never().is_some() {
                     break;
                 }
                 failures += 1;
                 handler.tally().restarts += 1;
-                let wait = backoff(failures.min(6), Duration::from_millis(200), Duration::from_secs(5));
+                let wait = backoff(
+                    failures.min(6),
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                );
                 tracing::warn!(worker.name = %name, error = %err, restart_in_ms = wait.as_millis() as u64, "worker stopped on an error; restarting under a new name");
                 tokio::select! {
                     () = shutdown.clone() => break,
@@ -228,8 +255,8 @@ pub async fn run(
 
 /// Keeps the queue inside the library's safe envelope (promoting due ids in bounded
 /// chunks) and, with `exit_when_idle`, returns once the queue has stayed idle for this
-/// worker over two consecutive checks.
-async fn tend(queue: &Queue, name: &str, exit_when_idle: bool) {
+/// queue over two consecutive checks.
+async fn tend(queue: &Queue, exit_when_idle: bool) {
     let mut idle_checks = 0;
     let mut ticker = tokio::time::interval(queue.settings().poll_interval);
     loop {
@@ -240,7 +267,7 @@ async fn tend(queue: &Queue, name: &str, exit_when_idle: bool) {
             continue;
         }
         if exit_when_idle {
-            match queue.is_idle_for(name).await {
+            match queue.is_idle().await {
                 Ok(true) => idle_checks += 1,
                 Ok(false) | Err(_) => idle_checks = 0,
             }

@@ -89,6 +89,33 @@ pub struct GlobalArgs {
     /// Keys / rows read per batch while scanning.
     #[arg(long, global = true, env = "JANITOR_SCAN_BATCH", value_name = "N")]
     pub scan_batch: Option<usize>,
+    /// Queue name (the prefix of every queue key in Redis).
+    #[arg(long, global = true, env = "JANITOR_QUEUE", value_name = "NAME")]
+    pub queue: Option<String>,
+    /// Most jobs waiting in the queue before pushes are deferred to the next sweep.
+    #[arg(long, global = true, env = "JANITOR_BACKLOG_CAP", value_name = "N")]
+    pub backlog_cap: Option<u64>,
+    /// Jobs handled at once by one worker process.
+    #[arg(long, global = true, env = "JANITOR_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Deliveries of one job before it is dead.
+    #[arg(long, global = true, env = "JANITOR_MAX_ATTEMPTS", value_name = "N")]
+    pub max_attempts: Option<usize>,
+    /// Worker heartbeat interval in seconds (every replica must use the same).
+    #[arg(long, global = true, env = "JANITOR_HEARTBEAT_SECS", value_name = "SECS")]
+    pub heartbeat_secs: Option<u64>,
+    /// Heartbeats a worker may miss before its jobs are re-enqueued elsewhere.
+    #[arg(long, global = true, env = "JANITOR_MISSED_HEARTBEATS", value_name = "N")]
+    pub missed_heartbeats: Option<usize>,
+    /// Seconds between sweeps in `janitor run`.
+    #[arg(long, global = true, env = "JANITOR_SWEEP_INTERVAL_SECS", value_name = "SECS")]
+    pub sweep_interval_secs: Option<u64>,
+    /// The breaker trips when one pass would reclaim more than this fraction of slots…
+    #[arg(long, global = true, env = "JANITOR_BREAKER_MAX_FRACTION", value_name = "F")]
+    pub breaker_max_fraction: Option<f64>,
+    /// …and more than this many.
+    #[arg(long, global = true, env = "JANITOR_BREAKER_MIN_RECLAIMS", value_name = "N")]
+    pub breaker_min_reclaims: Option<u64>,
     /// Log format on stderr; `auto` is text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = "JANITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -118,6 +145,66 @@ pub enum Command {
     Stuck(StuckArgs),
     /// Print the effective settings (passwords redacted) and where each came from.
     Config(ConfigArgs),
+    /// One pass: find every inconsistency and enqueue one cleanup job per change.
+    Sweep(SweepArgs),
+    /// Process cleanup jobs (any number of replicas).
+    Work(WorkArgs),
+    /// Single node: sweep on an interval and process jobs, until SIGTERM/SIGINT.
+    Run(RunArgs),
+    /// Enqueue the finalize job of a run the scheduler just skipped.
+    Skip(SkipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// Find and print what would be enqueued; enqueue nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Enqueue reclaims even when the blast-radius breaker trips.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for another producer's sweep to finish, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub lease_wait_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkArgs {
+    /// Exit 0 once no job is due and none is in flight.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// Machine-readable summary on exit.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// One sweep, then process every due job, print the cycle report and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Enqueue reclaims even when the blast-radius breaker trips.
+    #[arg(long)]
+    pub force: bool,
+    /// Machine-readable cycle report (with --once).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    /// The skipped run.
+    #[arg(long)]
+    pub execution_id: String,
+    /// Its agent (needed when the row is not committed yet).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -27,3 +27,53 @@ pub async fn execution_store(settings: &Settings) -> anyhow::Result<ExecutionSto
         .await
         .with_context(|| format!("checking database {}", redact_url(&settings.database_url)))
 }
+
+/// The cleanup queue, sharing the slot store's Redis connection.
+pub fn queue(settings: &Settings, slots: &SlotStore) -> janitor_queue::Queue {
+    janitor_queue::Queue::new(slots.connection(), settings.queue.clone())
+}
+
+/// A name for this process in worker names, leases and the audit trail.
+pub fn process_name(role: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("janitor-{role}-{host}-{}", std::process::id())
+}
+
+/// Worker options from the settings.
+pub fn worker_options(settings: &Settings, exit_when_idle: bool) -> janitor_worker::WorkerOptions {
+    janitor_worker::WorkerOptions {
+        concurrency: settings.concurrency,
+        max_attempts: settings.max_attempts,
+        exit_when_idle,
+        name_prefix: process_name("worker"),
+        ..janitor_worker::WorkerOptions::default()
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested: finishing running jobs");
+}

@@ -42,6 +42,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate => commands::migrate::run(&settings).await,
         Command::Stuck(args) => commands::stuck::run(&settings, args).await,
         Command::Config(args) => commands::config::run(&settings, args),
+        Command::Sweep(args) => commands::sweep::run(&settings, args).await,
+        Command::Work(args) => commands::work::run(&settings, args).await,
+        Command::Run(args) => commands::run::run(&settings, args).await,
+        Command::Skip(args) => commands::skip::run(&settings, args).await,
     }
 }
 

@@ -2,9 +2,12 @@
 //! file, which beats the built-in defaults.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use janitor_core::{Policy, SkippedPolicy};
+use janitor_producer::Breaker;
+use janitor_queue::QueueSettings;
 use janitor_store::{redact_url, SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +16,9 @@ use crate::cli::{GlobalArgs, SkippedPolicyArg};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_SCAN_BATCH: usize = 500;
+pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
+pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 10;
 const DEFAULT_CONFIG_FILE: &str = "janitor.toml";
 
 /// `janitor.toml`: every key optional, unknown keys rejected.
@@ -30,6 +36,15 @@ struct FileSettings {
     skipped_after_secs: Option<i64>,
     skipped_policy: Option<SkippedPolicy>,
     scan_batch: Option<usize>,
+    queue: Option<String>,
+    backlog_cap: Option<u64>,
+    concurrency: Option<usize>,
+    max_attempts: Option<usize>,
+    heartbeat_secs: Option<u64>,
+    missed_heartbeats: Option<usize>,
+    sweep_interval_secs: Option<u64>,
+    breaker_max_fraction: Option<f64>,
+    breaker_min_reclaims: Option<u64>,
 }
 
 /// Where a setting's value came from.
@@ -50,6 +65,11 @@ pub struct Settings {
     pub slot_keys: SlotKeys,
     pub policy: Policy,
     pub scan_batch: usize,
+    pub queue: QueueSettings,
+    pub concurrency: usize,
+    pub max_attempts: usize,
+    pub sweep_interval: Duration,
+    pub breaker: Breaker,
     pub config_file: Option<PathBuf>,
     /// (setting name, source), in display order.
     pub sources: Vec<(&'static str, Source)>,
@@ -142,6 +162,17 @@ impl Settings {
             file.scan_batch,
             DEFAULT_SCAN_BATCH,
         );
+        let qd = QueueSettings::default();
+        let queue_name = layer(s, "queue", args.queue.clone(), file.queue, qd.name.clone());
+        let backlog_cap = layer(s, "backlog_cap", args.backlog_cap, file.backlog_cap, qd.backlog_cap);
+        let concurrency = layer(s, "concurrency", args.concurrency, file.concurrency, DEFAULT_CONCURRENCY);
+        let max_attempts = layer(s, "max_attempts", args.max_attempts, file.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        let heartbeat_secs = layer(s, "heartbeat_secs", args.heartbeat_secs, file.heartbeat_secs, qd.heartbeat_interval.as_secs());
+        let missed_heartbeats = layer(s, "missed_heartbeats", args.missed_heartbeats, file.missed_heartbeats, qd.missed_heartbeats);
+        let sweep_interval_secs = layer(s, "sweep_interval_secs", args.sweep_interval_secs, file.sweep_interval_secs, DEFAULT_SWEEP_INTERVAL_SECS);
+        let bd = Breaker::default();
+        let breaker_max_fraction = layer(s, "breaker_max_fraction", args.breaker_max_fraction, file.breaker_max_fraction, bd.max_fraction);
+        let breaker_min_reclaims = layer(s, "breaker_min_reclaims", args.breaker_min_reclaims, file.breaker_min_reclaims, bd.min_reclaims);
         let policy = Policy {
             default_timeout_secs,
             ttl_buffer_secs,
@@ -161,12 +192,44 @@ impl Settings {
         if slot_prefix.is_empty() || slot_meta_prefix.is_empty() {
             anyhow::bail!("invalid settings: slot prefixes must not be empty");
         }
+        if queue_name.is_empty() {
+            anyhow::bail!("invalid settings: queue name must not be empty");
+        }
+        if !(1..=1024).contains(&concurrency) {
+            anyhow::bail!("invalid settings: concurrency must be between 1 and 1024, got {concurrency}");
+        }
+        if !(1..=100).contains(&max_attempts) {
+            anyhow::bail!("invalid settings: max_attempts must be between 1 and 100, got {max_attempts}");
+        }
+        if heartbeat_secs == 0 || missed_heartbeats == 0 || sweep_interval_secs == 0 {
+            anyhow::bail!("invalid settings: heartbeat_secs, missed_heartbeats and sweep_interval_secs must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&breaker_max_fraction) {
+            anyhow::bail!("invalid settings: breaker_max_fraction must be between 0 and 1, got {breaker_max_fraction}");
+        }
         Ok(Self {
             database_url,
             redis_url,
             slot_keys: SlotKeys::new(slot_prefix, slot_meta_prefix),
             policy,
             scan_batch,
+            queue: QueueSettings {
+                name: queue_name,
+                // Never fetch more than can run at once: fetched-but-waiting jobs would
+                // sit in this worker's inflight set without heartbeat progress.
+                batch_size: concurrency.min(64),
+                backlog_cap,
+                heartbeat_interval: Duration::from_secs(heartbeat_secs),
+                missed_heartbeats,
+                ..qd
+            },
+            concurrency,
+            max_attempts,
+            sweep_interval: Duration::from_secs(sweep_interval_secs),
+            breaker: Breaker {
+                max_fraction: breaker_max_fraction,
+                min_reclaims: breaker_min_reclaims,
+            },
             config_file,
             sources,
         })
@@ -190,6 +253,15 @@ impl Settings {
                 SkippedPolicy::Terminal => "terminal".to_owned(),
             },
             self.scan_batch.to_string(),
+            self.queue.name.clone(),
+            self.queue.backlog_cap.to_string(),
+            self.concurrency.to_string(),
+            self.max_attempts.to_string(),
+            self.queue.heartbeat_interval.as_secs().to_string(),
+            self.queue.missed_heartbeats.to_string(),
+            self.sweep_interval.as_secs().to_string(),
+            self.breaker.max_fraction.to_string(),
+            self.breaker.min_reclaims.to_string(),
         ];
         self.sources
             .iter()

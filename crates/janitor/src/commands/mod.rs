@@ -2,4 +2,8 @@
 
 pub mod config;
 pub mod migrate;
+pub mod run;
+pub mod skip;
 pub mod stuck;
+pub mod sweep;
+pub mod work;

@@ -40,38 +40,41 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
     let mut pairs = Vec::new();
     let mut corrupt_slots = Vec::new();
     let mut corrupt_rows = Vec::new();
-    let stats = observe(
+    let stats = observe::<janitor_store::StoreError>(
         &slots,
         &rows,
         &settings.policy,
         now,
         settings.scan_batch,
-        |finding| match finding {
-            Finding::Pair(pair) => {
-                if !args.actionable || pair.verdict.is_actionable() {
-                    pairs.push(pair)
+        async |finding| {
+            match finding {
+                Finding::Pair(pair) => {
+                    if !args.actionable || pair.verdict.is_actionable() {
+                        pairs.push(pair)
+                    }
                 }
+                Finding::CorruptSlot(CorruptSlot {
+                    key,
+                    member,
+                    reason,
+                }) => corrupt_slots.push(CorruptSlotJson {
+                    key,
+                    member,
+                    reason,
+                }),
+                Finding::CorruptRow(CorruptRow {
+                    id,
+                    agent,
+                    status,
+                    reason,
+                }) => corrupt_rows.push(CorruptRowJson {
+                    id,
+                    agent,
+                    status,
+                    reason,
+                }),
             }
-            Finding::CorruptSlot(CorruptSlot {
-                key,
-                member,
-                reason,
-            }) => corrupt_slots.push(CorruptSlotJson {
-                key,
-                member,
-                reason,
-            }),
-            Finding::CorruptRow(CorruptRow {
-                id,
-                agent,
-                status,
-                reason,
-            }) => corrupt_rows.push(CorruptRowJson {
-                id,
-                agent,
-                status,
-                reason,
-            }),
+            Ok(())
         },
     )
     .await?;

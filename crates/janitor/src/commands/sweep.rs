@@ -1,0 +1,91 @@
+//! `janitor sweep`: one pass that enqueues one cleanup job per inconsistency.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use janitor_producer::{sweep, SweepLease, SweepOptions, SweepReport};
+use janitor_queue::Queue;
+use janitor_store::{ExecutionStore, SlotStore};
+
+use crate::cli::SweepArgs;
+use crate::{context, settings::Settings};
+
+/// How long a sweep lease lives without being re-checked.
+const LEASE_TTL: Duration = Duration::from_secs(30);
+
+pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
+    let slots = context::slot_store(settings).await?;
+    let rows = context::execution_store(settings).await?;
+    let queue = context::queue(settings, &slots);
+    let report = sweep_once(settings, &slots, &rows, &queue, args.dry_run, args.force, Duration::from_secs(args.lease_wait_secs)).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// One sweep under the lease (a dry run takes no lease: it changes nothing).
+pub async fn sweep_once(
+    settings: &Settings,
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    queue: &Queue,
+    dry_run: bool,
+    force: bool,
+    lease_wait: Duration,
+) -> anyhow::Result<SweepReport> {
+    let options = SweepOptions {
+        dry_run,
+        force,
+        breaker: settings.breaker,
+        batch: settings.scan_batch,
+    };
+    if dry_run {
+        return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
+    }
+    let holder = context::process_name("producer");
+    let lease = SweepLease::acquire(queue.connection(), &settings.queue.name, &holder, LEASE_TTL, lease_wait)
+        .await
+        .context("taking the sweep lease")?
+        .with_context(|| format!("another producer held the sweep lease for {}s", lease_wait.as_secs()))?;
+    let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
+    if let Err(err) = lease.release().await {
+        tracing::warn!(error = %err, "releasing the sweep lease failed; it expires by itself");
+    }
+    Ok(result?)
+}
+
+pub fn print_report(report: &SweepReport) {
+    let s = &report.stats;
+    println!(
+        "sweep at {}{}: {} slots and {} open rows scanned",
+        janitor_core::format_timestamp(report.now),
+        if report.dry_run { " (dry run)" } else { "" },
+        s.slots_scanned,
+        s.rows_scanned
+    );
+    if report.kinds.is_empty() {
+        println!("  nothing to clean up");
+    }
+    for (kind, k) in &report.kinds {
+        if report.dry_run {
+            println!("  {kind:<17} found {:>6}", k.found);
+        } else {
+            println!(
+                "  {kind:<17} found {:>6}  enqueued {:>6}  already queued {:>6}  deferred {:>6}  dead {:>4}",
+                k.found, k.queue.enqueued, k.queue.already_queued, k.queue.deferred, k.queue.dead
+            );
+        }
+    }
+    for job in &report.would_enqueue {
+        println!("  would enqueue {}", job.task_id());
+    }
+    if s.corrupt_slots + s.corrupt_rows > 0 {
+        println!("  corrupt: {} slots, {} rows (see `janitor stuck`)", s.corrupt_slots, s.corrupt_rows);
+    }
+    if report.breaker_tripped {
+        println!("  BREAKER TRIPPED: reclaims were not enqueued (use --force to override)");
+    }
+}
