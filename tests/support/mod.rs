@@ -2,6 +2,7 @@
 //! environment, and shape Redis and the database the way the platform leaves them.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -80,12 +81,81 @@ impl Env {
             .env("REDIS_URL", redis_url())
             .env("JANITOR_SLOT_PREFIX", &self.slot_prefix)
             .env("JANITOR_SLOT_META_PREFIX", &self.meta_prefix)
+            .env("JANITOR_QUEUE", &self.queue)
             .env("JANITOR_LOG_FORMAT", "text");
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
         run(self.command().args(args))
+    }
+
+    /// Starts the binary in the background with captured output.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A number from the database (first column of the first row).
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.sql_text(&format!("SELECT CAST(({sql}) AS TEXT)"))
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .parse()
+            .unwrap()
+    }
+
+    /// [`Env::count`] for an owned query (handy in closures).
+    pub async fn count_owned(&self, sql: String) -> i64 {
+        self.count(&sql).await
+    }
+
+    /// Seeds many runs in one statement: (id, agent, status, started_at, session).
+    pub async fn seed_runs(&self, runs: &[(String, String, &str, String, Option<&str>)]) {
+        for chunk in runs.chunks(500) {
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|(id, agent, status, started, session)| {
+                    let session = session.map_or("NULL".to_owned(), |s| format!("'{s}'"));
+                    format!("('{id}', '__manual__', '{agent}', '{status}', '{started}', 'm', 'schedule', {session})")
+                })
+                .collect();
+            self.sql(&format!(
+                "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, claude_session_id) VALUES {}",
+                values.join(", ")
+            ))
+            .await
+            .unwrap();
+        }
+    }
+
+    /// Seeds many slots in one pipeline: (agent, execution, age in seconds, timeout).
+    pub async fn seed_slots(&self, slots: &[(String, String, f64, i64)]) {
+        let now = self.redis_now().await.unwrap();
+        let mut pipe = redis::pipe();
+        for (agent, execution, age, timeout) in slots {
+            let meta = format!("{}{agent}:{execution}", self.meta_prefix);
+            pipe.cmd("ZADD")
+                .arg(format!("{}{agent}", self.slot_prefix))
+                .arg(now - age)
+                .arg(execution)
+                .ignore();
+            pipe.cmd("HSET")
+                .arg(&meta)
+                .arg("timeout_seconds")
+                .arg(timeout)
+                .arg("slot_number")
+                .arg(1)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis().await.unwrap())
+            .await
+            .unwrap();
     }
 }
 
@@ -101,4 +171,149 @@ pub fn run(cmd: &mut Command) -> Run {
         stdout: String::from_utf8_lossy(&stdout).into_owned(),
         stderr: String::from_utf8_lossy(&stderr).into_owned(),
     }
+}
+
+/// Seeds the incident and its neighbours; returns the verdict janitor should give each.
+pub async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
+    let now = env.redis_now().await.unwrap();
+    let min = 60.0;
+    // The incident: acquired 21 minutes ago with its own 3600 s timeout — alive.
+    env.seed_slot("agent:one", "long3600", 21.0 * min, Some(3600))
+        .await
+        .unwrap();
+    env.seed_run(
+        "long3600",
+        "agent:one",
+        "running",
+        &ts_ago(now, 21.0 * min, "naive"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    // A slot past its own deadline (900 + 300 s) with its dispatched run: reclaim + fail.
+    env.seed_slot("agent:one", "stale900", 25.0 * min, Some(900))
+        .await
+        .unwrap();
+    env.seed_run(
+        "stale900",
+        "agent:one",
+        "running",
+        &ts_ago(now, 25.0 * min, "zulu"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    // A live slot whose run already succeeded: leaked capacity.
+    env.seed_slot("team/β two", "leaked", 2.0 * min, Some(3600))
+        .await
+        .unwrap();
+    env.seed_run(
+        "leaked",
+        "team/β two",
+        "success",
+        &ts_ago(now, 2.0 * min, "sqlite"),
+        Some("sess-9"),
+    )
+    .await
+    .unwrap();
+    // A live slot with no row for longer than the grace: leaked too.
+    env.seed_slot("team/β two", "ghost", 1.0 * min, Some(3600))
+        .await
+        .unwrap();
+    // A slot created this instant whose row is not written yet: left alone.
+    env.seed_slot("team/β two", "newborn", 0.0, Some(3600))
+        .await
+        .unwrap();
+    // A running row whose slot is gone, past its deadline: orphan.
+    env.seed_run(
+        "orphan",
+        "agent:one",
+        "running",
+        &ts_ago(now, 2.0 * 3600.0, "sqlite"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    // A run that never got a session: fail it.
+    env.seed_run(
+        "nosession",
+        "agent:one",
+        "running",
+        &ts_ago(now, 5.0 * min, "zulu"),
+        None,
+    )
+    .await
+    .unwrap();
+    // Skipped 11 minutes ago: finalize; skipped 2 minutes ago: not yet.
+    env.seed_run(
+        "skipold",
+        "agent:one",
+        "skipped",
+        &ts_ago(now, 11.0 * min, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
+    env.seed_run(
+        "skipnew",
+        "agent:one",
+        "skipped",
+        &ts_ago(now, 2.0 * min, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
+    // Queued rows hold no slot by design: report only. Unknown statuses are left alone.
+    env.seed_run(
+        "queued",
+        "agent:one",
+        "queued",
+        &ts_ago(now, 30.0 * min, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
+    env.seed_run(
+        "weird",
+        "agent:one",
+        "paused",
+        &ts_ago(now, 30.0 * min, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
+    // An unreadable timestamp is reported, never guessed.
+    env.seed_run(
+        "badtime",
+        "agent:one",
+        "running",
+        "yesterday-ish",
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    // Terminal history is not listed.
+    env.seed_run(
+        "done",
+        "agent:one",
+        "failed",
+        &ts_ago(now, 3.0 * 3600.0, "naive"),
+        Some("x"),
+    )
+    .await
+    .unwrap();
+    BTreeMap::from([
+        ("long3600", "healthy"),
+        ("stale900", "reclaim_stale_slot"),
+        ("leaked", "release_leaked_slot"),
+        ("ghost", "release_leaked_slot"),
+        ("newborn", "healthy"),
+        ("orphan", "fail_orphan"),
+        ("nosession", "fail_never_launched"),
+        ("skipold", "finalize_skipped"),
+        ("skipnew", "healthy"),
+        ("queued", "report"),
+        ("weird", "report"),
+        ("badtime", "report"),
+    ])
 }

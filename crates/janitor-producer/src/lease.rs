@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease_acquire.lua")));
+static ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/lease_acquire.lua")));
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/lease_check.lua")));
 
 /// A held sweep lease.
@@ -26,7 +27,10 @@ pub struct SweepLease {
 
 impl std::fmt::Debug for SweepLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SweepLease").field("key", &self.key).field("token", &self.token).finish()
+        f.debug_struct("SweepLease")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .finish()
     }
 }
 

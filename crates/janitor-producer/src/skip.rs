@@ -47,7 +47,11 @@ pub async fn enqueue_skip(
     agent: Option<&AgentName>,
 ) -> Result<SkipReceipt, SkipError> {
     let full = policy.skipped_after_secs.max(0) as u64;
-    let (agent, delay) = match rows.rows_by_ids(std::slice::from_ref(execution_id)).await?.pop() {
+    let (agent, delay) = match rows
+        .rows_by_ids(std::slice::from_ref(execution_id))
+        .await?
+        .pop()
+    {
         Some(RowEntry::Row(row)) => {
             if row.status != Status::Skipped {
                 return Err(SkipError::NotSkipped {
@@ -66,7 +70,9 @@ pub async fn enqueue_skip(
             };
             (agent.cloned().unwrap_or(row.agent), delay)
         }
-        Some(RowEntry::Corrupt(c)) => return Err(SkipError::Corrupt(execution_id.clone(), c.reason)),
+        Some(RowEntry::Corrupt(c)) => {
+            return Err(SkipError::Corrupt(execution_id.clone(), c.reason))
+        }
         None => match agent {
             Some(agent) => (agent.clone(), full + 1),
             None => return Err(SkipError::UnknownExecution(execution_id.clone())),
@@ -81,7 +87,9 @@ pub async fn enqueue_skip(
         deadline: None,
         observed_status: Some(Status::Skipped),
     };
-    let report = queue.enqueue(std::slice::from_ref(&job), Duration::from_secs(delay)).await?;
+    let report = queue
+        .enqueue(std::slice::from_ref(&job), Duration::from_secs(delay))
+        .await?;
     Ok(SkipReceipt {
         task_id: job.task_id(),
         agent,

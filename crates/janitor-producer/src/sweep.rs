@@ -113,12 +113,17 @@ impl Pusher<'_> {
         for chunk in jobs.chunks(PUSH_BATCH) {
             // One call per kind keeps the per-kind report exact.
             for kind in JobKind::ALL {
-                let of_kind: Vec<CleanupJob> = chunk.iter().filter(|j| j.kind == kind).cloned().collect();
+                let of_kind: Vec<CleanupJob> =
+                    chunk.iter().filter(|j| j.kind == kind).cloned().collect();
                 if of_kind.is_empty() {
                     continue;
                 }
                 let report = self.queue.enqueue(&of_kind, Duration::ZERO).await?;
-                self.kinds.entry(kind.as_str()).or_default().queue.add(report);
+                self.kinds
+                    .entry(kind.as_str())
+                    .or_default()
+                    .queue
+                    .add(report);
             }
         }
         jobs.clear();
@@ -145,28 +150,39 @@ pub async fn sweep(
     };
     let mut pending: Vec<CleanupJob> = Vec::with_capacity(PUSH_BATCH);
     let mut reclaims: Vec<CleanupJob> = Vec::new();
-    let stats = observe::<SweepError>(slots, rows, policy, now, options.batch.max(1), async |finding| {
-        let Finding::Pair(pair) = finding else {
-            return Ok(());
-        };
-        let Some(job) = CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref()) else {
-            return Ok(());
-        };
-        pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-        if job.kind == JobKind::ReclaimSlot {
-            reclaims.push(job);
-        } else {
-            pending.push(job);
-            if pending.len() >= PUSH_BATCH {
-                pusher.push(&mut pending).await?;
+    let stats = observe::<SweepError>(
+        slots,
+        rows,
+        policy,
+        now,
+        options.batch.max(1),
+        async |finding| {
+            let Finding::Pair(pair) = finding else {
+                return Ok(());
+            };
+            let Some(job) =
+                CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
+            else {
+                return Ok(());
+            };
+            pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+            if job.kind == JobKind::ReclaimSlot {
+                reclaims.push(job);
+            } else {
+                pending.push(job);
+                if pending.len() >= PUSH_BATCH {
+                    pusher.push(&mut pending).await?;
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
     .await?;
     pusher.push(&mut pending).await?;
 
-    let breaker_tripped = options.breaker.trips(reclaims.len() as u64, stats.slots_scanned);
+    let breaker_tripped = options
+        .breaker
+        .trips(reclaims.len() as u64, stats.slots_scanned);
     if breaker_tripped && !options.force {
         tracing::error!(
             alert = "janitor_breaker_tripped",

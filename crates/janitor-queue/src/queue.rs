@@ -293,7 +293,10 @@ impl Queue {
     /// member), but only when it holds nothing in flight.
     pub async fn unregister(&self, worker: &str) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
-        let inflight: u64 = redis::cmd("SCARD").arg(self.keys.inflight(worker)).query_async(&mut conn).await?;
+        let inflight: u64 = redis::cmd("SCARD")
+            .arg(self.keys.inflight(worker))
+            .query_async(&mut conn)
+            .await?;
         if inflight > 0 {
             return Ok(false);
         }

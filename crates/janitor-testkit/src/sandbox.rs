@@ -12,15 +12,22 @@ pub struct Sandbox {
     pub db: TestDb,
     pub slot_prefix: String,
     pub meta_prefix: String,
+    /// A queue name private to this sandbox.
+    pub queue: String,
 }
 
 impl Sandbox {
     pub async fn new(kind: Kind) -> anyhow::Result<Self> {
         let (slot_prefix, meta_prefix) = slot_prefixes();
+        let queue = format!(
+            "{}janitor:cleanup",
+            slot_prefix.trim_end_matches("agent:slots:")
+        );
         Ok(Self {
             db: TestDb::new(kind).await?,
             slot_prefix,
             meta_prefix,
+            queue,
         })
     }
 

@@ -102,19 +102,44 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "JANITOR_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<usize>,
     /// Worker heartbeat interval in seconds (every replica must use the same).
-    #[arg(long, global = true, env = "JANITOR_HEARTBEAT_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_HEARTBEAT_SECS",
+        value_name = "SECS"
+    )]
     pub heartbeat_secs: Option<u64>,
     /// Heartbeats a worker may miss before its jobs are re-enqueued elsewhere.
-    #[arg(long, global = true, env = "JANITOR_MISSED_HEARTBEATS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_MISSED_HEARTBEATS",
+        value_name = "N"
+    )]
     pub missed_heartbeats: Option<usize>,
     /// Seconds between sweeps in `janitor run`.
-    #[arg(long, global = true, env = "JANITOR_SWEEP_INTERVAL_SECS", value_name = "SECS")]
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_SWEEP_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
     pub sweep_interval_secs: Option<u64>,
     /// The breaker trips when one pass would reclaim more than this fraction of slots…
-    #[arg(long, global = true, env = "JANITOR_BREAKER_MAX_FRACTION", value_name = "F")]
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_BREAKER_MAX_FRACTION",
+        value_name = "F"
+    )]
     pub breaker_max_fraction: Option<f64>,
     /// …and more than this many.
-    #[arg(long, global = true, env = "JANITOR_BREAKER_MIN_RECLAIMS", value_name = "N")]
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_BREAKER_MIN_RECLAIMS",
+        value_name = "N"
+    )]
     pub breaker_min_reclaims: Option<u64>,
     /// Log format on stderr; `auto` is text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = "JANITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]

@@ -164,15 +164,63 @@ impl Settings {
         );
         let qd = QueueSettings::default();
         let queue_name = layer(s, "queue", args.queue.clone(), file.queue, qd.name.clone());
-        let backlog_cap = layer(s, "backlog_cap", args.backlog_cap, file.backlog_cap, qd.backlog_cap);
-        let concurrency = layer(s, "concurrency", args.concurrency, file.concurrency, DEFAULT_CONCURRENCY);
-        let max_attempts = layer(s, "max_attempts", args.max_attempts, file.max_attempts, DEFAULT_MAX_ATTEMPTS);
-        let heartbeat_secs = layer(s, "heartbeat_secs", args.heartbeat_secs, file.heartbeat_secs, qd.heartbeat_interval.as_secs());
-        let missed_heartbeats = layer(s, "missed_heartbeats", args.missed_heartbeats, file.missed_heartbeats, qd.missed_heartbeats);
-        let sweep_interval_secs = layer(s, "sweep_interval_secs", args.sweep_interval_secs, file.sweep_interval_secs, DEFAULT_SWEEP_INTERVAL_SECS);
+        let backlog_cap = layer(
+            s,
+            "backlog_cap",
+            args.backlog_cap,
+            file.backlog_cap,
+            qd.backlog_cap,
+        );
+        let concurrency = layer(
+            s,
+            "concurrency",
+            args.concurrency,
+            file.concurrency,
+            DEFAULT_CONCURRENCY,
+        );
+        let max_attempts = layer(
+            s,
+            "max_attempts",
+            args.max_attempts,
+            file.max_attempts,
+            DEFAULT_MAX_ATTEMPTS,
+        );
+        let heartbeat_secs = layer(
+            s,
+            "heartbeat_secs",
+            args.heartbeat_secs,
+            file.heartbeat_secs,
+            qd.heartbeat_interval.as_secs(),
+        );
+        let missed_heartbeats = layer(
+            s,
+            "missed_heartbeats",
+            args.missed_heartbeats,
+            file.missed_heartbeats,
+            qd.missed_heartbeats,
+        );
+        let sweep_interval_secs = layer(
+            s,
+            "sweep_interval_secs",
+            args.sweep_interval_secs,
+            file.sweep_interval_secs,
+            DEFAULT_SWEEP_INTERVAL_SECS,
+        );
         let bd = Breaker::default();
-        let breaker_max_fraction = layer(s, "breaker_max_fraction", args.breaker_max_fraction, file.breaker_max_fraction, bd.max_fraction);
-        let breaker_min_reclaims = layer(s, "breaker_min_reclaims", args.breaker_min_reclaims, file.breaker_min_reclaims, bd.min_reclaims);
+        let breaker_max_fraction = layer(
+            s,
+            "breaker_max_fraction",
+            args.breaker_max_fraction,
+            file.breaker_max_fraction,
+            bd.max_fraction,
+        );
+        let breaker_min_reclaims = layer(
+            s,
+            "breaker_min_reclaims",
+            args.breaker_min_reclaims,
+            file.breaker_min_reclaims,
+            bd.min_reclaims,
+        );
         let policy = Policy {
             default_timeout_secs,
             ttl_buffer_secs,
@@ -196,10 +244,14 @@ impl Settings {
             anyhow::bail!("invalid settings: queue name must not be empty");
         }
         if !(1..=1024).contains(&concurrency) {
-            anyhow::bail!("invalid settings: concurrency must be between 1 and 1024, got {concurrency}");
+            anyhow::bail!(
+                "invalid settings: concurrency must be between 1 and 1024, got {concurrency}"
+            );
         }
         if !(1..=100).contains(&max_attempts) {
-            anyhow::bail!("invalid settings: max_attempts must be between 1 and 100, got {max_attempts}");
+            anyhow::bail!(
+                "invalid settings: max_attempts must be between 1 and 100, got {max_attempts}"
+            );
         }
         if heartbeat_secs == 0 || missed_heartbeats == 0 || sweep_interval_secs == 0 {
             anyhow::bail!("invalid settings: heartbeat_secs, missed_heartbeats and sweep_interval_secs must be at least 1");

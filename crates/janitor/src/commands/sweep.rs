@@ -17,7 +17,16 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
     let slots = context::slot_store(settings).await?;
     let rows = context::execution_store(settings).await?;
     let queue = context::queue(settings, &slots);
-    let report = sweep_once(settings, &slots, &rows, &queue, args.dry_run, args.force, Duration::from_secs(args.lease_wait_secs)).await?;
+    let report = sweep_once(
+        settings,
+        &slots,
+        &rows,
+        &queue,
+        args.dry_run,
+        args.force,
+        Duration::from_secs(args.lease_wait_secs),
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -46,10 +55,21 @@ pub async fn sweep_once(
         return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
     }
     let holder = context::process_name("producer");
-    let lease = SweepLease::acquire(queue.connection(), &settings.queue.name, &holder, LEASE_TTL, lease_wait)
-        .await
-        .context("taking the sweep lease")?
-        .with_context(|| format!("another producer held the sweep lease for {}s", lease_wait.as_secs()))?;
+    let lease = SweepLease::acquire(
+        queue.connection(),
+        &settings.queue.name,
+        &holder,
+        LEASE_TTL,
+        lease_wait,
+    )
+    .await
+    .context("taking the sweep lease")?
+    .with_context(|| {
+        format!(
+            "another producer held the sweep lease for {}s",
+            lease_wait.as_secs()
+        )
+    })?;
     let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
     if let Err(err) = lease.release().await {
         tracing::warn!(error = %err, "releasing the sweep lease failed; it expires by itself");
@@ -83,7 +103,10 @@ pub fn print_report(report: &SweepReport) {
         println!("  would enqueue {}", job.task_id());
     }
     if s.corrupt_slots + s.corrupt_rows > 0 {
-        println!("  corrupt: {} slots, {} rows (see `janitor stuck`)", s.corrupt_slots, s.corrupt_rows);
+        println!(
+            "  corrupt: {} slots, {} rows (see `janitor stuck`)",
+            s.corrupt_slots, s.corrupt_rows
+        );
     }
     if report.breaker_tripped {
         println!("  BREAKER TRIPPED: reclaims were not enqueued (use --force to override)");

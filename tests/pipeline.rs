@@ -1,0 +1,385 @@
+//! End-to-end: the cleanup pipeline through the real binary — sweeps, worker processes,
+//! crashes and a Redis restart — against real Redis, SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use janitor_e2e::{seed_incident, ts_ago, Env, Kind};
+
+/// Waits for a child and returns its captured output; fails the test on a non-zero exit.
+fn finish(child: Child) -> (String, String) {
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
+/// Polls `check` until it holds (a condition on external processes, bounded in time).
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn the_incident_end_to_end(kind: Kind) {
+    let env = Env::new(kind).await;
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let min = 60.0;
+    // The incident: a slot past its own deadline, its row still running/dispatched.
+    env.seed_slot("agent:one", "stale", 70.0 * min, Some(3600))
+        .await
+        .unwrap();
+    env.seed_run(
+        "stale",
+        "agent:one",
+        "running",
+        &ts_ago(now, 70.0 * min, "naive"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    env.seed_activity("act-stale", "stale", &ts_ago(now, 70.0 * min, "naive"))
+        .await
+        .unwrap();
+    // The slot the platform wrongly reclaimed: 21 minutes old with a 3600 s timeout.
+    env.seed_slot("agent:one", "live", 21.0 * min, Some(3600))
+        .await
+        .unwrap();
+    env.seed_run(
+        "live",
+        "agent:one",
+        "running",
+        &ts_ago(now, 21.0 * min, "zulu"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    // A skipped row older than the threshold.
+    env.seed_run(
+        "skipped",
+        "agent:one",
+        "skipped",
+        &ts_ago(now, 11.0 * min, "sqlite"),
+        None,
+    )
+    .await
+    .unwrap();
+
+    let out = env.run(&["run", "--once"]);
+    out.ok();
+    assert!(
+        out.stdout
+            .contains("stale slots reclaimed 1 (runs failed with them 1)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("skipped runs finalized 1"),
+        "{}",
+        out.stdout
+    );
+
+    assert_eq!(
+        env.slot_members("agent:one").await.unwrap(),
+        vec!["live".to_owned()]
+    );
+    assert_eq!(
+        env.status("stale").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    let error = env
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'stale'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        error.contains("agent:slots:agent:one") && error.contains("stale"),
+        "{error}"
+    );
+    assert_eq!(
+        env.sql_text("SELECT activity_state FROM agent_activities WHERE id = 'act-stale'")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        env.status("live").await.unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        env.status("skipped").await.unwrap().as_deref(),
+        Some("cancelled")
+    );
+    // The operators' stuck-records query now returns only the live run.
+    let stuck = env
+        .sql_text("SELECT id FROM schedule_executions WHERE status NOT IN ('completed','failed','cancelled','success')")
+        .await
+        .unwrap();
+    assert_eq!(stuck.as_deref(), Some("live"));
+    assert_eq!(env.count("SELECT COUNT(*) FROM schedule_executions WHERE status NOT IN ('completed','failed','cancelled','success')").await, 1);
+}
+
+#[tokio::test]
+async fn the_incident_end_to_end_on_sqlite() {
+    the_incident_end_to_end(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_incident_end_to_end_on_postgres() {
+    the_incident_end_to_end(Kind::Postgres).await;
+}
+
+#[tokio::test]
+async fn one_cycle_applies_every_verdict_and_leaves_the_rest_alone() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let want = seed_incident(&env).await;
+    env.run(&["run", "--once"]).ok();
+    let expect: BTreeMap<&str, Option<&str>> = BTreeMap::from([
+        ("long3600", Some("running")),
+        ("stale900", Some("failed")),
+        ("leaked", Some("success")),
+        ("orphan", Some("failed")),
+        ("nosession", Some("failed")),
+        ("skipold", Some("cancelled")),
+        ("skipnew", Some("skipped")),
+        ("queued", Some("queued")),
+        ("weird", Some("paused")),
+        ("badtime", Some("running")),
+    ]);
+    for (id, status) in expect {
+        assert_eq!(env.status(id).await.unwrap().as_deref(), status, "{id}");
+    }
+    let mut one = env.slot_members("agent:one").await.unwrap();
+    one.sort();
+    assert_eq!(one, vec!["long3600".to_owned()]);
+    assert_eq!(
+        env.slot_members("team/β two").await.unwrap(),
+        vec!["newborn".to_owned()]
+    );
+    let error = env
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'nosession'")
+        .await
+        .unwrap();
+    assert_eq!(
+        error.as_deref(),
+        Some("Silent launch failure: no Claude session created within 60 seconds")
+    );
+    // A second cycle finds nothing left to do.
+    let again = env.run(&["sweep", "--json"]);
+    let report = again.ok().json();
+    let found: u64 = report["kinds"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| k["found"].as_u64().unwrap())
+        .sum();
+    assert_eq!(found, 0, "{report:#}");
+    assert_eq!(want.len(), 12);
+}
+
+/// 2,000 violations of every kind plus 100 live runs, on PostgreSQL.
+async fn seed_fleet(env: &Env) {
+    let now = env.redis_now().await.unwrap();
+    let mut runs = Vec::new();
+    let mut slots = Vec::new();
+    for i in 0..500 {
+        let agent = format!("agent-{}", i % 40);
+        // Stale slot + running row → reclaim + fail.
+        slots.push((agent.clone(), format!("stale{i}"), 7200.0, 600));
+        runs.push((
+            format!("stale{i}"),
+            agent.clone(),
+            "running",
+            ts_ago(now, 7200.0, "naive"),
+            Some("dispatched"),
+        ));
+        // Live slot, finished row → release.
+        slots.push((agent.clone(), format!("leak{i}"), 60.0, 3600));
+        runs.push((
+            format!("leak{i}"),
+            agent.clone(),
+            "success",
+            ts_ago(now, 60.0, "zulu"),
+            Some("s"),
+        ));
+        // Running row without a slot, long past its deadline → fail.
+        runs.push((
+            format!("orphan{i}"),
+            agent.clone(),
+            "running",
+            ts_ago(now, 3.0 * 3600.0, "sqlite"),
+            Some("dispatched"),
+        ));
+        // Old skipped row → cancel.
+        runs.push((
+            format!("skip{i}"),
+            agent.clone(),
+            "skipped",
+            ts_ago(now, 3600.0, "naive"),
+            None,
+        ));
+    }
+    for i in 0..100 {
+        let agent = format!("agent-{}", i % 40);
+        slots.push((agent.clone(), format!("live{i}"), 300.0, 3600));
+        runs.push((
+            format!("live{i}"),
+            agent,
+            "running",
+            ts_ago(now, 300.0, "naive"),
+            Some("dispatched"),
+        ));
+    }
+    env.seed_runs(&runs).await;
+    env.seed_slots(&slots).await;
+}
+
+#[tokio::test]
+async fn three_workers_and_two_sweeps_apply_every_change_exactly_once() {
+    let env = Env::new(Kind::Postgres).await;
+    env.run(&["migrate"]).ok();
+    seed_fleet(&env).await;
+
+    let sweeps = [
+        env.spawn(&["sweep", "--json"]),
+        env.spawn(&["sweep", "--json"]),
+    ];
+    let mut enqueued = 0;
+    for sweep in sweeps {
+        let (stdout, _) = finish(sweep);
+        let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(report["fence"].as_u64().unwrap() > 0);
+        enqueued += report["kinds"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|k| k["enqueued"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(
+        enqueued, 2000,
+        "the second sweep must find everything already queued"
+    );
+
+    let workers: Vec<Child> = (0..3)
+        .map(|_| env.spawn(&["work", "--exit-when-idle", "--json"]))
+        .collect();
+    let mut applied = 0;
+    for worker in workers {
+        let (stdout, _) = finish(worker);
+        let tally: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        applied += tally["kinds"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|k| k["applied"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(applied, 2000);
+
+    // Exactly one audit row per change.
+    assert_eq!(env.count("SELECT COUNT(*) FROM (SELECT execution_id, action FROM janitor_audit GROUP BY execution_id, action HAVING COUNT(*) > 1) d").await, 0);
+    let per_action = |a: &'static str| {
+        env.count_owned(format!(
+            "SELECT COUNT(*) FROM janitor_audit WHERE action = '{a}'"
+        ))
+    };
+    assert_eq!(per_action("slot_reclaimed").await, 500);
+    assert_eq!(per_action("slot_released").await, 500);
+    assert_eq!(per_action("run_failed").await, 1000);
+    assert_eq!(per_action("run_cancelled").await, 500);
+    // Nothing live was touched.
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM schedule_executions WHERE id LIKE 'live%' AND status = 'running'"
+        )
+        .await,
+        100
+    );
+    let mut live = 0;
+    for i in 0..40 {
+        live += env.slot_members(&format!("agent-{i}")).await.unwrap().len();
+    }
+    assert_eq!(live, 100);
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE execution_id LIKE 'live%'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let env = Env::new(Kind::Postgres).await;
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let runs: Vec<_> = (0..2000)
+        .map(|i| {
+            (
+                format!("o{i}"),
+                format!("agent-{}", i % 20),
+                "running",
+                ts_ago(now, 3.0 * 3600.0, "naive"),
+                Some("dispatched"),
+            )
+        })
+        .collect();
+    env.seed_runs(&runs).await;
+    env.run(&["sweep"]).ok();
+
+    let fast = [
+        "--heartbeat-secs",
+        "1",
+        "--missed-heartbeats",
+        "2",
+        "--concurrency",
+        "8",
+    ];
+    let mut doomed = env.spawn(&[&["work"][..], &fast[..]].concat());
+    eventually(
+        "the first worker to apply something",
+        Duration::from_secs(30),
+        || async { env.count("SELECT COUNT(*) FROM janitor_audit").await > 0 },
+    )
+    .await;
+    doomed.kill().unwrap(); // SIGKILL
+    doomed.wait().unwrap();
+    let at_kill = env.count("SELECT COUNT(*) FROM janitor_audit").await;
+    assert!(
+        at_kill < 2000,
+        "the worker finished before it could be killed; the test proves nothing"
+    );
+
+    // A second worker re-enqueues the dead one's in-flight jobs after the heartbeat
+    // threshold and finishes everything.
+    finish(env.spawn(&[&["work", "--exit-when-idle"][..], &fast[..]].concat()));
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'")
+            .await,
+        2000
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'run_failed'")
+            .await,
+        2000
+    );
+    assert_eq!(env.count("SELECT COUNT(*) FROM (SELECT execution_id FROM janitor_audit GROUP BY execution_id HAVING COUNT(*) > 1) d").await, 0);
+}
