@@ -383,3 +383,151 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     );
     assert_eq!(env.count("SELECT COUNT(*) FROM (SELECT execution_id FROM janitor_audit GROUP BY execution_id HAVING COUNT(*) > 1) d").await, 0);
 }
+
+/// A private Redis on a free port, stopped on drop.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let redis = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.up();
+        redis
+    }
+
+    fn up(&self) {
+        let status = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--pidfile")
+            .arg(self.dir.path().join("redis.pid"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&self) {
+        let _ = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "nosave"])
+            .status();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[tokio::test]
+async fn workers_recover_from_a_redis_restart_by_themselves() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let redis = PrivateRedis::start();
+    let with_redis = |args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.env("REDIS_URL", redis.url()).args(args);
+        cmd
+    };
+    let seed = |from: usize, now: f64| {
+        (from..from + 50)
+            .map(|i| {
+                (
+                    format!("o{i}"),
+                    "agent".to_owned(),
+                    "running",
+                    ts_ago(now, 3.0 * 3600.0, "naive"),
+                    Some("dispatched"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let now = env.redis_now().await.unwrap();
+    env.seed_runs(&seed(0, now)).await;
+    let worker = with_redis(&["work"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(janitor_e2e::run(&mut with_redis(&["sweep"])).code == Some(0));
+    let failed = || env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'");
+    eventually("the first batch", Duration::from_secs(30), || async {
+        failed().await == 50
+    })
+    .await;
+
+    // Redis goes away (losing everything: it keeps nothing on disk) and comes back.
+    redis.down();
+    redis.up();
+    env.seed_runs(&seed(50, now)).await;
+    let sweep = janitor_e2e::run(&mut with_redis(&["sweep"]));
+    assert_eq!(sweep.code, Some(0), "{}", sweep.stderr);
+    eventually(
+        "the second batch, after the restart",
+        Duration::from_secs(30),
+        || async { failed().await == 100 },
+    )
+    .await;
+
+    // SIGTERM: a graceful stop, exit 0.
+    let pid = worker.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("restarting under a new name"),
+        "the worker never noticed the restart:\n{stderr}"
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'run_failed'")
+            .await,
+        100
+    );
+}

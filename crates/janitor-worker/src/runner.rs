@@ -133,7 +133,8 @@ async fn handle(
             return Err(AbortError::new(JobError::Malformed(err.to_string())).into());
         }
     };
-    let delivery = attempt.current() + 1;
+    // The library counts this delivery already (1 on the first).
+    let delivery = attempt.current().max(1);
     let mut tries = 0;
     let error = loop {
         tries += 1;
@@ -198,6 +199,10 @@ pub async fn run(
             options.name_prefix,
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
+        // Before the library's first fetch: never let it see an unbounded number of due ids.
+        if let Err(err) = queue.promote_due().await {
+            tracing::warn!(error = %err, "promoting due jobs failed");
+        }
         let storage =
             RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
         let backend = storage

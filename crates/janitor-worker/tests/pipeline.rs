@@ -195,3 +195,133 @@ async fn a_malformed_payload_is_dead_at_once_and_the_worker_survives() {
         assert!(result.contains("malformed job payload"), "{result}");
     }
 }
+
+/// apalis-redis defect 1: with ≳8,000 due ids, `fetch_next.lua` fails on every fetch and all
+/// workers exit. The bounded promotion guard keeps the library under that limit.
+#[tokio::test]
+async fn nine_thousand_due_jobs_do_not_wedge_the_workers() {
+    let w = World::new(Kind::Sqlite).await;
+    let mut conn = w.queue.connection();
+    // Pushed straight into the library, past janitor's own backlog cap.
+    for chunk in 0..18 {
+        let tasks: Vec<_> = (0..500)
+            .map(|i| {
+                let job = CleanupJob {
+                    version: janitor_core::JOB_VERSION,
+                    kind: janitor_core::JobKind::FinalizeSkipped,
+                    agent: AgentName::parse("nobody").unwrap(),
+                    execution_id: ExecutionId::parse(format!("gone{chunk}_{i}")).unwrap(),
+                    observed_score: None,
+                    deadline: None,
+                    observed_status: Some(janitor_core::Status::Skipped),
+                };
+                apalis_core::task::builder::TaskBuilder::new(serde_json::to_vec(&job).unwrap())
+                    .task_id(apalis_core::task::task_id::TaskId::from_string(
+                        job.task_id(),
+                    ))
+                    .build()
+            })
+            .collect();
+        apalis_redis::queries::push_tasks(&mut conn, w.queue.config(), &tasks)
+            .await
+            .unwrap();
+    }
+    let scheduled: u64 = redis::cmd("ZCARD")
+        .arg(w.queue.keys().scheduled())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(scheduled, 9_000);
+
+    let tally = w.work("w1").await;
+    assert_eq!(
+        tally.restarts, 0,
+        "the library wedged and the worker had to restart"
+    );
+    assert_eq!(tally.kinds["finalize_skipped"].no_longer_needed, 9_000);
+    let done: u64 = redis::cmd("SCARD")
+        .arg(w.queue.keys().done())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(done, 9_000);
+}
+
+/// apalis-redis defect 6: `max_attempts` is ignored (hard-coded 25). janitor enforces its own.
+#[tokio::test]
+async fn a_job_that_keeps_failing_is_dead_after_max_attempts_with_its_reason() {
+    let w = World::new(Kind::Sqlite).await;
+    let now = w.sandbox.redis_now().await.unwrap();
+    w.sandbox
+        .seed_run(
+            "o1",
+            "a",
+            "running",
+            &ts_ago(now, 3.0 * 3600.0, "naive"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    let job = w.job("a", "o1").await;
+    // Every write to the table now fails, as a broken database would.
+    w.sandbox
+        .sql("CREATE TRIGGER boom BEFORE UPDATE ON schedule_executions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
+        .await
+        .unwrap();
+    w.queue
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+
+    let applier = Applier::new(w.slots.clone(), w.rows.clone(), Policy::default(), "w-cap");
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        max_attempts: 2,
+        ..WorkerOptions::default()
+    };
+    let mut conn = w.queue.connection();
+    let id = job.task_id();
+    let started = std::time::Instant::now();
+    let mut errors = 0;
+    // The library schedules a retry a second or two later; a batch run exits while nothing
+    // is due, so run batches until the job is dead.
+    loop {
+        let tally = runner::run(
+            applier.clone(),
+            w.queue.clone(),
+            options.clone(),
+            std::future::pending(),
+        )
+        .await;
+        errors += tally.kinds.get("fail_run").map_or(0, |k| k.errors);
+        let dead: bool = redis::cmd("SISMEMBER")
+            .arg(w.queue.keys().dead())
+            .arg(&id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if dead {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never went dead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(errors, 2, "one failed delivery, then dead on the second");
+    let result: String = redis::cmd("HGET")
+        .arg(w.queue.keys().meta(&id))
+        .arg("result")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        result.contains("gave up after 2 attempts") && result.contains("disk on fire"),
+        "{result}"
+    );
+    assert_eq!(
+        w.sandbox.status("o1").await.unwrap().as_deref(),
+        Some("running")
+    );
+}

@@ -1,0 +1,126 @@
+//! Enqueue semantics against a real Redis: dedupe by deterministic id, the backlog cap,
+//! recycling finished ids, leaving dead ones alone.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use janitor_core::{AgentName, CleanupJob, ExecutionId, JobKind, Status, JOB_VERSION};
+use janitor_queue::{Queue, QueueSettings};
+use janitor_testkit::{redis_url, unique};
+use proptest::prelude::*;
+
+async fn queue(cap: u64) -> (Queue, redis::aio::ConnectionManager) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let settings = QueueSettings {
+        name: format!("jt{}:queue", unique()),
+        backlog_cap: cap,
+        ..QueueSettings::default()
+    };
+    (Queue::new(conn.clone(), settings), conn)
+}
+
+fn job(i: usize) -> CleanupJob {
+    CleanupJob {
+        version: JOB_VERSION,
+        kind: JobKind::FinalizeSkipped,
+        agent: AgentName::parse("agent").unwrap(),
+        execution_id: ExecutionId::parse(format!("e{i}")).unwrap(),
+        observed_score: None,
+        deadline: None,
+        observed_status: Some(Status::Skipped),
+    }
+}
+
+#[tokio::test]
+async fn the_backlog_cap_defers_what_does_not_fit() {
+    let (q, _) = queue(10).await;
+    let jobs: Vec<_> = (0..30).map(job).collect();
+    let first = q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    assert_eq!((first.enqueued, first.deferred), (10, 20));
+    assert_eq!(q.backlog().await.unwrap(), 10);
+    // The next sweep finds the queued ten already there and still no room for the rest.
+    let second = q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        (second.enqueued, second.already_queued, second.deferred),
+        (0, 10, 20)
+    );
+}
+
+#[tokio::test]
+async fn finished_ids_are_recycled_and_dead_ones_left_alone() {
+    let (q, mut conn) = queue(100).await;
+    let jobs: Vec<_> = (0..3).map(job).collect();
+    q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    // Pretend a worker finished e0 and gave up on e1.
+    let (done, dead) = (jobs[0].task_id(), jobs[1].task_id());
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(q.keys().scheduled())
+        .arg(&done)
+        .arg(&dead)
+        .ignore()
+        .cmd("SADD")
+        .arg(q.keys().done())
+        .arg(&done)
+        .ignore()
+        .cmd("SADD")
+        .arg(q.keys().dead())
+        .arg(&dead)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let again = q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        (
+            again.enqueued,
+            again.recycled,
+            again.dead,
+            again.already_queued
+        ),
+        (1, 1, 1, 1)
+    );
+    let still_done: bool = redis::cmd("SISMEMBER")
+        .arg(q.keys().done())
+        .arg(&done)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!still_done, "a recycled id is pending again, not done");
+}
+
+#[tokio::test]
+async fn delayed_jobs_wait_and_promotion_moves_only_due_ones() {
+    let (q, mut conn) = queue(100).await;
+    q.enqueue(&[job(0)], Duration::from_secs(600))
+        .await
+        .unwrap();
+    q.enqueue(&[job(1)], Duration::ZERO).await.unwrap();
+    assert_eq!(q.promote_due().await.unwrap(), 1);
+    let active: Vec<String> = redis::cmd("LRANGE")
+        .arg(q.keys().active())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(active, vec![job(1).task_id()]);
+    assert!(!q.is_idle().await.unwrap(), "an active job is waiting");
+}
+
+proptest! {
+    /// apalis-redis defect 4: a task id that parses as a number breaks lease acquisition.
+    #[test]
+    fn task_ids_are_never_numeric(agent in "[0-9a-z:/ ]{1,12}", exec in "[0-9]{1,12}", score in 0.0f64..2e9) {
+        let mut j = job(0);
+        j.agent = AgentName::parse(agent).unwrap();
+        j.execution_id = ExecutionId::parse(exec).unwrap();
+        for kind in JobKind::ALL {
+            j.kind = kind;
+            j.observed_score = Some(score);
+            let id = j.task_id();
+            prop_assert!(id.parse::<u64>().is_err() && id.parse::<f64>().is_err(), "{}", id);
+        }
+    }
+}
