@@ -1,6 +1,7 @@
 //! One observation pass over both stores.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use chrono::TimeDelta;
 use futures::TryStreamExt as _;
@@ -32,6 +33,8 @@ pub enum Finding {
     Pair(Pair),
     CorruptSlot(CorruptSlot),
     CorruptRow(CorruptRow),
+    /// Every slot has been judged; open rows without a slot follow.
+    EndOfSlots,
 }
 
 /// Counts of what a pass read and judged.
@@ -41,12 +44,14 @@ pub struct ObserveStats {
     pub rows_scanned: u64,
     pub corrupt_slots: u64,
     pub corrupt_rows: u64,
+    /// The sink stopped the pass early (the sweep had no more room to enqueue).
+    pub truncated: bool,
     /// Verdict name → count.
     pub verdicts: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Streams every slot and every open row, judges each pair at `now` and hands each finding
-/// to `sink`. Slots are read in `batch`-sized SCAN batches with their rows fetched by id;
+/// to `sink`, which may stop the pass early (`ControlFlow::Break`). Slots are read in `batch`-sized SCAN batches with their rows fetched by id;
 /// then open rows are paged by id, and those holding a slot (already judged from the slot
 /// side) are skipped.
 pub async fn observe<E: From<StoreError>>(
@@ -55,7 +60,7 @@ pub async fn observe<E: From<StoreError>>(
     policy: &Policy,
     now: Timestamp,
     batch: usize,
-    mut sink: impl AsyncFnMut(Finding) -> Result<(), E>,
+    mut sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
     let mut stats = ObserveStats::default();
     macro_rules! emit {
@@ -67,8 +72,12 @@ pub async fn observe<E: From<StoreError>>(
                 }
                 Finding::CorruptSlot(_) => $stats.corrupt_slots += 1,
                 Finding::CorruptRow(_) => $stats.corrupt_rows += 1,
+                Finding::EndOfSlots => {}
             }
-            sink(finding).await?;
+            if sink(finding).await?.is_break() {
+                $stats.truncated = true;
+                return Ok($stats);
+            }
         }};
     }
 
@@ -106,6 +115,8 @@ pub async fn observe<E: From<StoreError>>(
         }
     }
 
+    emit!(Finding::EndOfSlots, stats);
+
     // SQL → Redis: every open row that holds no slot.
     let mut cursor: Option<String> = None;
     loop {
@@ -125,9 +136,9 @@ pub async fn observe<E: From<StoreError>>(
             .iter()
             .map(|r| (r.agent.clone(), r.execution_id.clone()))
             .collect();
-        let held = slots.lookup(&keys).await.map_err(E::from)?;
-        for (row, slot) in open.into_iter().zip(held) {
-            if slot.is_none() {
+        let held = slots.holds(&keys).await.map_err(E::from)?;
+        for (row, holds) in open.into_iter().zip(held) {
+            if !holds {
                 emit!(Finding::Pair(judge(None, Some(row), now, policy)), stats);
             }
         }

@@ -2,10 +2,11 @@
 //!
 //! Jobs are pushed in batches as they are found (memory bounded by the batch), except
 //! reclaims: those wait for the end of the slot pass so the blast-radius breaker can see
-//! how many there are before any is pushed. Their buffer grows with the number of stale
-//! slots only, never with the number of slots or rows.
+//! how many there are before any is pushed. At most as many are held as the queue has
+//! room for (the backlog cap), so memory never grows with the number of slots or rows.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use janitor_core::{CleanupJob, JobKind, Policy, Timestamp};
@@ -64,14 +65,25 @@ pub struct KindReport {
     pub queue: EnqueueReport,
 }
 
+impl SweepReport {
+    /// Whether work was left for a later pass (deferred at the cap, or not even scanned).
+    pub fn has_more(&self) -> bool {
+        self.stats.truncated || self.kinds.values().any(|k| k.queue.deferred > 0)
+    }
+}
+
 /// What one sweep did.
 #[derive(Debug, Clone, Serialize)]
 pub struct SweepReport {
     pub now: Timestamp,
     pub dry_run: bool,
+    /// How long the pass took, in milliseconds.
+    pub elapsed_ms: u64,
     /// The sweep lease's fencing token, when the sweep held one.
     pub fence: Option<u64>,
     pub breaker_tripped: bool,
+    /// Stats of the observation; `stats.truncated` means the pass stopped early because the
+    /// queue was full, so more work may remain than was found.
     pub stats: ObserveStats,
     pub kinds: BTreeMap<&'static str, KindReport>,
     /// With `dry_run`: the jobs that would have been enqueued.
@@ -94,6 +106,8 @@ struct Pusher<'a> {
     queue: &'a Queue,
     lease: Option<&'a SweepLease>,
     dry_run: bool,
+    /// Jobs the queue can still take in this pass (the backlog cap minus what is queued).
+    room: u64,
     kinds: BTreeMap<&'static str, KindReport>,
     would_enqueue: Vec<CleanupJob>,
 }
@@ -119,6 +133,7 @@ impl Pusher<'_> {
                     continue;
                 }
                 let report = self.queue.enqueue(&of_kind, Duration::ZERO).await?;
+                self.room = self.room.saturating_sub(report.enqueued);
                 self.kinds
                     .entry(kind.as_str())
                     .or_default()
@@ -132,6 +147,10 @@ impl Pusher<'_> {
 }
 
 /// Runs one sweep at `slots`' Redis time. With a lease, re-checks it before every push.
+///
+/// Once the queue is full the pass stops early — what does not fit is found again by the
+/// next one — except that without `force` the slot pass always completes, so the breaker
+/// judges every reclaim.
 pub async fn sweep(
     slots: &SlotStore,
     rows: &ExecutionStore,
@@ -140,62 +159,101 @@ pub async fn sweep(
     lease: Option<&SweepLease>,
     options: &SweepOptions,
 ) -> Result<SweepReport, SweepError> {
+    let started = std::time::Instant::now();
     let now = slots.server_time().await?;
+    let room = if options.dry_run {
+        u64::MAX
+    } else {
+        queue
+            .settings()
+            .backlog_cap
+            .saturating_sub(queue.backlog().await?)
+    };
     let mut pusher = Pusher {
         queue,
         lease,
         dry_run: options.dry_run,
+        room,
         kinds: BTreeMap::new(),
         would_enqueue: Vec::new(),
     };
     let mut pending: Vec<CleanupJob> = Vec::with_capacity(PUSH_BATCH);
+    // Reclaims wait for the end of the slot pass (the breaker sees them all first); no
+    // more are held than the queue has room for.
     let mut reclaims: Vec<CleanupJob> = Vec::new();
-    let stats = observe::<SweepError>(
-        slots,
-        rows,
-        policy,
-        now,
-        options.batch.max(1),
-        async |finding| {
-            let Finding::Pair(pair) = finding else {
-                return Ok(());
-            };
-            let Some(job) =
-                CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
-            else {
-                return Ok(());
-            };
-            pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-            if job.kind == JobKind::ReclaimSlot {
+    let mut reclaims_found = 0u64;
+    let mut slots_seen = 0u64;
+    let mut breaker_tripped = false;
+    let mut reclaims_pushed = 0u64;
+    let stats = observe::<SweepError>(slots, rows, policy, now, options.batch.max(1), async |finding| {
+        let pair = match finding {
+            Finding::Pair(pair) => pair,
+            Finding::EndOfSlots => {
+                pusher.push(&mut pending).await?;
+                breaker_tripped = options.breaker.trips(reclaims_found, slots_seen);
+                if breaker_tripped && !options.force {
+                    tracing::error!(
+                        alert = "janitor_breaker_tripped",
+                        reclaims = reclaims_found,
+                        slots = slots_seen,
+                        "blast-radius breaker tripped: not enqueueing any reclaim this pass (re-run with --force to override)"
+                    );
+                } else {
+                    reclaims_pushed += reclaims.len() as u64;
+                    pusher.push(&mut reclaims).await?;
+                }
+                return Ok(if pusher.room == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+            }
+            Finding::CorruptSlot(_) | Finding::CorruptRow(_) => return Ok(ControlFlow::Continue(())),
+        };
+        if pair.slot.is_some() {
+            slots_seen += 1;
+        }
+        let Some(job) = CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref()) else {
+            return Ok(ControlFlow::Continue(()));
+        };
+        pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+        if job.kind == JobKind::ReclaimSlot {
+            reclaims_found += 1;
+            if (reclaims.len() as u64) < pusher.room {
                 reclaims.push(job);
-            } else {
-                pending.push(job);
-                if pending.len() >= PUSH_BATCH {
-                    pusher.push(&mut pending).await?;
+            } else if options.force {
+                // Full, and the breaker is overridden: nothing more can be used this pass.
+                return Ok(ControlFlow::Break(()));
+            }
+        } else {
+            pending.push(job);
+            if pending.len() >= PUSH_BATCH || pusher.room <= pending.len() as u64 {
+                pusher.push(&mut pending).await?;
+                // Only in the row pass (no slot) may a full queue end the pass: the slot
+                // pass runs to its end for the breaker.
+                if pusher.room == 0 && pair.slot.is_none() {
+                    return Ok(ControlFlow::Break(()));
                 }
             }
-            Ok(())
-        },
-    )
+        }
+        Ok(ControlFlow::Continue(()))
+    })
     .await?;
-    pusher.push(&mut pending).await?;
-
-    let breaker_tripped = options
-        .breaker
-        .trips(reclaims.len() as u64, stats.slots_scanned);
-    if breaker_tripped && !options.force {
-        tracing::error!(
-            alert = "janitor_breaker_tripped",
-            reclaims = reclaims.len(),
-            slots = stats.slots_scanned,
-            "blast-radius breaker tripped: not enqueueing any reclaim this pass (re-run with --force to override)"
-        );
-    } else {
+    // Stopped during the slot pass: the held reclaims still go out (force only).
+    if stats.truncated && !reclaims.is_empty() {
+        reclaims_pushed += reclaims.len() as u64;
         pusher.push(&mut reclaims).await?;
+    }
+    pusher.push(&mut pending).await?;
+    // Reclaims found but never handed to the queue (no room) are deferred too.
+    if (options.force || !breaker_tripped) && reclaims_found > reclaims_pushed {
+        pusher
+            .kinds
+            .entry(JobKind::ReclaimSlot.as_str())
+            .or_default()
+            .queue
+            .deferred += reclaims_found - reclaims_pushed;
     }
     Ok(SweepReport {
         now,
         dry_run: options.dry_run,
+        elapsed_ms: started.elapsed().as_millis() as u64,
         fence: lease.map(SweepLease::token),
         breaker_tripped,
         stats,

@@ -18,6 +18,6 @@ pub use slots::{
     Acquire, CorruptSlot, Reclaim, Release, Renew, ScannedSlot, SlotEntry, SlotStore,
     MESSAGE_PREVIEW_CHARS,
 };
-pub use sql::audit::{AuditAction, AuditEntry, AuditFilter, AuditRecord, Evidence};
+pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{CasOutcome, CorruptRow, ExecutionStore, RowEntry, RowPage, Transition};
 pub use sql::{Backend, Database, MigrationReport, Schema};

@@ -20,6 +20,15 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
+static RECLAIM_MANY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/reclaim_many.lua")));
+
+/// A hash field as read: absent, or raw bytes.
+type RawField = Option<Vec<u8>>;
+
+/// Keys examined per `SCAN` call: large enough to keep round trips few, small enough that
+/// one call never blocks Redis for long.
+const SCAN_COUNT: usize = 1_000;
 
 /// Longest `message_preview` stored in a slot hash, as on the platform.
 pub const MESSAGE_PREVIEW_CHARS: usize = 100;
@@ -286,7 +295,7 @@ impl SlotStore {
     }
 
     /// Streams every slot of every agent in batches of roughly `batch` agents: `SCAN` for
-    /// the ZSET keys, then one pipeline of `ZRANGE … WITHSCORES` and one of `HGETALL` per
+    /// the ZSET keys, then one pipeline of `ZRANGE … WITHSCORES` and one of `HMGET` per
     /// batch. Memory is bounded by the batch, never by the number of keys.
     pub fn scan(
         &self,
@@ -301,26 +310,31 @@ impl SlotStore {
                     Some(c) => c,
                     None => return Ok(None),
                 };
+                // SCAN examines a fixed number of keys per call whatever matches; gather
+                // matches over calls until a batch is full so a keyspace full of other
+                // keys (queue records, slot hashes) does not shrink batches to a few keys.
+                let mut keys: Vec<Vec<u8>> = Vec::new();
                 loop {
-                    let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
                         .arg(store.keys.scan_pattern())
                         .arg("COUNT")
-                        .arg(batch)
+                        .arg(SCAN_COUNT)
                         .arg("TYPE")
                         .arg("zset")
                         .query_async(&mut store.conn.clone())
                         .await?;
+                    keys.extend(found);
                     let state = (next != 0).then_some(next);
-                    if !keys.is_empty() {
+                    if state.is_none() || keys.len() >= batch {
+                        if keys.is_empty() {
+                            return Ok(None);
+                        }
                         let entries = store.read_slots(keys).await?;
                         return Ok(Some((entries, state)));
                     }
-                    match state {
-                        Some(c) => cursor = c,
-                        None => return Ok(None),
-                    }
+                    cursor = next;
                 }
             }
         })
@@ -365,22 +379,22 @@ impl SlotStore {
         if pending.is_empty() {
             return Ok(entries);
         }
+        // Only the fields the rules and the report read; the hash may be gone (it expires).
         let mut pipe = redis::pipe();
         for (agent, execution, _) in &pending {
-            pipe.cmd("HGETALL").arg(self.keys.meta(agent, execution));
+            pipe.cmd("HMGET")
+                .arg(self.keys.meta(agent, execution))
+                .arg("timeout_seconds")
+                .arg("started_at");
         }
-        let hashes: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe.query_async(&mut conn).await?;
-        for ((agent, execution_id, score), hash) in pending.into_iter().zip(hashes) {
-            let field = |name: &str| {
-                hash.iter()
-                    .find(|(k, _)| k == name.as_bytes())
-                    .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            };
+        let fields: Vec<(RawField, RawField)> = pipe.query_async(&mut conn).await?;
+        let text = |v: Option<Vec<u8>>| v.map(|raw| String::from_utf8_lossy(&raw).into_owned());
+        for ((agent, execution_id, score), (timeout, started)) in pending.into_iter().zip(fields) {
             entries.push(SlotEntry::Slot(ScannedSlot {
-                has_meta: !hash.is_empty(),
-                meta_started_at: field("started_at"),
+                has_meta: timeout.is_some() || started.is_some(),
+                meta_started_at: text(started),
                 observation: SlotObservation {
-                    timeout: SlotTimeout::parse(field("timeout_seconds").as_deref()),
+                    timeout: SlotTimeout::parse(text(timeout).as_deref()),
                     agent,
                     execution_id,
                     score,
@@ -388,6 +402,88 @@ impl SlotStore {
             }));
         }
         Ok(entries)
+    }
+
+    /// Compare-and-delete for many slots in one atomic call: `(agent, execution, observed
+    /// score, deadline)`; without a deadline only the score is compared (a leaked slot).
+    pub async fn compare_and_delete_many(
+        &self,
+        slots: &[(AgentName, ExecutionId, f64, Option<Timestamp>)],
+    ) -> Result<Vec<Reclaim>, StoreError> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = RECLAIM_MANY.prepare_invoke();
+        for (agent, execution, score, deadline) in slots {
+            invocation
+                .key(self.keys.slots(agent))
+                .key(self.keys.meta(agent, execution))
+                .arg(execution.as_str())
+                .arg(score.to_string())
+                .arg(
+                    deadline
+                        .map(|d| to_unix_seconds(d).to_string())
+                        .unwrap_or_default(),
+                );
+        }
+        let codes: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        if codes.len() != slots.len() {
+            return Err(StoreError::Protocol("short reclaim reply".into()));
+        }
+        Ok(codes
+            .into_iter()
+            .map(|code| match code {
+                1 => Reclaim::Reclaimed,
+                0 => Reclaim::AlreadyGone,
+                // The new score is not needed by batch callers.
+                2 => Reclaim::Renewed { score: f64::NAN },
+                _ => Reclaim::NotYetDue,
+            })
+            .collect())
+    }
+
+    /// Redis' clock and the slots of specific runs, in one round trip.
+    pub async fn lookup_at(
+        &self,
+        runs: &[(AgentName, ExecutionId)],
+    ) -> Result<(Timestamp, Vec<Option<SlotObservation>>), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME");
+        for (agent, execution) in runs {
+            pipe.cmd("ZSCORE")
+                .arg(self.keys.slots(agent))
+                .arg(execution.as_str());
+            pipe.cmd("HGET")
+                .arg(self.keys.meta(agent, execution))
+                .arg("timeout_seconds");
+        }
+        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut values = values.into_iter();
+        let (secs, micros) = values
+            .next()
+            .map(<(i64, i64)>::from_redis_value)
+            .transpose()
+            .map_err(|e| StoreError::Protocol(e.to_string()))?
+            .ok_or_else(|| StoreError::Protocol("no TIME reply".into()))?;
+        let now = from_unix_seconds(secs as f64 + micros as f64 / 1e6)
+            .ok_or_else(|| StoreError::Protocol(format!("TIME returned {secs}.{micros}")))?;
+        let found = decode_lookup(runs, values)?;
+        Ok((now, found))
+    }
+
+    /// Whether each run holds a slot (one pipeline of `ZSCORE`s).
+    pub async fn holds(&self, runs: &[(AgentName, ExecutionId)]) -> Result<Vec<bool>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (agent, execution) in runs {
+            pipe.cmd("ZSCORE")
+                .arg(self.keys.slots(agent))
+                .arg(execution.as_str());
+        }
+        let scores: Vec<Option<f64>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(scores.into_iter().map(|s| s.is_some()).collect())
     }
 
     /// Looks up the slots of specific runs (one pipeline): `None` where the run holds none.
@@ -408,26 +504,33 @@ impl SlotStore {
                 .arg("timeout_seconds");
         }
         let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut values = values.into_iter();
-        let mut found = Vec::with_capacity(runs.len());
-        for (agent, execution) in runs {
-            let (Some(score), Some(timeout)) = (values.next(), values.next()) else {
-                return Err(StoreError::Protocol("short pipeline reply".into()));
-            };
-            let score = Option::<f64>::from_redis_value(score)
-                .map_err(|e| StoreError::Protocol(e.to_string()))?;
-            let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
-                .map_err(|e| StoreError::Protocol(e.to_string()))?
-                .map(|raw| String::from_utf8_lossy(&raw).into_owned());
-            found.push(score.map(|score| SlotObservation {
-                agent: agent.clone(),
-                execution_id: execution.clone(),
-                score,
-                timeout: SlotTimeout::parse(timeout.as_deref()),
-            }));
-        }
-        Ok(found)
+        decode_lookup(runs, values.into_iter())
     }
+}
+
+/// Pairs `ZSCORE`, `HGET timeout_seconds` replies with the runs they were asked for.
+fn decode_lookup(
+    runs: &[(AgentName, ExecutionId)],
+    mut values: impl Iterator<Item = Value>,
+) -> Result<Vec<Option<SlotObservation>>, StoreError> {
+    let mut found = Vec::with_capacity(runs.len());
+    for (agent, execution) in runs {
+        let (Some(score), Some(timeout)) = (values.next(), values.next()) else {
+            return Err(StoreError::Protocol("short pipeline reply".into()));
+        };
+        let score = Option::<f64>::from_redis_value(score)
+            .map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
+            .map_err(|e| StoreError::Protocol(e.to_string()))?
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+        found.push(score.map(|score| SlotObservation {
+            agent: agent.clone(),
+            execution_id: execution.clone(),
+            score,
+            timeout: SlotTimeout::parse(timeout.as_deref()),
+        }));
+    }
+    Ok(found)
 }
 
 fn parse_score(text: &str) -> Result<f64, StoreError> {

@@ -123,6 +123,10 @@ fn evidence() -> Evidence {
     }
 }
 
+fn started() -> janitor_core::Timestamp {
+    parse_timestamp("2026-05-01T15:30:00Z").unwrap()
+}
+
 fn now() -> janitor_core::Timestamp {
     parse_timestamp("2026-05-01T17:00:00Z").unwrap()
 }
@@ -276,6 +280,7 @@ async fn fail_run_closes_the_activity_and_audits_once(kind: Kind) {
         expected: &Status::Running,
         error: "Stale execution — slot expired",
         now: now(),
+        started_at: Some(started()),
         evidence: &ev,
     };
     let outcome = f.store.fail_run(&change).await.unwrap();
@@ -369,6 +374,7 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
             expected: &Status::Running,
             error: "stale",
             now: now(),
+            started_at: Some(started()),
             evidence: &ev,
         })
         .await
@@ -389,6 +395,7 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
             expected: &Status::Success,
             error: "x",
             now: now(),
+            started_at: Some(started()),
             evidence: &ev,
         })
         .await
@@ -408,6 +415,7 @@ async fn conflicts_and_missing_rows_write_nothing(kind: Kind) {
         expected,
         error: "x",
         now: now(),
+        started_at: Some(started()),
         evidence: Box::leak(Box::new(ev.clone())),
     };
     assert_eq!(
@@ -445,6 +453,8 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         expected: &Status::Skipped,
         error: "Skipped — agent was busy",
         now: now(),
+        // Its started_at is unreadable: the caller passes none.
+        started_at: None,
         evidence: &ev,
     };
     assert!(matches!(
@@ -469,6 +479,7 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         expected: &Status::Running,
         error: "x",
         now: now(),
+        started_at: Some(started()),
         evidence: &ev,
     };
     assert!(matches!(
@@ -514,6 +525,7 @@ async fn concurrent_fails_apply_exactly_once(kind: Kind) {
                     expected: &Status::Running,
                     error: "stale",
                     now: now(),
+                    started_at: Some(started()),
                     evidence: &ev,
                 })
                 .await
@@ -576,6 +588,7 @@ async fn audit_filters(kind: Kind) {
                 expected: &Status::Running,
                 error: "x",
                 now: at,
+                started_at: Some(started()),
                 evidence: &ev,
             })
             .await

@@ -6,12 +6,15 @@
 //! `running` past its deadline → fail it as an orphan), and every effect is a
 //! compare-and-set, so a duplicate delivery applies nothing twice.
 
+use std::collections::HashMap;
+
 use janitor_core::{
-    decide, CleanupJob, JobKind, Policy, RowObservation, SlotObservation, Status, Verdict,
+    decide, AgentName, CleanupJob, ExecutionId, JobKind, Policy, RowObservation, SlotObservation,
+    Status, Verdict,
 };
 use janitor_store::{
-    sql::audit, AuditAction, AuditEntry, CasOutcome, Evidence, ExecutionStore, Reclaim, RowEntry,
-    SlotStore, StoreError, Transition,
+    AuditAction, AuditRow, CasOutcome, Evidence, ExecutionStore, Reclaim, RowEntry, SlotStore,
+    StoreError, Transition,
 };
 use serde::Serialize;
 
@@ -90,146 +93,229 @@ impl Applier {
     /// Applies `job` (known to the queue as `job_id`). Errors are the stores' errors:
     /// the caller decides whether to retry.
     pub async fn apply(&self, job: &CleanupJob, job_id: &str) -> Result<Outcome, StoreError> {
-        let now = self.slots.server_time().await?;
-        let slot = self
-            .slots
-            .lookup(&[(job.agent.clone(), job.execution_id.clone())])
-            .await?
+        let mut outcomes = self
+            .apply_batch(&[(job.clone(), job_id.to_owned())])
+            .await?;
+        outcomes
             .pop()
-            .flatten();
-        let row = match self
+            .ok_or_else(|| StoreError::Protocol("no outcome for a job".into()))
+    }
+
+    /// Applies many jobs with a fixed number of round trips whatever their number: one
+    /// Redis pipeline reads the clock and every slot, one query reads every row, one Lua
+    /// call removes every slot that is still dead, one transaction moves every row that
+    /// still has its expected status (closing activities and writing the audit). Each
+    /// job's effects are decided by the fresh verdict alone, exactly as for one job. The
+    /// batch must not hold two jobs for the same execution.
+    pub async fn apply_batch(
+        &self,
+        jobs: &[(CleanupJob, String)],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let runs: Vec<(AgentName, ExecutionId)> = jobs
+            .iter()
+            .map(|(j, _)| (j.agent.clone(), j.execution_id.clone()))
+            .collect();
+        let (now, slots) = self.slots.lookup_at(&runs).await?;
+        let ids: Vec<ExecutionId> = runs.iter().map(|(_, e)| e.clone()).collect();
+        let mut rows: HashMap<String, RowEntry> = self
             .rows
-            .rows_by_ids(std::slice::from_ref(&job.execution_id))
+            .rows_by_ids(&ids)
             .await?
-            .pop()
-        {
-            Some(RowEntry::Row(row)) => Some(row),
-            Some(RowEntry::Corrupt(c)) => {
-                return Ok(moot(Moot::CorruptRow(c.reason)));
+            .into_iter()
+            .map(|r| (r.id().to_owned(), r))
+            .collect();
+
+        // Decide every job on fresh state.
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let mut plans: Vec<Option<Plan>> = Vec::with_capacity(jobs.len());
+        for (i, ((job, job_id), slot)) in jobs.iter().zip(slots).enumerate() {
+            let row = match rows.remove(job.execution_id.as_str()) {
+                Some(RowEntry::Row(row)) => Some(row),
+                Some(RowEntry::Corrupt(c)) => {
+                    outcomes[i] = Some(moot(Moot::CorruptRow(c.reason)));
+                    plans.push(None);
+                    continue;
+                }
+                None => None,
+            };
+            if slot.is_none() && row.is_none() {
+                outcomes[i] = Some(moot(Moot::Gone));
+                plans.push(None);
+                continue;
             }
-            None => None,
-        };
-        if slot.is_none() && row.is_none() {
-            return Ok(moot(Moot::Gone));
-        }
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &self.policy);
-        if !covers(job.kind, &verdict) {
-            return Ok(moot(match JobKind::for_verdict(&verdict) {
-                None => Moot::Healthy,
-                Some(kind) => Moot::OtherJob(kind.as_str().to_owned()),
+            let verdict = decide(slot.as_ref(), row.as_ref(), now, &self.policy);
+            if !covers(job.kind, &verdict) {
+                outcomes[i] = Some(moot(match JobKind::for_verdict(&verdict) {
+                    None => Moot::Healthy,
+                    Some(kind) => Moot::OtherJob(kind.as_str().to_owned()),
+                }));
+                plans.push(None);
+                continue;
+            }
+            let evidence = Evidence {
+                job_id: Some(job_id.clone()),
+                job_kind: Some(job.kind.as_str().to_owned()),
+                worker: self.worker.clone(),
+                slot_score: slot.as_ref().map(|s| s.score),
+                deadline: match verdict {
+                    Verdict::ReclaimStaleSlot { deadline, .. }
+                    | Verdict::FailOrphan { deadline } => Some(deadline),
+                    _ => None,
+                },
+                detail: None,
+            };
+            plans.push(Some(Plan {
+                slot,
+                row,
+                verdict,
+                evidence,
+                effects: Vec::new(),
             }));
         }
-        let evidence = Evidence {
-            job_id: Some(job_id.to_owned()),
-            job_kind: Some(job.kind.as_str().to_owned()),
-            worker: self.worker.clone(),
-            slot_score: slot.as_ref().map(|s| s.score),
-            deadline: match verdict {
-                Verdict::ReclaimStaleSlot { deadline, .. } | Verdict::FailOrphan { deadline } => {
-                    Some(deadline)
-                }
-                _ => None,
-            },
-            detail: None,
-        };
-        let mut effects = Vec::new();
 
-        // Redis first: removing a dead slot is safe on its own; the row change that may
-        // follow is recomputed from fresh state on a retry.
-        if verdict.removes_slot() {
-            let Some(slot) = slot.as_ref() else {
-                return Ok(moot(Moot::SlotAlreadyGone));
+        // Redis first: every slot that is still dead, in one atomic call.
+        let mut removals = Vec::new();
+        let mut removal_of = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            if !plan.verdict.removes_slot() {
+                continue;
+            }
+            match &plan.slot {
+                Some(s) => {
+                    let deadline = match plan.verdict {
+                        Verdict::ReclaimStaleSlot { deadline, .. } => Some(deadline),
+                        _ => None,
+                    };
+                    removals.push((s.agent.clone(), s.execution_id.clone(), s.score, deadline));
+                    removal_of.push(i);
+                }
+                None => outcomes[i] = Some(moot(Moot::SlotAlreadyGone)),
+            }
+        }
+        let mut slot_audits = Vec::new();
+        for (i, result) in removal_of
+            .into_iter()
+            .zip(self.slots.compare_and_delete_many(&removals).await?)
+        {
+            let Some(plan) = plans[i].as_mut() else {
+                continue;
             };
-            let (outcome, action) = match verdict {
-                Verdict::ReclaimStaleSlot { deadline, .. } => (
-                    self.slots
-                        .reclaim_if_expired(&slot.agent, &slot.execution_id, slot.score, deadline)
-                        .await?,
-                    AuditAction::SlotReclaimed,
-                ),
-                _ => (
-                    self.slots
-                        .release_if_unchanged(&slot.agent, &slot.execution_id, slot.score)
-                        .await?,
-                    AuditAction::SlotReleased,
-                ),
-            };
-            match outcome {
+            let why = match result {
                 Reclaim::Reclaimed => {
-                    self.audit_slot(slot, row.as_ref(), action, now, &evidence)
-                        .await?;
-                    effects.push(match action {
-                        AuditAction::SlotReclaimed => Effect::SlotReclaimed,
-                        _ => Effect::SlotReleased,
-                    });
+                    let (action, effect) = match plan.verdict {
+                        Verdict::ReclaimStaleSlot { .. } => {
+                            (AuditAction::SlotReclaimed, Effect::SlotReclaimed)
+                        }
+                        _ => (AuditAction::SlotReleased, Effect::SlotReleased),
+                    };
+                    plan.effects.push(effect);
+                    if let Some(slot) = &plan.slot {
+                        slot_audits.push(AuditRow {
+                            action,
+                            execution_id: slot.execution_id.to_string(),
+                            agent: slot.agent.to_string(),
+                            status_before: plan.row.as_ref().map(|r| r.status.to_string()),
+                            status_after: None,
+                            evidence: plan.evidence.clone(),
+                        });
+                    }
+                    continue;
                 }
-                Reclaim::Renewed { .. } => return Ok(moot(Moot::Renewed)),
-                Reclaim::NotYetDue => return Ok(moot(Moot::NotYetDue)),
-                Reclaim::AlreadyGone => return Ok(moot(Moot::SlotAlreadyGone)),
-            }
+                Reclaim::Renewed { .. } => Moot::Renewed,
+                Reclaim::NotYetDue => Moot::NotYetDue,
+                Reclaim::AlreadyGone => Moot::SlotAlreadyGone,
+            };
+            outcomes[i] = Some(moot(why));
+            plans[i] = None;
         }
 
-        // Then SQL, compare-and-set on the status just read.
-        if let (Some(target), Some(row)) = (verdict.row_target(), row.as_ref()) {
-            let error = verdict.row_error(slot.as_ref()).unwrap_or_default();
-            let change = Transition {
-                execution_id: &row.execution_id,
-                expected: &row.status,
-                error: &error,
-                now,
-                evidence: &evidence,
-            };
-            let outcome = if target == Status::Cancelled {
-                self.rows.cancel_skipped(&change).await?
-            } else {
-                self.rows.fail_run(&change).await?
-            };
-            match outcome {
-                CasOutcome::Applied { .. } => effects.push(if target == Status::Cancelled {
-                    Effect::RunCancelled
-                } else {
-                    Effect::RunFailed
-                }),
-                // The slot part (if any) was applied; the row part lost a race it should lose.
-                other if !effects.is_empty() => {
-                    tracing::info!(execution.id = %row.execution_id, outcome = ?other, "row changed before janitor could");
-                }
-                CasOutcome::AlreadyTerminal(s) => {
-                    return Ok(moot(Moot::AlreadyTerminal(s.to_string())))
-                }
-                CasOutcome::Conflict(s) => return Ok(moot(Moot::StatusChanged(s.to_string()))),
-                CasOutcome::NotFound => return Ok(moot(Moot::Gone)),
+        // Then SQL: every row change in one transaction, compare-and-set on the status just
+        // read, with the slot audits of this batch.
+        let errors: Vec<Option<String>> = plans
+            .iter()
+            .map(|p| {
+                p.as_ref()
+                    .and_then(|p| p.verdict.row_error(p.slot.as_ref()))
+            })
+            .collect();
+        let mut changes = Vec::new();
+        let mut change_of = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            if let (Some(target), Some(row)) = (plan.verdict.row_target(), plan.row.as_ref()) {
+                changes.push((
+                    Transition {
+                        execution_id: &row.execution_id,
+                        expected: &row.status,
+                        error: errors[i].as_deref().unwrap_or_default(),
+                        now,
+                        started_at: row.started_at.as_ref().ok().copied(),
+                        evidence: &plan.evidence,
+                    },
+                    target,
+                ));
+                change_of.push(i);
             }
         }
-        Ok(if effects.is_empty() {
-            moot(Moot::Healthy)
+        let cas = if changes.is_empty() && slot_audits.is_empty() {
+            Vec::new()
         } else {
-            Outcome::Applied { effects }
-        })
-    }
+            self.rows.transitions(&changes, &slot_audits, now).await?
+        };
+        let mut row_outcome: HashMap<usize, CasOutcome> = change_of.into_iter().zip(cas).collect();
 
-    async fn audit_slot(
-        &self,
-        slot: &SlotObservation,
-        row: Option<&RowObservation>,
-        action: AuditAction,
-        now: janitor_core::Timestamp,
-        evidence: &Evidence,
-    ) -> Result<(), StoreError> {
-        audit::record(
-            self.rows.database(),
-            &AuditEntry {
-                at: now,
-                action,
-                execution_id: slot.execution_id.as_str(),
-                agent: slot.agent.as_str(),
-                status_before: row.map(|r| r.status.as_str()),
-                status_after: None,
-                evidence,
-            },
-        )
-        .await
+        for (i, plan) in plans.into_iter().enumerate() {
+            let Some(mut plan) = plan else { continue };
+            let target = plan.verdict.row_target();
+            outcomes[i] = Some(match (row_outcome.remove(&i), target) {
+                (Some(CasOutcome::Applied { .. }), Some(target)) => {
+                    plan.effects.push(if target == Status::Cancelled {
+                        Effect::RunCancelled
+                    } else {
+                        Effect::RunFailed
+                    });
+                    Outcome::Applied {
+                        effects: plan.effects,
+                    }
+                }
+                // The slot part was applied; the row part lost a race it should lose.
+                (Some(other), _) if !plan.effects.is_empty() => {
+                    tracing::info!(job.id = %jobs[i].1, outcome = ?other, "row changed before janitor could");
+                    Outcome::Applied {
+                        effects: plan.effects,
+                    }
+                }
+                (Some(CasOutcome::AlreadyTerminal(s)), _) => {
+                    moot(Moot::AlreadyTerminal(s.to_string()))
+                }
+                (Some(CasOutcome::Conflict(s)), _) => moot(Moot::StatusChanged(s.to_string())),
+                (Some(CasOutcome::NotFound), _) => moot(Moot::Gone),
+                (Some(CasOutcome::Applied { .. }), None) | (None, _) => {
+                    if plan.effects.is_empty() {
+                        moot(Moot::Healthy)
+                    } else {
+                        Outcome::Applied {
+                            effects: plan.effects,
+                        }
+                    }
+                }
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::NoLongerNeeded { why: Moot::Healthy }))
+            .collect())
     }
+}
+
+/// What a job will do, decided on fresh state.
+struct Plan {
+    slot: Option<SlotObservation>,
+    row: Option<RowObservation>,
+    verdict: Verdict,
+    evidence: Evidence,
+    effects: Vec<Effect>,
 }
 
 fn moot(why: Moot) -> Outcome {

@@ -6,7 +6,7 @@
 //! Every replica shares the queue's heartbeat settings, so a killed replica's jobs are
 //! re-enqueued by the others within `heartbeat_interval × missed_heartbeats`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +18,7 @@ use janitor_core::{CleanupJob, JobKind};
 use janitor_queue::{Queue, RawJson};
 use rand::Rng as _;
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{Applier, Effect, Outcome};
 
@@ -39,7 +40,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: 64,
             max_attempts: 5,
             tries_per_attempt: 3,
             exit_when_idle: false,
@@ -95,12 +96,103 @@ impl Tally {
 
 #[derive(Debug)]
 struct Handler {
-    applier: Applier,
+    batches: mpsc::Sender<Request>,
     options: WorkerOptions,
     tally: Mutex<Tally>,
 }
 
+/// One job handed to the batcher, and where its outcome goes.
+#[derive(Debug)]
+struct Request {
+    job: CleanupJob,
+    id: String,
+    reply: oneshot::Sender<Result<Outcome, Failure>>,
+}
+
+/// A batch's error, as each of its jobs sees it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+struct Failure {
+    transient: bool,
+    message: String,
+}
+
+/// Most jobs applied together.
+const MAX_BATCH: usize = 64;
+
+/// Applies jobs in batches: whatever has arrived while the previous batch was applied
+/// goes into the next one, so a busy worker makes a few round trips per batch instead of
+/// per job, and an idle one adds no latency. Two jobs for one execution never share a
+/// batch (the second waits for the next).
+async fn batch_loop(applier: Applier, mut requests: mpsc::Receiver<Request>) {
+    let mut carry: VecDeque<Request> = VecDeque::new();
+    loop {
+        let first = match carry.pop_front() {
+            Some(r) => r,
+            None => match requests.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
+        let mut seen = HashSet::from([first.job.execution_id.clone()]);
+        let mut batch = vec![first];
+        let mut later = Vec::new();
+        while batch.len() < MAX_BATCH {
+            let next = match carry.pop_front() {
+                Some(r) => r,
+                None => match requests.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
+            if seen.insert(next.job.execution_id.clone()) {
+                batch.push(next);
+            } else {
+                later.push(next);
+            }
+        }
+        for r in later.into_iter().rev() {
+            carry.push_front(r);
+        }
+        let jobs: Vec<(CleanupJob, String)> = batch
+            .iter()
+            .map(|r| (r.job.clone(), r.id.clone()))
+            .collect();
+        match applier.apply_batch(&jobs).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                let failure = Failure {
+                    transient: err.is_transient(),
+                    message: err.to_string(),
+                };
+                for request in batch {
+                    let _ = request.reply.send(Err(failure.clone()));
+                }
+            }
+        }
+    }
+}
+
 impl Handler {
+    async fn apply(&self, job: &CleanupJob, id: &str) -> Result<Outcome, Failure> {
+        let (reply, outcome) = oneshot::channel();
+        let request = Request {
+            job: job.clone(),
+            id: id.to_owned(),
+            reply,
+        };
+        let lost = || Failure {
+            transient: true,
+            message: "the batcher stopped".into(),
+        };
+        self.batches.send(request).await.map_err(|_| lost())?;
+        outcome.await.map_err(|_| lost())?
+    }
+
     fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
         self.tally
             .lock()
@@ -138,7 +230,7 @@ async fn handle(
     let mut tries = 0;
     let error = loop {
         tries += 1;
-        match handler.applier.apply(&job, &id.to_string()).await {
+        match handler.apply(&job, &id.to_string()).await {
             Ok(outcome) => {
                 tracing::info!(
                     job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id,
@@ -147,7 +239,7 @@ async fn handle(
                 handler.tally().record(job.kind, &outcome);
                 return Ok(());
             }
-            Err(err) if err.is_transient() && tries < handler.options.tries_per_attempt => {
+            Err(err) if err.transient && tries < handler.options.tries_per_attempt => {
                 let wait = backoff(tries, Duration::from_millis(100), Duration::from_secs(2));
                 tracing::warn!(job.id = %id, error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
                 tokio::time::sleep(wait).await;
@@ -186,8 +278,10 @@ pub async fn run(
     options: WorkerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Tally {
+    let (batches, requests) = mpsc::channel(MAX_BATCH * 4);
+    let batcher = tokio::spawn(batch_loop(applier, requests));
     let handler = Arc::new(Handler {
-        applier,
+        batches,
         options: options.clone(),
         tally: Mutex::new(Tally::default()),
     });
@@ -255,6 +349,8 @@ pub async fn run(
         }
     }
     let tally = handler.tally().clone();
+    drop(handler);
+    let _ = batcher.await;
     tally
 }
 

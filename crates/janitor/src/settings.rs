@@ -16,7 +16,7 @@ use crate::cli::{GlobalArgs, SkippedPolicyArg};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_SCAN_BATCH: usize = 500;
-pub const DEFAULT_CONCURRENCY: usize = 16;
+pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 10;
 const DEFAULT_CONFIG_FILE: &str = "janitor.toml";

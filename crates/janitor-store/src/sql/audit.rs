@@ -51,15 +51,69 @@ pub struct Evidence {
 
 /// One audit row to write.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AuditEntry<'a> {
-    pub at: Timestamp,
+pub struct AuditRow {
     pub action: AuditAction,
-    pub execution_id: &'a str,
-    pub agent: &'a str,
-    pub status_before: Option<&'a str>,
-    pub status_after: Option<&'a str>,
-    pub evidence: &'a Evidence,
+    pub execution_id: String,
+    pub agent: String,
+    pub status_before: Option<String>,
+    pub status_after: Option<String>,
+    pub evidence: Evidence,
 }
+
+/// Inserts many [`AuditRow`]s stamped `$now` in one statement, on any executor.
+macro_rules! insert_audit_rows {
+    ($executor:expr, $rows:expr, $now:expr) => {{
+        let rows: &[$crate::sql::audit::AuditRow] = $rows;
+        let at = janitor_core::format_timestamp($now);
+        let mut sql = String::from(
+            "INSERT INTO janitor_audit (at, action, job_id, job_kind, execution_id, agent_name, \
+             status_before, status_after, slot_score, deadline, worker, detail) VALUES ",
+        );
+        for r in 0..rows.len() {
+            let b = r * 12;
+            if r > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9,
+                b + 10,
+                b + 11,
+                b + 12
+            ));
+        }
+        let mut query = sqlx::query(&sql);
+        for row in rows {
+            query = query
+                .bind(at.clone())
+                .bind(row.action.as_str())
+                .bind(row.evidence.job_id.clone())
+                .bind(row.evidence.job_kind.clone())
+                .bind(row.execution_id.clone())
+                .bind(row.agent.clone())
+                .bind(row.status_before.clone())
+                .bind(row.status_after.clone())
+                .bind(row.evidence.slot_score)
+                .bind(row.evidence.deadline.map(janitor_core::format_timestamp))
+                .bind(row.evidence.worker.clone())
+                .bind(row.evidence.detail.clone());
+        }
+        if rows.is_empty() {
+            Ok(())
+        } else {
+            query.execute($executor).await.map(|_| ())
+        }
+    }};
+}
+pub(crate) use insert_audit_rows;
 
 /// One audit row as read back.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -88,38 +142,11 @@ pub struct AuditFilter {
     pub limit: u32,
 }
 
-pub(crate) const INSERT_SQL: &str = "INSERT INTO janitor_audit \
-    (at, action, job_id, job_kind, execution_id, agent_name, status_before, status_after, \
-     slot_score, deadline, worker, detail) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
-
-/// Executes [`INSERT_SQL`] for an [`AuditEntry`] on any executor of either driver.
-macro_rules! insert_audit {
-    ($executor:expr, $entry:expr) => {{
-        let entry: &$crate::sql::audit::AuditEntry<'_> = $entry;
-        sqlx::query($crate::sql::audit::INSERT_SQL)
-            .bind(janitor_core::format_timestamp(entry.at))
-            .bind(entry.action.as_str())
-            .bind(entry.evidence.job_id.as_deref())
-            .bind(entry.evidence.job_kind.as_deref())
-            .bind(entry.execution_id)
-            .bind(entry.agent)
-            .bind(entry.status_before)
-            .bind(entry.status_after)
-            .bind(entry.evidence.slot_score)
-            .bind(entry.evidence.deadline.map(janitor_core::format_timestamp))
-            .bind(entry.evidence.worker.as_str())
-            .bind(entry.evidence.detail.as_deref())
-            .execute($executor)
-            .await
-            .map(|_| ())
-    }};
-}
-pub(crate) use insert_audit;
-
-/// Writes one audit row on its own (for Redis-side changes).
-pub async fn record(db: &Database, entry: &AuditEntry<'_>) -> Result<(), StoreError> {
-    with_pool!(db, pool => insert_audit!(pool, entry))?;
+/// Writes audit rows on their own (outside a status change's transaction).
+pub async fn record(db: &Database, rows: &[AuditRow], now: Timestamp) -> Result<(), StoreError> {
+    for chunk in rows.chunks(400) {
+        with_pool!(db, pool => insert_audit_rows!(pool, chunk, now))?;
+    }
     Ok(())
 }
 

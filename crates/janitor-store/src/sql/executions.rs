@@ -9,7 +9,9 @@ use janitor_core::{
 };
 use sqlx::Row as _;
 
-use super::audit::{insert_audit, AuditAction, AuditEntry, Evidence};
+use std::collections::HashMap;
+
+use super::audit::{insert_audit_rows, AuditAction, AuditRow, Evidence};
 use super::{with_pool, Database, Schema};
 use crate::StoreError;
 
@@ -79,6 +81,8 @@ pub struct Transition<'a> {
     pub error: &'a str,
     /// When the change is made (Redis time); written as `completed_at`.
     pub now: Timestamp,
+    /// The run's `started_at`, for `duration_ms` (NULL when unknown).
+    pub started_at: Option<Timestamp>,
     pub evidence: &'a Evidence,
 }
 
@@ -212,131 +216,237 @@ impl ExecutionStore {
     /// Moves a non-terminal run to `failed` if it still has `expected` status, closing its
     /// open activity as `failed` and writing the audit row, in one transaction.
     pub async fn fail_run(&self, change: &Transition<'_>) -> Result<CasOutcome, StoreError> {
-        self.transition(change, Status::Failed, "failed", AuditAction::RunFailed)
-            .await
+        self.one(change, Status::Failed).await
     }
 
     /// Moves a `skipped` run to `cancelled` (closing any open activity as `cancelled`).
     pub async fn cancel_skipped(&self, change: &Transition<'_>) -> Result<CasOutcome, StoreError> {
-        if *change.expected != Status::Skipped {
-            return Ok(CasOutcome::Conflict(change.expected.clone()));
-        }
-        self.transition(
-            change,
-            Status::Cancelled,
-            "cancelled",
-            AuditAction::RunCancelled,
-        )
-        .await
+        self.one(change, Status::Cancelled).await
     }
 
-    async fn transition(
-        &self,
-        change: &Transition<'_>,
-        to: Status,
-        activity_state: &str,
-        action: AuditAction,
-    ) -> Result<CasOutcome, StoreError> {
-        if change.expected.is_terminal() {
-            return Ok(CasOutcome::AlreadyTerminal(change.expected.clone()));
-        }
-        if !change.expected.is_known() {
-            // Unknown statuses are preserved and left alone.
-            return Ok(CasOutcome::Conflict(change.expected.clone()));
-        }
-        let id = change.execution_id.as_str();
-        let completed_at = format_timestamp(change.now);
-        let close_activities = self.schema.agent_activities;
-        let outcome = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            // Write first: the row lock (or SQLite's write lock) is taken by the first
-            // statement, so nothing can slip in between the check and the change.
-            let updated = sqlx::query(
-                "UPDATE schedule_executions SET status = $1, error = $2, completed_at = $3 \
-                 WHERE id = $4 AND status = $5 \
-                 RETURNING CAST(agent_name AS TEXT) AS agent_name, CAST(started_at AS TEXT) AS started_at",
-            )
-            .bind(to.as_str())
-            .bind(change.error)
-            .bind(&completed_at)
-            .bind(id)
-            .bind(change.expected.as_str())
-            .fetch_optional(&mut *tx)
+    async fn one(&self, change: &Transition<'_>, to: Status) -> Result<CasOutcome, StoreError> {
+        let mut outcomes = self
+            .transitions(&[(change.clone(), to)], &[], change.now)
             .await?;
-            match updated {
-                None => {
-                    let current: Option<Option<String>> = sqlx::query_scalar(
-                        "SELECT CAST(status AS TEXT) FROM schedule_executions WHERE id = $1",
-                    )
-                    .bind(id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    tx.rollback().await?;
-                    match current {
-                        None => CasOutcome::NotFound,
-                        Some(status) => {
-                            let status = Status::parse(&status.unwrap_or_default());
-                            if status.is_terminal() {
-                                CasOutcome::AlreadyTerminal(status)
-                            } else {
-                                CasOutcome::Conflict(status)
-                            }
-                        }
+        outcomes
+            .pop()
+            .ok_or_else(|| StoreError::Protocol("no outcome for a transition".into()))
+    }
+
+    /// Applies many compare-and-set status changes in one transaction: each row moves to
+    /// its target (`failed` or `cancelled`) only if it still has its expected status; the
+    /// open activities of the rows that moved are closed; one audit row is written per
+    /// applied change, plus `slot_audits` (Redis-side changes already made). Returns one
+    /// outcome per change, in order.
+    pub async fn transitions(
+        &self,
+        changes: &[(Transition<'_>, Status)],
+        slot_audits: &[AuditRow],
+        now: Timestamp,
+    ) -> Result<Vec<CasOutcome>, StoreError> {
+        let mut outcomes: Vec<Option<CasOutcome>> = changes
+            .iter()
+            .map(|(change, to)| precheck(change.expected, to))
+            .collect();
+        let todo: Vec<usize> = (0..changes.len())
+            .filter(|i| outcomes[*i].is_none())
+            .collect();
+        let done_at = format_timestamp(now);
+        let close_activities = self.schema.agent_activities;
+
+        let (moved, closed, current) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let mut moved: HashMap<String, String> = HashMap::new();
+            let mut closed: HashMap<String, u64> = HashMap::new();
+            let mut current: HashMap<String, String> = HashMap::new();
+            if !todo.is_empty() {
+                // One statement moves every row whose status is still the expected one.
+                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur) AS (VALUES ");
+                push_rows(&mut sql, todo.len(), 6, &[5]);
+                sql.push_str(
+                    ") UPDATE schedule_executions SET status = v.target, error = v.err, \
+                     completed_at = v.done_at, duration_ms = v.dur FROM v \
+                     WHERE schedule_executions.id = v.id AND schedule_executions.status = v.expected \
+                     RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
+                     CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
+                );
+                let mut query = sqlx::query(&sql);
+                for i in &todo {
+                    let (change, to) = &changes[*i];
+                    let duration = change.started_at.and_then(|s| duration_between(s, now));
+                    query = query
+                        .bind(change.execution_id.as_str())
+                        .bind(change.expected.as_str())
+                        .bind(to.as_str())
+                        .bind(change.error)
+                        .bind(&done_at)
+                        .bind(duration);
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    let id: Option<String> = row.try_get("id")?;
+                    let agent: Option<String> = row.try_get("agent_name")?;
+                    moved.insert(id.unwrap_or_default(), agent.unwrap_or_default());
+                }
+                // Why the others did not move.
+                let missing: Vec<&str> = todo
+                    .iter()
+                    .map(|i| changes[*i].0.execution_id.as_str())
+                    .filter(|id| !moved.contains_key(*id))
+                    .collect();
+                if !missing.is_empty() {
+                    let sql = format!(
+                        "SELECT CAST(id AS TEXT) AS id, CAST(status AS TEXT) AS status FROM schedule_executions WHERE id IN ({})",
+                        placeholders(missing.len())
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for id in &missing {
+                        query = query.bind(*id);
+                    }
+                    for row in query.fetch_all(&mut *tx).await? {
+                        let id: Option<String> = row.try_get("id")?;
+                        let status: Option<String> = row.try_get("status")?;
+                        current.insert(id.unwrap_or_default(), status.unwrap_or_default());
                     }
                 }
-                Some(row) => {
-                    let agent: String = row.try_get::<Option<String>, _>("agent_name")?.unwrap_or_default();
-                    let started: Option<String> = row.try_get("started_at")?;
-                    let duration = started.as_deref().and_then(|s| duration_ms(s, change.now));
-                    sqlx::query("UPDATE schedule_executions SET duration_ms = $1 WHERE id = $2")
-                        .bind(duration)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let mut closed = 0;
-                    if close_activities {
-                        let activities = sqlx::query(
-                            "UPDATE agent_activities SET activity_state = $1, completed_at = $2, \
-                             error = COALESCE(error, $3) \
-                             WHERE related_execution_id = $4 AND activity_state = 'started' \
-                             RETURNING CAST(id AS TEXT) AS id, CAST(started_at AS TEXT) AS started_at",
-                        )
-                        .bind(activity_state)
-                        .bind(&completed_at)
-                        .bind(change.error)
-                        .bind(id)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                        for activity in &activities {
-                            closed += 1;
-                            let started: Option<String> = activity.try_get("started_at")?;
-                            let Some(ms) = started.as_deref().and_then(|s| duration_ms(s, change.now)) else {
-                                continue;
-                            };
-                            let activity_id: Option<String> = activity.try_get("id")?;
-                            sqlx::query("UPDATE agent_activities SET duration_ms = $1 WHERE id = $2")
-                                .bind(ms)
-                                .bind(activity_id)
-                                .execute(&mut *tx)
-                                .await?;
+                // Close the open activities of the runs that moved.
+                let applied: Vec<usize> = todo
+                    .iter()
+                    .copied()
+                    .filter(|i| moved.contains_key(changes[*i].0.execution_id.as_str()))
+                    .collect();
+                if close_activities && !applied.is_empty() {
+                    let mut sql = String::from("WITH v(id, state, err, done_at) AS (VALUES ");
+                    push_rows(&mut sql, applied.len(), 4, &[]);
+                    sql.push_str(
+                        ") UPDATE agent_activities SET activity_state = v.state, completed_at = v.done_at, \
+                         error = COALESCE(agent_activities.error, v.err) FROM v \
+                         WHERE agent_activities.related_execution_id = v.id AND agent_activities.activity_state = 'started' \
+                         RETURNING CAST(agent_activities.id AS TEXT) AS id, \
+                         CAST(agent_activities.started_at AS TEXT) AS started_at, \
+                         CAST(agent_activities.related_execution_id AS TEXT) AS execution_id",
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for i in &applied {
+                        let (change, to) = &changes[*i];
+                        let state = if *to == Status::Cancelled { "cancelled" } else { "failed" };
+                        query = query
+                            .bind(change.execution_id.as_str())
+                            .bind(state)
+                            .bind(change.error)
+                            .bind(&done_at);
+                    }
+                    let mut durations: Vec<(String, i64)> = Vec::new();
+                    for row in query.fetch_all(&mut *tx).await? {
+                        let execution: Option<String> = row.try_get("execution_id")?;
+                        *closed.entry(execution.unwrap_or_default()).or_default() += 1;
+                        let started: Option<String> = row.try_get("started_at")?;
+                        if let Some(ms) = started.as_deref().and_then(|s| duration_ms(s, now)) {
+                            let id: Option<String> = row.try_get("id")?;
+                            durations.push((id.unwrap_or_default(), ms));
                         }
                     }
-                    let entry = AuditEntry {
-                        at: change.now,
-                        action,
-                        execution_id: id,
-                        agent: &agent,
-                        status_before: Some(change.expected.as_str()),
-                        status_after: Some(to.as_str()),
-                        evidence: change.evidence,
-                    };
-                    insert_audit!(&mut *tx, &entry)?;
-                    tx.commit().await?;
-                    CasOutcome::Applied { agent, activities_closed: closed }
+                    if !durations.is_empty() {
+                        let mut sql = String::from("WITH d(id, dur) AS (VALUES ");
+                        push_rows(&mut sql, durations.len(), 2, &[1]);
+                        sql.push_str(") UPDATE agent_activities SET duration_ms = d.dur FROM d WHERE agent_activities.id = d.id");
+                        let mut query = sqlx::query(&sql);
+                        for (id, ms) in &durations {
+                            query = query.bind(id.as_str()).bind(*ms);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
                 }
             }
+            // One audit row per applied change, plus the Redis-side changes.
+            let mut audits: Vec<AuditRow> = slot_audits.to_vec();
+            for i in &todo {
+                let (change, to) = &changes[*i];
+                if let Some(agent) = moved.get(change.execution_id.as_str()) {
+                    audits.push(AuditRow {
+                        action: if *to == Status::Cancelled { AuditAction::RunCancelled } else { AuditAction::RunFailed },
+                        execution_id: change.execution_id.to_string(),
+                        agent: agent.clone(),
+                        status_before: Some(change.expected.to_string()),
+                        status_after: Some(to.to_string()),
+                        evidence: change.evidence.clone(),
+                    });
+                }
+            }
+            for chunk in audits.chunks(400) {
+                insert_audit_rows!(&mut *tx, chunk, now)?;
+            }
+            tx.commit().await?;
+            (moved, closed, current)
         });
-        Ok(outcome)
+
+        for i in todo {
+            let id = changes[i].0.execution_id.as_str();
+            outcomes[i] = Some(match moved.get(id) {
+                Some(agent) => CasOutcome::Applied {
+                    agent: agent.clone(),
+                    activities_closed: closed.get(id).copied().unwrap_or(0),
+                },
+                None => match current.get(id) {
+                    None => CasOutcome::NotFound,
+                    Some(status) => {
+                        let status = Status::parse(status);
+                        if status.is_terminal() {
+                            CasOutcome::AlreadyTerminal(status)
+                        } else {
+                            CasOutcome::Conflict(status)
+                        }
+                    }
+                },
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(CasOutcome::NotFound))
+            .collect())
+    }
+}
+
+/// What can be said without asking the database: terminal statuses never move, unknown
+/// ones are left alone, and only `skipped` rows are cancelled.
+fn precheck(expected: &Status, to: &Status) -> Option<CasOutcome> {
+    if expected.is_terminal() {
+        Some(CasOutcome::AlreadyTerminal(expected.clone()))
+    } else if !expected.is_known() || (*to == Status::Cancelled && *expected != Status::Skipped) {
+        Some(CasOutcome::Conflict(expected.clone()))
+    } else {
+        None
+    }
+}
+
+/// `$1, $2, …, $n`
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Appends `rows` tuples of `width` placeholders, numbered on from `$1`; the columns at
+/// `bigint` positions are cast so both drivers type a NULL there as an integer.
+fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
+    let mut n = 0;
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            n += 1;
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            if bigint.contains(&c) {
+                sql.push_str(&format!("CAST(${n} AS BIGINT)"));
+            } else {
+                sql.push_str(&format!("${n}"));
+            }
+        }
+        sql.push(')');
     }
 }
 
@@ -370,7 +480,11 @@ fn select_sql(schema: &Schema) -> String {
 /// future, or the value would not fit the platform's 32-bit INTEGER column (a made-up
 /// duration overflowing INTEGER was a real bug there: NULL is safer).
 pub fn duration_ms(started: &str, completed: Timestamp) -> Option<i64> {
-    let started = parse_timestamp(started).ok()?;
+    duration_between(parse_timestamp(started).ok()?, completed)
+}
+
+/// [`duration_ms`] for an already parsed start.
+pub fn duration_between(started: Timestamp, completed: Timestamp) -> Option<i64> {
     let ms = (completed - started).num_milliseconds();
     (0..=i64::from(i32::MAX)).contains(&ms).then_some(ms)
 }

@@ -54,13 +54,26 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
         options,
         shutdown.clone(),
     ));
-    let mut ticker = tokio::time::interval(settings.sweep_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
+    let mut catching_up = false;
     loop {
+        // Sweep at start, then every interval; while catching up (the last sweep deferred
+        // jobs at the backlog cap), again as soon as the workers have drained the queue.
+        let wait = async {
+            if first {
+                return;
+            }
+            if catching_up {
+                wait_for_room(&queue, settings.sweep_interval).await;
+            } else {
+                tokio::time::sleep(settings.sweep_interval).await;
+            }
+        };
         tokio::select! {
             () = shutdown.clone() => break,
-            _ = ticker.tick() => {}
+            () = wait => {}
         }
+        first = false;
         match sweep_once(
             settings, &slots, &rows, &queue, false, args.force, lease_wait,
         )
@@ -69,9 +82,12 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             Ok(report) => {
                 let found: u64 = report.kinds.values().map(|k| k.found).sum();
                 let enqueued: u64 = report.kinds.values().map(|k| k.queue.enqueued).sum();
+                let deferred: u64 = report.kinds.values().map(|k| k.queue.deferred).sum();
+                catching_up = report.has_more();
                 tracing::info!(
                     found,
                     enqueued,
+                    deferred,
                     slots = report.stats.slots_scanned,
                     rows = report.stats.rows_scanned,
                     breaker_tripped = report.breaker_tripped,
@@ -79,12 +95,27 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
                 );
             }
             // A failed sweep is retried at the next tick; the workers keep running.
-            Err(err) => tracing::error!(error = format!("{err:#}"), "sweep failed"),
+            Err(err) => {
+                catching_up = false;
+                tracing::error!(error = format!("{err:#}"), "sweep failed");
+            }
         }
     }
     let tally = workers.await?;
     tracing::info!(tally = ?tally, "stopped");
     Ok(())
+}
+
+/// Returns once the queue's backlog is down to a quarter of its cap (or after `limit`).
+async fn wait_for_room(queue: &janitor_queue::Queue, limit: Duration) {
+    let low = queue.settings().backlog_cap / 4;
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if queue.backlog().await.is_ok_and(|b| b <= low) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn print_cycle(report: &CycleReport) {

@@ -73,8 +73,9 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
                     status,
                     reason,
                 }),
+                Finding::EndOfSlots => {}
             }
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         },
     )
     .await?;

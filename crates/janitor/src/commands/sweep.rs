@@ -28,11 +28,20 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
     )
     .await?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["peak_rss_kib"] = peak_rss_kib().into();
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_report(&report);
     }
     Ok(())
+}
+
+/// This process's peak resident memory (`VmHWM`), on Linux.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// One sweep under the lease (a dry run takes no lease: it changes nothing).
@@ -80,11 +89,12 @@ pub async fn sweep_once(
 pub fn print_report(report: &SweepReport) {
     let s = &report.stats;
     println!(
-        "sweep at {}{}: {} slots and {} open rows scanned",
+        "sweep at {}{}: {} slots and {} open rows scanned in {} ms",
         janitor_core::format_timestamp(report.now),
         if report.dry_run { " (dry run)" } else { "" },
         s.slots_scanned,
-        s.rows_scanned
+        s.rows_scanned,
+        report.elapsed_ms
     );
     if report.kinds.is_empty() {
         println!("  nothing to clean up");

@@ -1,0 +1,541 @@
+//! `make bench`: janitor's performance targets, each measured next to a sequential cleanup
+//! in the platform's style run in the same process on the same machine, so the ratio holds
+//! on a noisy machine.
+//!
+//! - catch-up: N stale slot+row pairs over M agents, reconciled by the real `janitor`
+//!   binary (two worker processes, sweeps as the queue drains);
+//! - sweep: one pass over many live slots and running rows, its duration and the peak
+//!   memory of the `janitor sweep` process at two sizes.
+//!
+//! Every scenario runs in its own database and Redis key space (the test sandbox).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use janitor_core::{from_unix_seconds, Policy};
+use janitor_producer::{sweep, Breaker, SweepOptions};
+use janitor_queue::{Queue, QueueSettings};
+use janitor_store::{Database, ExecutionStore, SlotKeys, SlotStore};
+use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox};
+use sqlx::Connection as _;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Stale pairs in the catch-up scenario.
+    #[arg(long, default_value_t = 100_000)]
+    pairs: usize,
+    /// Agents they are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    agents: usize,
+    /// Pairs the sequential baseline reconciles (its rate is what is compared).
+    #[arg(long, default_value_t = 5_000)]
+    baseline_pairs: usize,
+    /// Live slots (and running rows) in the sweep scenario.
+    #[arg(long, default_value_t = 100_000)]
+    sweep_slots: usize,
+    /// Agents in the sweep scenario.
+    #[arg(long, default_value_t = 10_000)]
+    sweep_agents: usize,
+    /// Worker processes in the catch-up scenario.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Concurrency of each worker process.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// The queue's backlog cap (janitor's default is 4,000).
+    #[arg(long, default_value_t = janitor_queue::DEFAULT_BACKLOG_CAP)]
+    backlog_cap: u64,
+    /// Run only the scenarios whose name contains this (catch-up, sweep; postgres, sqlite).
+    #[arg(long)]
+    only: Option<String>,
+    /// The janitor binary to run (built with `make release`).
+    #[arg(long, default_value = "target/release/janitor")]
+    janitor: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !args.janitor.exists() {
+        bail!(
+            "{} is missing: run `make release` first",
+            args.janitor.display()
+        );
+    }
+    let wanted = |scenario: &str, kind: Kind| {
+        args.only.as_deref().is_none_or(|o| {
+            format!("{scenario}-{}", name(kind).to_lowercase()).contains(&o.to_lowercase())
+        })
+    };
+    let mut rows = Vec::new();
+    for (kind, target) in [(Kind::Postgres, 5_000.0), (Kind::Sqlite, 3_000.0)] {
+        if !wanted("catch-up", kind) {
+            continue;
+        }
+        let base = baseline(
+            kind,
+            args.baseline_pairs,
+            args.agents.min(args.baseline_pairs),
+        )
+        .await?;
+        let rate = catch_up(&args, kind).await?;
+        rows.push(Line {
+            what: format!(
+                "catch-up, {} pairs / {} agents, {} workers, {}",
+                args.pairs,
+                args.agents,
+                args.workers,
+                name(kind)
+            ),
+            measured: format!("{rate:.0} pairs/s"),
+            target: format!(">= {target:.0} pairs/s"),
+            baseline: format!("{base:.0} pairs/s"),
+            ratio: format!("{:.1}x", rate / base),
+            ok: rate >= target,
+        });
+    }
+    for kind in [Kind::Postgres, Kind::Sqlite] {
+        if !wanted("sweep", kind) {
+            continue;
+        }
+        let small = sweep_cost(
+            &args,
+            kind,
+            args.sweep_slots / 10,
+            (args.sweep_agents / 10).max(1),
+        )
+        .await?;
+        let big = sweep_cost(&args, kind, args.sweep_slots, args.sweep_agents).await?;
+        let base = baseline_scan(kind, args.sweep_slots, args.sweep_agents).await?;
+        rows.push(Line {
+            what: format!(
+                "sweep, {} agents / {} live slots / {} running rows, {}",
+                args.sweep_agents,
+                args.sweep_slots,
+                args.sweep_slots,
+                name(kind)
+            ),
+            measured: format!("{} ms", big.elapsed_ms),
+            target: "<= 1000 ms".into(),
+            baseline: format!("{base} ms"),
+            ratio: format!("{:.1}x", base as f64 / big.elapsed_ms.max(1) as f64),
+            ok: big.elapsed_ms <= 1_000,
+        });
+        rows.push(Line {
+            what: format!(
+                "sweep peak RSS, {} vs {} slots, {}",
+                args.sweep_slots / 10,
+                args.sweep_slots,
+                name(kind)
+            ),
+            measured: format!("{} MiB vs {} MiB", small.rss_kib / 1024, big.rss_kib / 1024),
+            target: "flat in slot count".into(),
+            baseline: "-".into(),
+            ratio: format!("{:.2}x", big.rss_kib as f64 / small.rss_kib.max(1) as f64),
+            ok: (big.rss_kib as f64) < 1.5 * small.rss_kib as f64,
+        });
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Sqlite => "SQLite",
+        Kind::Postgres => "PostgreSQL",
+    }
+}
+
+struct Line {
+    what: String,
+    measured: String,
+    target: String,
+    baseline: String,
+    ratio: String,
+    ok: bool,
+}
+
+fn print_table(rows: &[Line]) {
+    println!();
+    println!("| scenario | janitor | target | sequential baseline | ratio | |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.what,
+            r.measured,
+            r.target,
+            r.baseline,
+            r.ratio,
+            if r.ok { "met" } else { "NOT MET" }
+        );
+    }
+}
+
+/// A migrated sandbox with its stores.
+struct Stage {
+    sandbox: Sandbox,
+    slots: SlotStore,
+    rows: ExecutionStore,
+    queue: Queue,
+}
+
+impl Stage {
+    async fn new(kind: Kind, backlog_cap: u64) -> anyhow::Result<Self> {
+        let sandbox = Sandbox::new(kind).await?;
+        let db = Database::connect(&sandbox.db.url, true).await?;
+        db.migrate().await?;
+        let rows = ExecutionStore::open(db).await?;
+        let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
+        let slots = SlotStore::connect(&redis_url(), keys, 300).await?;
+        let queue = Queue::new(
+            slots.connection(),
+            QueueSettings {
+                name: sandbox.queue.clone(),
+                backlog_cap,
+                ..QueueSettings::default()
+            },
+        );
+        Ok(Self {
+            sandbox,
+            slots,
+            rows,
+            queue,
+        })
+    }
+
+    /// `n` runs over `agents` agents, each holding a slot acquired `age` seconds ago with
+    /// a `timeout`, plus each run's open activity; rows `running`/`dispatched`.
+    async fn seed(&self, n: usize, agents: usize, age: f64, timeout: i64) -> anyhow::Result<()> {
+        let now = self.sandbox.redis_now().await?;
+        let started = ts_ago(now, age, "naive");
+        let mut redis = self.sandbox.redis().await?;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+            let mut pipe = redis::pipe();
+            let mut runs = Vec::with_capacity(chunk.len());
+            let mut acts = Vec::with_capacity(chunk.len());
+            for i in chunk {
+                let (agent, id) = (format!("agent-{}", i % agents), format!("run{i:07}"));
+                pipe.cmd("ZADD")
+                    .arg(format!("{}{agent}", self.sandbox.slot_prefix))
+                    .arg(now - age)
+                    .arg(&id)
+                    .ignore();
+                pipe.cmd("HSET")
+                    .arg(format!("{}{agent}:{id}", self.sandbox.meta_prefix))
+                    .arg("timeout_seconds")
+                    .arg(timeout)
+                    .arg("started_at")
+                    .arg(&started)
+                    .ignore();
+                runs.push(format!("('{id}', 's', '{agent}', 'running', '{started}', 'm', 'schedule', 'dispatched')"));
+                acts.push(format!("('a{id}', '{agent}', 'schedule_start', 'started', '{started}', '{id}', '{started}')"));
+            }
+            pipe.query_async::<()>(&mut redis).await?;
+            for (rows, acts) in runs.chunks(1_000).zip(acts.chunks(1_000)) {
+                self.sandbox
+                    .sql(&format!(
+                        "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, claude_session_id) VALUES {};
+                         INSERT INTO agent_activities (id, agent_name, activity_type, activity_state, started_at, related_execution_id, created_at) VALUES {}",
+                        rows.join(","),
+                        acts.join(",")
+                    ))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn failed(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .sandbox
+            .sql_text(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM schedule_executions WHERE status = 'failed'",
+            )
+            .await?
+            .unwrap_or_default()
+            .parse()?)
+    }
+
+    fn janitor(&self, args: &Args, cmd: &[&str]) -> Command {
+        let mut c = Command::new(&args.janitor);
+        c.args(cmd)
+            .env("DATABASE_URL", &self.sandbox.db.url)
+            .env("REDIS_URL", redis_url())
+            .env("JANITOR_SLOT_PREFIX", &self.sandbox.slot_prefix)
+            .env("JANITOR_SLOT_META_PREFIX", &self.sandbox.meta_prefix)
+            .env("JANITOR_QUEUE", &self.sandbox.queue)
+            .env(
+                "JANITOR_BACKLOG_CAP",
+                self.queue.settings().backlog_cap.to_string(),
+            )
+            .env("JANITOR_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        c
+    }
+}
+
+/// Catch-up: reconciles `args.pairs` stale pairs with two `janitor work` processes, sweeping
+/// again whenever the queue has drained below a quarter of its cap. Returns pairs/s.
+async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
+    let stage = Stage::new(kind, args.backlog_cap).await?;
+    stage.seed(args.pairs, args.agents, 7_200.0, 600).await?;
+    eprintln!(
+        "catch-up on {}: seeded {} stale pairs",
+        name(kind),
+        args.pairs
+    );
+    let options = SweepOptions {
+        force: true, // a catch-up is exactly what the breaker would stop
+        batch: 1_000,
+        breaker: Breaker::default(),
+        dry_run: false,
+    };
+    let start = Instant::now();
+    let concurrency = args.concurrency.to_string();
+    let mut workers: Vec<Child> = (0..args.workers)
+        .map(|_| {
+            stage
+                .janitor(args, &["work", "--concurrency", &concurrency])
+                .spawn()
+        })
+        .collect::<Result<_, _>>()?;
+    let target = args.pairs as i64;
+    loop {
+        let report = sweep(
+            &stage.slots,
+            &stage.rows,
+            &stage.queue,
+            &Policy::default(),
+            None,
+            &options,
+        )
+        .await?;
+        // Everything found is queued: the workers finish it. Otherwise sweep again once
+        // they have made room (as `janitor run` does while catching up).
+        if !report.has_more() {
+            break;
+        }
+        let low = stage.queue.settings().backlog_cap / 4;
+        while stage.queue.backlog().await? > low {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("catch-up did not finish in 10 minutes");
+        }
+    }
+    while stage.failed().await? < target {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("catch-up did not finish in 10 minutes");
+        }
+    }
+    let elapsed = start.elapsed();
+    for worker in &mut workers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status();
+    }
+    for worker in workers {
+        let out = worker.wait_with_output()?;
+        if !out.status.success() {
+            bail!("a worker failed: {}", String::from_utf8_lossy(&out.stdout));
+        }
+    }
+    let rate = args.pairs as f64 / elapsed.as_secs_f64();
+    eprintln!(
+        "catch-up on {}: {} pairs in {:.2}s = {rate:.0} pairs/s",
+        name(kind),
+        args.pairs,
+        elapsed.as_secs_f64()
+    );
+    Ok(rate)
+}
+
+/// The platform's style: per agent, read its slots; per slot, read its hash, judge it by its
+/// own TTL, remove it, then fail the row with one autocommitted UPDATE. Sequential, one
+/// round trip at a time. Returns pairs/s.
+async fn baseline(kind: Kind, pairs: usize, agents: usize) -> anyhow::Result<f64> {
+    let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+    stage.seed(pairs, agents, 7_200.0, 600).await?;
+    let mut redis = stage.sandbox.redis().await?;
+    let start = Instant::now();
+    let done = match kind {
+        Kind::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&stage.sandbox.db.url).await?;
+            baseline_pass(&stage, &mut redis, agents, async |id: String, now: String| {
+                sqlx::query("UPDATE schedule_executions SET status = 'failed', error = 'Stale execution', completed_at = $1 WHERE id = $2 AND status = 'running'")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+            })
+            .await?
+        }
+        Kind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&stage.sandbox.db.url).await?;
+            baseline_pass(&stage, &mut redis, agents, async |id: String, now: String| {
+                sqlx::query("UPDATE schedule_executions SET status = 'failed', error = 'Stale execution', completed_at = $1 WHERE id = $2 AND status = 'running'")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut conn)
+                    .await
+                    .map(|_| ())
+            })
+            .await?
+        }
+    };
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    if done != pairs {
+        bail!("baseline reconciled {done} of {pairs}");
+    }
+    eprintln!(
+        "baseline on {}: {done} pairs at {rate:.0} pairs/s",
+        name(kind)
+    );
+    Ok(rate)
+}
+
+async fn baseline_pass(
+    stage: &Stage,
+    redis: &mut redis::aio::MultiplexedConnection,
+    agents: usize,
+    mut fail: impl AsyncFnMut(String, String) -> Result<(), sqlx::Error>,
+) -> anyhow::Result<usize> {
+    let mut done = 0;
+    for a in 0..agents {
+        let agent = format!("agent-{a}");
+        let key = format!("{}{agent}", stage.sandbox.slot_prefix);
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(redis)
+            .await?;
+        for (id, score) in members {
+            let meta_key = format!("{}{agent}:{id}", stage.sandbox.meta_prefix);
+            let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(&meta_key)
+                .query_async(redis)
+                .await?;
+            let ttl: f64 = meta
+                .get("timeout_seconds")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(1200.0);
+            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(redis).await?;
+            let now = secs as f64 + micros as f64 / 1e6;
+            if now > score + ttl + 300.0 {
+                redis::cmd("ZREM")
+                    .arg(&key)
+                    .arg(&id)
+                    .query_async::<()>(redis)
+                    .await?;
+                redis::cmd("DEL")
+                    .arg(&meta_key)
+                    .query_async::<()>(redis)
+                    .await?;
+                let stamp = janitor_core::format_timestamp(from_unix_seconds(now).context("time")?);
+                fail(id, stamp).await?;
+                done += 1;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The baseline's scan cost for the sweep scenario: the same per-agent, per-slot round
+/// trips over the same live slots (nothing to remove), in milliseconds.
+async fn baseline_scan(kind: Kind, slots: usize, agents: usize) -> anyhow::Result<u64> {
+    let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+    stage.seed(slots, agents, 60.0, 3_600).await?;
+    let mut redis = stage.sandbox.redis().await?;
+    let start = Instant::now();
+    let mut seen = 0;
+    for a in 0..agents {
+        let agent = format!("agent-{a}");
+        let key = format!("{}{agent}", stage.sandbox.slot_prefix);
+        let members: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut redis)
+            .await?;
+        for (id, _) in members {
+            let meta: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(format!("{}{agent}:{id}", stage.sandbox.meta_prefix))
+                .query_async(&mut redis)
+                .await?;
+            seen += usize::from(!meta.is_empty());
+        }
+    }
+    if seen != slots {
+        bail!("baseline scan saw {seen} of {slots}");
+    }
+    Ok(start.elapsed().as_millis() as u64)
+}
+
+struct SweepCost {
+    elapsed_ms: u64,
+    rss_kib: i64,
+}
+
+/// One `janitor sweep` over `slots` live slots and their running rows: the pass's own
+/// duration and the process's peak RSS.
+async fn sweep_cost(
+    args: &Args,
+    kind: Kind,
+    slots: usize,
+    agents: usize,
+) -> anyhow::Result<SweepCost> {
+    let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+    stage.seed(slots, agents, 60.0, 3_600).await?;
+    // A warm-up pass (connections, caches), then the measured one.
+    let mut elapsed_ms = u64::MAX;
+    let mut rss_kib = 0;
+    for _ in 0..2 {
+        let child = stage
+            .janitor(args, &["sweep", "--json", "--scan-batch", "1000"])
+            .spawn()?;
+        let (stdout, rss) = wait_with_rss(child)?;
+        let report: serde_json::Value = serde_json::from_str(&stdout).context("sweep output")?;
+        if report["stats"]["slots_scanned"].as_u64() != Some(slots as u64) {
+            bail!(
+                "sweep saw {} slots, expected {slots}",
+                report["stats"]["slots_scanned"]
+            );
+        }
+        elapsed_ms = elapsed_ms.min(report["elapsed_ms"].as_u64().unwrap_or(u64::MAX));
+        rss_kib = rss_kib.max(rss);
+    }
+    eprintln!(
+        "sweep on {}: {slots} slots / {agents} agents in {elapsed_ms} ms, peak RSS {} MiB",
+        name(kind),
+        rss_kib / 1024
+    );
+    Ok(SweepCost {
+        elapsed_ms,
+        rss_kib,
+    })
+}
+
+/// Reads the child's output and waits for it; the peak RSS is what the sweep reports of
+/// itself (`VmHWM`, in KiB).
+fn wait_with_rss(child: Child) -> anyhow::Result<(String, i64)> {
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("janitor sweep failed: {stdout}");
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).context("sweep output")?;
+    let rss = report["peak_rss_kib"]
+        .as_i64()
+        .context("the sweep did not report its peak RSS")?;
+    Ok((stdout, rss))
+}
