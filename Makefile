@@ -38,13 +38,13 @@ fmt: ## Format the code
 	$(CARGO) fmt --all
 
 .PHONY: demo
-demo: ## Run the main job end to end (lands with the job pipeline)
-	@echo "make demo: not yet — the cleanup pipeline (sweep, workers, 'janitor run') lands with the pipeline issue."
-	@echo "Today you can run:  make build && target/debug/janitor migrate && target/debug/janitor stuck"
+demo: ## The incident on a platform-shaped SQLite file: before, one janitor cycle, after
+	@bash scripts/demo.sh
 
 .PHONY: bench
-bench: ## Benchmarks (land with the job pipeline)
-	@echo "make bench: not yet — the catch-up and sweep benchmarks land with the pipeline issue."
+bench: services ## Catch-up and sweep benchmarks next to the sequential baseline (release build)
+	$(CARGO) build --release -p janitor -p janitor-bench
+	target/release/janitor-bench
 
 .PHONY: clean
 clean: ## Remove build output

@@ -7,45 +7,7 @@ use janitor_e2e::{run, seed_incident, Env, Kind};
 
 /// The platform's own schema as it exists in a live database, including columns janitor
 /// does not know (later migrations there), so `migrate` can be shown to keep them.
-const TRINITY_SQLITE: &str = r#"
-CREATE TABLE schedule_executions (
-    id TEXT PRIMARY KEY, schedule_id TEXT NOT NULL, agent_name TEXT NOT NULL,
-    status TEXT NOT NULL, started_at TEXT NOT NULL, completed_at TEXT, duration_ms INTEGER,
-    message TEXT NOT NULL, response TEXT, error TEXT, triggered_by TEXT NOT NULL,
-    context_used INTEGER, context_max INTEGER, cost REAL, tool_calls TEXT, execution_log TEXT,
-    model_used TEXT, claude_session_id TEXT, source_user_id INTEGER, source_user_email TEXT,
-    claim_token TEXT, lease_expires_at TEXT, claimed_by_worker TEXT,
-    redelivery_count INTEGER DEFAULT 0, attempt_number INTEGER, retry_of_execution_id TEXT,
-    queued_at TEXT
-);
-CREATE INDEX idx_executions_schedule ON schedule_executions(schedule_id);
-CREATE INDEX idx_executions_agent ON schedule_executions(agent_name);
-CREATE INDEX idx_executions_status ON schedule_executions(status);
-CREATE INDEX idx_executions_agent_started ON schedule_executions(agent_name, started_at DESC);
-CREATE TABLE agent_activities (
-    id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, activity_type TEXT NOT NULL,
-    activity_state TEXT NOT NULL, parent_activity_id TEXT, started_at TEXT NOT NULL,
-    completed_at TEXT, duration_ms INTEGER, user_id INTEGER, triggered_by TEXT,
-    related_chat_message_id TEXT, related_execution_id TEXT, details TEXT, error TEXT,
-    created_at TEXT NOT NULL
-);
-CREATE TABLE agent_ownership (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, agent_name TEXT UNIQUE NOT NULL, owner_id INTEGER,
-    created_at TEXT, max_parallel_tasks INTEGER DEFAULT 3,
-    execution_timeout_seconds INTEGER DEFAULT 900
-);
-CREATE TABLE agent_schedules (
-    id TEXT PRIMARY KEY, agent_name TEXT NOT NULL, name TEXT NOT NULL, cron_expression TEXT,
-    message TEXT, enabled INTEGER DEFAULT 1, timeout_seconds INTEGER, created_at TEXT
-);
-INSERT INTO agent_ownership (agent_name, owner_id, created_at, max_parallel_tasks, execution_timeout_seconds)
-    VALUES ('reporter', 1, '2026-04-01T00:00:00Z', 3, 3900);
-INSERT INTO agent_schedules VALUES ('s-daily', 'reporter', 'daily', '0 9 * * *', 'report', 1, NULL, '2026-04-01 00:00:00');
-INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, completed_at, duration_ms, message, response, triggered_by, cost, claude_session_id, source_user_email, redelivery_count)
-    VALUES ('hist1', 's-daily', 'reporter', 'success', '2026-05-01T09:00:00.123456', '2026-05-01T09:05:00.000000Z', 299877, 'report', 'ok', 'schedule', 0.42, 'sess-1', 'ops@example.com', 2),
-           ('hist2', 's-daily', 'reporter', 'running', '2026-05-01 15:30:00', NULL, NULL, 'report', NULL, 'schedule', NULL, 'dispatched', NULL, 0);
-INSERT INTO agent_activities VALUES ('act1', 'reporter', 'schedule_start', 'started', NULL, '2026-05-01 15:30:00', NULL, NULL, 1, 'schedule', NULL, 'hist2', '{"k":1}', NULL, '2026-05-01 15:30:00');
-"#;
+const TRINITY_SQLITE: &str = include_str!("fixtures/trinity-sqlite.sql");
 
 /// Every row of every platform table, as text, for before/after comparison.
 async fn dump(env: &Env) -> BTreeMap<String, Vec<String>> {

@@ -531,3 +531,147 @@ async fn workers_recover_from_a_redis_restart_by_themselves() {
         100
     );
 }
+
+#[tokio::test]
+async fn the_breaker_stops_mass_reclaims_unless_forced() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    // A fleet outage: 150 slots, every one past its deadline.
+    let slots: Vec<_> = (0..150)
+        .map(|i| (format!("agent-{}", i % 15), format!("r{i}"), 7200.0, 600))
+        .collect();
+    let runs: Vec<_> = (0..150)
+        .map(|i| {
+            (
+                format!("r{i}"),
+                format!("agent-{}", i % 15),
+                "running",
+                ts_ago(now, 7200.0, "naive"),
+                Some("dispatched"),
+            )
+        })
+        .collect();
+    env.seed_slots(&slots).await;
+    env.seed_runs(&runs).await;
+
+    let tripped = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(tripped["breaker_tripped"], true);
+    assert_eq!(tripped["kinds"]["reclaim_slot"]["found"], 150);
+    assert_eq!(tripped["kinds"]["reclaim_slot"]["enqueued"], 0);
+    let text = env.run(&["sweep"]);
+    assert!(
+        text.ok().stdout.contains("BREAKER TRIPPED"),
+        "{}",
+        text.stdout
+    );
+
+    let forced = env.run(&["sweep", "--json", "--force"]).ok().json();
+    assert_eq!(forced["kinds"]["reclaim_slot"]["enqueued"], 150);
+}
+
+#[tokio::test]
+async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let runs: Vec<_> = (0..30)
+        .map(|i| {
+            (
+                format!("o{i}"),
+                "agent".to_owned(),
+                "running",
+                ts_ago(now, 7200.0, "naive"),
+                Some("dispatched"),
+            )
+        })
+        .collect();
+    env.seed_runs(&runs).await;
+    let capped = |args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.env("JANITOR_BACKLOG_CAP", "10").args(args);
+        janitor_e2e::run(&mut cmd)
+    };
+    let first = capped(&["sweep", "--json"]).ok().json();
+    assert_eq!(first["kinds"]["fail_run"]["enqueued"], 10);
+    assert_eq!(
+        first["stats"]["truncated"], true,
+        "a full queue ends the pass early"
+    );
+    // Nothing more fits until workers drain the queue.
+    let second = capped(&["sweep", "--json"]).ok().json();
+    assert_eq!(
+        second["kinds"]["fail_run"]["enqueued"]
+            .as_u64()
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(second["stats"]["truncated"], true);
+    // Three rounds of work + sweep finish everything.
+    for _ in 0..3 {
+        capped(&["work", "--exit-when-idle"]).ok();
+        capped(&["sweep"]).ok();
+    }
+    capped(&["work", "--exit-when-idle"]).ok();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'")
+            .await,
+        30
+    );
+}
+
+#[tokio::test]
+async fn a_skip_is_enqueued_at_skip_time_and_the_sweep_finds_it_queued() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    env.seed_run(
+        "sk1",
+        "agent b",
+        "skipped",
+        &ts_ago(now, 30.0, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
+    let receipt = env
+        .run(&["skip", "--execution-id", "sk1", "--json"])
+        .ok()
+        .json();
+    assert_eq!(receipt["enqueued"], 1);
+    assert_eq!(receipt["task_id"], "finalize_skipped:agent b:sk1:skipped");
+    // Due when the run passes the threshold (600 s from its start, 30 s ago).
+    let delay = receipt["delay_secs"].as_u64().unwrap();
+    assert!((565..=572).contains(&delay), "{delay}");
+    let mut conn = env.redis().await.unwrap();
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(format!("{}:scheduled", env.queue))
+        .arg("finalize_skipped:agent b:sk1:skipped")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (score - (now + delay as f64)).abs() < 3.0,
+        "{score} vs {now} + {delay}"
+    );
+    // Once the row is old enough, the sweep's safety net finds the same job already queued.
+    env.sql("UPDATE schedule_executions SET started_at = '2026-01-01T00:00:00' WHERE id = 'sk1'")
+        .await
+        .unwrap();
+    let sweep = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(sweep["kinds"]["finalize_skipped"]["already_queued"], 1);
+    // Bad input is a clear error.
+    let unknown = env.run(&["skip", "--execution-id", "nope"]);
+    assert_eq!(unknown.code, Some(1));
+    assert!(
+        unknown.stderr.contains("unknown execution nope"),
+        "{}",
+        unknown.stderr
+    );
+    let running = env.run(&["skip", "--execution-id", "bad:id"]);
+    assert!(
+        running.stderr.contains("contains ':'"),
+        "{}",
+        running.stderr
+    );
+}
