@@ -10,19 +10,7 @@ use janitor_store::{
 };
 use janitor_testkit::{Kind, TestDb};
 
-/// Runs each listed test once per backend.
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Postgres).await })*
-        }
-    };
-}
-
-both_backends!(
+janitor_testkit::both_backends!(
     migrate_is_idempotent,
     open_rows_paginate_over_non_terminal_rows_only,
     mixed_timestamp_formats_are_all_read,

@@ -134,3 +134,17 @@ impl Drop for TestDb {
         .join();
     }
 }
+
+/// Runs each listed `async fn name(kind: Kind)` once per backend, as `sqlite::name` and
+/// `postgres::name`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name($crate::Kind::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name($crate::Kind::Postgres).await })*
+        }
+    };
+}

@@ -2,98 +2,21 @@
 //! effect is a compare-and-set, and a duplicate delivery applies nothing twice.
 #![allow(clippy::unwrap_used)]
 
-use janitor_core::{decide, AgentName, CleanupJob, ExecutionId, JobKind, Policy};
-use janitor_store::{Database, ExecutionStore, RowEntry, SlotKeys, SlotStore};
-use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox};
-use janitor_worker::{Applier, Effect, Moot, Outcome};
+mod common;
 
-macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(janitor_testkit::Kind::Postgres).await })*
-        }
-    };
-}
+use common::World;
 
-both_backends!(
+use janitor_core::{AgentName, CleanupJob, ExecutionId, JobKind};
+use janitor_testkit::{ts_ago, Kind};
+use janitor_worker::{Effect, Moot, Outcome};
+
+janitor_testkit::both_backends!(
     the_incident_ends_with_slot_gone_row_failed_activity_closed,
     a_live_21_minute_slot_is_untouched,
     a_late_success_wins_but_the_dead_slot_is_still_reclaimed,
     a_crash_between_effects_is_repaired_by_the_retry,
     duplicate_deliveries_apply_exactly_once,
 );
-
-struct World {
-    sandbox: Sandbox,
-    applier: Applier,
-    slots: SlotStore,
-    rows: ExecutionStore,
-}
-
-impl World {
-    async fn new(kind: Kind) -> Self {
-        let sandbox = Sandbox::new(kind).await.unwrap();
-        let db = Database::connect(&sandbox.db.url, true).await.unwrap();
-        db.migrate().await.unwrap();
-        let rows = ExecutionStore::open(db).await.unwrap();
-        let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
-        let slots = SlotStore::connect(&redis_url(), keys, 300).await.unwrap();
-        let applier = Applier::new(
-            slots.clone(),
-            rows.clone(),
-            Policy::default(),
-            "test-worker-1",
-        );
-        Self {
-            sandbox,
-            applier,
-            slots,
-            rows,
-        }
-    }
-
-    async fn now(&self) -> f64 {
-        self.sandbox.redis_now().await.unwrap()
-    }
-
-    /// The job a producer would enqueue for this pair right now.
-    async fn job(&self, agent: &str, execution: &str) -> CleanupJob {
-        let (agent, execution) = (
-            AgentName::parse(agent).unwrap(),
-            ExecutionId::parse(execution).unwrap(),
-        );
-        let slot = self
-            .slots
-            .lookup(&[(agent, execution.clone())])
-            .await
-            .unwrap()
-            .pop()
-            .flatten();
-        let row = match self.rows.rows_by_ids(&[execution]).await.unwrap().pop() {
-            Some(RowEntry::Row(r)) => Some(r),
-            _ => None,
-        };
-        let now = self.slots.server_time().await.unwrap();
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &Policy::default());
-        CleanupJob::for_verdict(&verdict, slot.as_ref(), row.as_ref())
-            .unwrap_or_else(|| panic!("no job for {verdict:?}"))
-    }
-
-    async fn audit_count(&self, action: &str) -> i64 {
-        self.sandbox
-            .sql_text(&format!(
-                "SELECT CAST(COUNT(*) AS TEXT) FROM janitor_audit WHERE action = '{action}'"
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
 
 async fn the_incident_ends_with_slot_gone_row_failed_activity_closed(kind: Kind) {
     let w = World::new(kind).await;

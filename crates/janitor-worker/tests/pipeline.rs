@@ -1,78 +1,15 @@
 //! Jobs through the real queue: enqueue, apalis workers, exit when idle.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::World;
+
 use std::time::Duration;
 
-use janitor_core::{decide, AgentName, CleanupJob, ExecutionId, Policy};
-use janitor_queue::{Queue, QueueSettings};
-use janitor_store::{Database, ExecutionStore, RowEntry, SlotKeys, SlotStore};
-use janitor_testkit::{redis_url, ts_ago, unique, Kind, Sandbox};
+use janitor_core::{AgentName, CleanupJob, ExecutionId, Policy};
+use janitor_testkit::{ts_ago, Kind};
 use janitor_worker::{runner, Applier, WorkerOptions};
-
-struct World {
-    sandbox: Sandbox,
-    slots: SlotStore,
-    rows: ExecutionStore,
-    queue: Queue,
-}
-
-impl World {
-    async fn new(kind: Kind) -> Self {
-        let sandbox = Sandbox::new(kind).await.unwrap();
-        let db = Database::connect(&sandbox.db.url, true).await.unwrap();
-        db.migrate().await.unwrap();
-        let rows = ExecutionStore::open(db).await.unwrap();
-        let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
-        let slots = SlotStore::connect(&redis_url(), keys, 300).await.unwrap();
-        let settings = QueueSettings {
-            name: format!("jt{}:queue", unique()),
-            ..QueueSettings::default()
-        };
-        let queue = Queue::new(slots.connection(), settings);
-        Self {
-            sandbox,
-            slots,
-            rows,
-            queue,
-        }
-    }
-
-    async fn job(&self, agent: &str, execution: &str) -> CleanupJob {
-        let (agent, execution) = (
-            AgentName::parse(agent).unwrap(),
-            ExecutionId::parse(execution).unwrap(),
-        );
-        let slot = self
-            .slots
-            .lookup(&[(agent, execution.clone())])
-            .await
-            .unwrap()
-            .pop()
-            .flatten();
-        let row = match self.rows.rows_by_ids(&[execution]).await.unwrap().pop() {
-            Some(RowEntry::Row(r)) => Some(r),
-            _ => None,
-        };
-        let now = self.slots.server_time().await.unwrap();
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &Policy::default());
-        CleanupJob::for_verdict(&verdict, slot.as_ref(), row.as_ref()).unwrap()
-    }
-
-    async fn work(&self, worker: &str) -> runner::Tally {
-        let applier = Applier::new(
-            self.slots.clone(),
-            self.rows.clone(),
-            Policy::default(),
-            worker,
-        );
-        let options = WorkerOptions {
-            exit_when_idle: true,
-            concurrency: 4,
-            ..WorkerOptions::default()
-        };
-        runner::run(applier, self.queue.clone(), options, std::future::pending()).await
-    }
-}
 
 #[tokio::test]
 async fn enqueued_jobs_are_applied_and_the_worker_exits_when_idle() {
