@@ -346,6 +346,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
             bail!("a worker failed: {}", String::from_utf8_lossy(&out.stdout));
         }
     }
+    stage.sandbox.clear_redis().await?;
     let rate = args.pairs as f64 / elapsed.as_secs_f64();
     eprintln!(
         "catch-up on {}: {} pairs in {:.2}s = {rate:.0} pairs/s",
@@ -391,6 +392,7 @@ async fn baseline(kind: Kind, pairs: usize, agents: usize) -> anyhow::Result<f64
         }
     };
     let rate = done as f64 / start.elapsed().as_secs_f64();
+    stage.sandbox.clear_redis().await?;
     if done != pairs {
         bail!("baseline reconciled {done} of {pairs}");
     }
@@ -478,7 +480,9 @@ async fn baseline_scan(kind: Kind, slots: usize, agents: usize) -> anyhow::Resul
     if seen != slots {
         bail!("baseline scan saw {seen} of {slots}");
     }
-    Ok(start.elapsed().as_millis() as u64)
+    let elapsed = start.elapsed().as_millis() as u64;
+    stage.sandbox.clear_redis().await?;
+    Ok(elapsed)
 }
 
 struct SweepCost {
@@ -514,6 +518,7 @@ async fn sweep_cost(
         elapsed_ms = elapsed_ms.min(report["elapsed_ms"].as_u64().unwrap_or(u64::MAX));
         rss_kib = rss_kib.max(rss);
     }
+    stage.sandbox.clear_redis().await?;
     eprintln!(
         "sweep on {}: {slots} slots / {agents} agents in {elapsed_ms} ms, peak RSS {} MiB",
         name(kind),

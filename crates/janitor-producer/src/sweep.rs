@@ -53,7 +53,7 @@ pub struct SweepOptions {
     /// Enqueue reclaims even when the breaker trips.
     pub force: bool,
     pub breaker: Breaker,
-    /// Keys / rows read per batch.
+    /// Slots / rows read per batch.
     pub batch: usize,
 }
 

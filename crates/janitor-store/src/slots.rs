@@ -3,6 +3,7 @@
 //! Every mutation is one Lua script, so it is atomic on the server, and every time it
 //! needs comes from Redis' own `TIME`: replicas with skewed clocks agree on what is stale.
 
+use std::collections::VecDeque;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -22,6 +23,19 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
 static RECLAIM_MANY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/reclaim_many.lua")));
+
+/// A slot member: (agent, execution, score).
+type Member = (AgentName, ExecutionId, f64);
+
+/// Where a [`SlotStore::scan`] is.
+struct ScanState {
+    store: SlotStore,
+    batch: usize,
+    /// `None` once SCAN has come back to 0.
+    cursor: Option<u64>,
+    pending: VecDeque<Member>,
+    corrupt: Vec<SlotEntry>,
+}
 
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
@@ -294,61 +308,67 @@ impl SlotStore {
         })
     }
 
-    /// Streams every slot of every agent in batches of roughly `batch` agents: `SCAN` for
-    /// the ZSET keys, then one pipeline of `ZRANGE … WITHSCORES` and one of `HMGET` per
-    /// batch. Memory is bounded by the batch, never by the number of keys.
+    /// Streams every slot of every agent in batches of at most `batch` slots: `SCAN` for
+    /// the ZSET keys, a pipeline of `ZRANGE … WITHSCORES` for the keys of each `SCAN` call,
+    /// then one pipeline of `HMGET` (the hash fields the rules read) per batch. Memory is
+    /// bounded by the batch and one `SCAN` call's members, never by the number of keys,
+    /// and a consumer that stops early has read only what it used.
     pub fn scan(
         &self,
         batch: usize,
     ) -> impl Stream<Item = Result<Vec<SlotEntry>, StoreError>> + Send + 'static {
-        let store = self.clone();
-        let batch = batch.max(1);
-        futures::stream::try_unfold(Some(0u64), move |cursor| {
-            let store = store.clone();
-            async move {
-                let mut cursor = match cursor {
-                    Some(c) => c,
-                    None => return Ok(None),
+        let state = ScanState {
+            store: self.clone(),
+            batch: batch.max(1),
+            cursor: Some(0),
+            pending: VecDeque::new(),
+            corrupt: Vec::new(),
+        };
+        futures::stream::try_unfold(state, |mut state| async move {
+            loop {
+                let full = state.pending.len() >= state.batch;
+                let last = state.cursor.is_none();
+                if full || (last && (!state.pending.is_empty() || !state.corrupt.is_empty())) {
+                    let take = state.pending.len().min(state.batch);
+                    let slots: Vec<_> = state.pending.drain(..take).collect();
+                    let mut entries = std::mem::take(&mut state.corrupt);
+                    entries.extend(state.store.read_meta(slots).await?);
+                    return Ok(Some((entries, state)));
+                }
+                let Some(cursor) = state.cursor else {
+                    return Ok(None);
                 };
-                // SCAN examines a fixed number of keys per call whatever matches; gather
-                // matches over calls until a batch is full so a keyspace full of other
-                // keys (queue records, slot hashes) does not shrink batches to a few keys.
-                let mut keys: Vec<Vec<u8>> = Vec::new();
-                loop {
-                    let (next, found): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(store.keys.scan_pattern())
-                        .arg("COUNT")
-                        .arg(SCAN_COUNT)
-                        .arg("TYPE")
-                        .arg("zset")
-                        .query_async(&mut store.conn.clone())
-                        .await?;
-                    keys.extend(found);
-                    let state = (next != 0).then_some(next);
-                    if state.is_none() || keys.len() >= batch {
-                        if keys.is_empty() {
-                            return Ok(None);
-                        }
-                        let entries = store.read_slots(keys).await?;
-                        return Ok(Some((entries, state)));
-                    }
-                    cursor = next;
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(state.store.keys.scan_pattern())
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .arg("TYPE")
+                    .arg("zset")
+                    .query_async(&mut state.store.conn.clone())
+                    .await?;
+                state.cursor = (next != 0).then_some(next);
+                if !keys.is_empty() {
+                    let (slots, corrupt) = state.store.read_members(keys).await?;
+                    state.pending.extend(slots);
+                    state.corrupt.extend(corrupt);
                 }
             }
         })
     }
 
-    async fn read_slots(&self, keys: Vec<Vec<u8>>) -> Result<Vec<SlotEntry>, StoreError> {
-        let mut conn = self.conn.clone();
+    /// The members of these slot ZSETs (one pipeline), parsed; unusable ones as corrupt.
+    async fn read_members(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<(Vec<Member>, Vec<SlotEntry>), StoreError> {
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
         }
-        let members: Vec<Vec<(Vec<u8>, f64)>> = pipe.query_async(&mut conn).await?;
-
-        let mut entries = Vec::new();
+        let members: Vec<Vec<(Vec<u8>, f64)>> = pipe.query_async(&mut self.conn.clone()).await?;
+        let mut corrupt = Vec::new();
         let mut pending = Vec::new();
         for (key, members) in keys.into_iter().zip(members) {
             let key = String::from_utf8_lossy(&key).into_owned();
@@ -368,7 +388,7 @@ impl SlotStore {
                 };
                 match parsed {
                     Ok((agent, execution)) => pending.push((agent, execution, score)),
-                    Err(reason) => entries.push(SlotEntry::Corrupt(CorruptSlot {
+                    Err(reason) => corrupt.push(SlotEntry::Corrupt(CorruptSlot {
                         key: key.clone(),
                         member,
                         reason,
@@ -376,9 +396,16 @@ impl SlotStore {
                 }
             }
         }
+        Ok((pending, corrupt))
+    }
+
+    /// The metadata of these slots (one pipeline of `HMGET`).
+    async fn read_meta(&self, pending: Vec<Member>) -> Result<Vec<SlotEntry>, StoreError> {
+        let mut entries = Vec::with_capacity(pending.len());
         if pending.is_empty() {
             return Ok(entries);
         }
+        let mut conn = self.conn.clone();
         // Only the fields the rules and the report read; the hash may be gone (it expires).
         let mut pipe = redis::pipe();
         for (agent, execution, _) in &pending {

@@ -84,6 +84,34 @@ impl Sandbox {
         Ok(stored)
     }
 
+    /// Deletes every Redis key of this sandbox (slots, slot hashes, queue), so large runs
+    /// do not leave a keyspace that slows every later SCAN.
+    pub async fn clear_redis(&self) -> anyhow::Result<()> {
+        let namespace = self.slot_prefix.trim_end_matches("agent:slots:");
+        let mut conn = self.redis().await?;
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{namespace}*"))
+                .arg("COUNT")
+                .arg(5_000)
+                .query_async(&mut conn)
+                .await?;
+            if !keys.is_empty() {
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut conn)
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// Members of an agent's slot set.
     pub async fn slot_members(&self, agent: &str) -> anyhow::Result<Vec<String>> {
         Ok(redis::cmd("ZRANGE")

@@ -86,7 +86,7 @@ pub struct GlobalArgs {
     /// What to do with skipped rows.
     #[arg(long, global = true, env = "JANITOR_SKIPPED_POLICY", value_enum)]
     pub skipped_policy: Option<SkippedPolicyArg>,
-    /// Keys / rows read per batch while scanning.
+    /// Slots / rows read per batch while scanning.
     #[arg(long, global = true, env = "JANITOR_SCAN_BATCH", value_name = "N")]
     pub scan_batch: Option<usize>,
     /// Queue name (the prefix of every queue key in Redis).
