@@ -521,17 +521,7 @@ impl SlotStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (agent, execution) in runs {
-            pipe.cmd("ZSCORE")
-                .arg(self.keys.slots(agent))
-                .arg(execution.as_str());
-            pipe.cmd("HGET")
-                .arg(self.keys.meta(agent, execution))
-                .arg("timeout_seconds");
-        }
-        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
-        decode_lookup(runs, values.into_iter())
+        Ok(self.lookup_at(runs).await?.1)
     }
 }
 
