@@ -266,3 +266,119 @@ async fn config_layers_flags_env_file_defaults_and_redacts() {
         bad.stderr
     );
 }
+
+/// One HTTP/1.1 request over a plain socket: (status, body).
+fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn the_http_intake_enqueues_skips_behind_a_token() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    env.seed_run("sk1", "agent", "skipped", "2026-05-01T15:30:00", None)
+        .await
+        .unwrap();
+    env.seed_run("run1", "agent", "running", "2026-05-01T15:30:00", Some("x"))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let start = |token: Option<&str>| {
+        let mut cmd = env.command();
+        cmd.args(["serve", "--listen", &listen])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(token) = token {
+            cmd.env("JANITOR_ADMIN_TOKEN", token);
+        }
+        let child = cmd.spawn().unwrap();
+        let begun = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                begun.elapsed() < std::time::Duration::from_secs(20),
+                "serve did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child
+    };
+    let stop = |mut child: std::process::Child| {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert!(child.wait().unwrap().success());
+    };
+    let skip = r#"{"execution_id":"sk1"}"#;
+
+    // Without a token configured, mutating endpoints are disabled, not open.
+    let server = start(None);
+    assert_eq!(http(port, "GET", "/healthz", None, "").0, 200);
+    let (status, body) = http(port, "POST", "/api/v1/skip", Some("anything"), skip);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("disabled"), "{body}");
+    stop(server);
+
+    let server = start(Some("s3cret"));
+    assert_eq!(http(port, "POST", "/api/v1/skip", None, skip).0, 401);
+    assert_eq!(
+        http(port, "POST", "/api/v1/skip", Some("wrong"), skip).0,
+        401
+    );
+    let cases = [
+        ("{not json", 400),
+        (r#"{"execution_id":"a:b"}"#, 400),
+        (r#"{"execution_id":"sk1","extra":1}"#, 400),
+        (r#"{"execution_id":"missing"}"#, 404),
+        (r#"{"execution_id":"run1"}"#, 409),
+    ];
+    for (body, want) in cases {
+        let (status, reply) = http(port, "POST", "/api/v1/skip", Some("s3cret"), body);
+        assert_eq!(status, want, "{body}: {reply}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&reply).unwrap()["error"].is_string(),
+            "{reply}"
+        );
+    }
+    let (status, reply) = http(port, "POST", "/api/v1/skip", Some("s3cret"), skip);
+    assert_eq!(status, 202, "{reply}");
+    let receipt: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(receipt["task_id"], "finalize_skipped:agent:sk1:skipped");
+    assert_eq!(receipt["enqueued"], 1);
+    let (_, again) = http(port, "POST", "/api/v1/skip", Some("s3cret"), skip);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&again).unwrap()["already_queued"],
+        1
+    );
+    stop(server);
+    // The token never shows in `janitor config`.
+    let mut cmd = env.command();
+    let cfg = run(cmd.env("JANITOR_ADMIN_TOKEN", "s3cret").args(["config"]));
+    assert!(
+        cfg.ok().stdout.contains("admin_token = \"(set)\""),
+        "{}",
+        cfg.stdout
+    );
+    assert!(!cfg.stdout.contains("s3cret"));
+}

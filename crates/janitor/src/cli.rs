@@ -141,6 +141,14 @@ pub struct GlobalArgs {
         value_name = "N"
     )]
     pub breaker_min_reclaims: Option<u64>,
+    /// Bearer token for mutating HTTP endpoints; without one they are disabled.
+    #[arg(
+        long = "admin-token-from-env-only",
+        hide = true,
+        env = "JANITOR_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
     /// Log format on stderr; `auto` is text on a terminal, JSON otherwise.
     #[arg(long, global = true, env = "JANITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -178,6 +186,15 @@ pub enum Command {
     Run(RunArgs),
     /// Enqueue the finalize job of a run the scheduler just skipped.
     Skip(SkipArgs),
+    /// The HTTP intake: `GET /healthz`, `POST /api/v1/skip` (bearer token required).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (loopback by default).
+    #[arg(long, env = "JANITOR_LISTEN", default_value = "127.0.0.1:8089")]
+    pub listen: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]

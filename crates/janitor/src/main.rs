@@ -46,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Work(args) => commands::work::run(&settings, args).await,
         Command::Run(args) => commands::run::run(&settings, args).await,
         Command::Skip(args) => commands::skip::run(&settings, args).await,
+        Command::Serve(args) => commands::serve::run(&settings, args).await,
     }
 }
 

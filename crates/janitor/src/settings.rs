@@ -70,6 +70,9 @@ pub struct Settings {
     pub max_attempts: usize,
     pub sweep_interval: Duration,
     pub breaker: Breaker,
+    /// Bearer token for mutating HTTP endpoints (`JANITOR_ADMIN_TOKEN` only: never a flag,
+    /// never in the settings file, never printed).
+    pub admin_token: Option<String>,
     pub config_file: Option<PathBuf>,
     /// (setting name, source), in display order.
     pub sources: Vec<(&'static str, Source)>,
@@ -282,6 +285,18 @@ impl Settings {
                 max_fraction: breaker_max_fraction,
                 min_reclaims: breaker_min_reclaims,
             },
+            admin_token: {
+                let token = args.admin_token.clone().filter(|t| !t.is_empty());
+                sources.push((
+                    "admin_token",
+                    if token.is_some() {
+                        Source::Flag
+                    } else {
+                        Source::Default
+                    },
+                ));
+                token
+            },
             config_file,
             sources,
         })
@@ -314,6 +329,12 @@ impl Settings {
             self.sweep_interval.as_secs().to_string(),
             self.breaker.max_fraction.to_string(),
             self.breaker.min_reclaims.to_string(),
+            if self.admin_token.is_some() {
+                "(set)"
+            } else {
+                "(unset)"
+            }
+            .to_owned(),
         ];
         self.sources
             .iter()

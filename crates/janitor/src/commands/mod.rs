@@ -3,6 +3,7 @@
 pub mod config;
 pub mod migrate;
 pub mod run;
+pub mod serve;
 pub mod skip;
 pub mod stuck;
 pub mod sweep;
