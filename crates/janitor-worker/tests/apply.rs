@@ -138,21 +138,7 @@ async fn a_live_21_minute_slot_is_untouched(kind: Kind) {
 
 async fn a_late_success_wins_but_the_dead_slot_is_still_reclaimed(kind: Kind) {
     let w = World::new(kind).await;
-    let now = w.now().await;
-    w.sandbox
-        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
-        .await
-        .unwrap();
-    w.sandbox
-        .seed_run(
-            "e",
-            "a",
-            "running",
-            &ts_ago(now, 2.0 * 3600.0, "naive"),
-            Some("dispatched"),
-        )
-        .await
-        .unwrap();
+    w.seed_dead_run("a", "e", "naive").await;
     let job = w.job("a", "e").await;
     // The run reports success after the producer enqueued the job.
     w.sandbox
@@ -175,21 +161,7 @@ async fn a_late_success_wins_but_the_dead_slot_is_still_reclaimed(kind: Kind) {
 
 async fn a_crash_between_effects_is_repaired_by_the_retry(kind: Kind) {
     let w = World::new(kind).await;
-    let now = w.now().await;
-    w.sandbox
-        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
-        .await
-        .unwrap();
-    w.sandbox
-        .seed_run(
-            "e",
-            "a",
-            "running",
-            &ts_ago(now, 2.0 * 3600.0, "sqlite"),
-            Some("dispatched"),
-        )
-        .await
-        .unwrap();
+    w.seed_dead_run("a", "e", "sqlite").await;
     let job = w.job("a", "e").await;
     assert_eq!(job.kind, JobKind::ReclaimSlot);
     // The first attempt removed the slot and died before the row update.
@@ -344,21 +316,7 @@ async fn each_rule_applies_its_own_effects() {
 #[tokio::test]
 async fn a_renewed_slot_survives_its_job() {
     let w = World::new(Kind::Sqlite).await;
-    let now = w.now().await;
-    w.sandbox
-        .seed_slot("a", "e", 2.0 * 3600.0, Some(600))
-        .await
-        .unwrap();
-    w.sandbox
-        .seed_run(
-            "e",
-            "a",
-            "running",
-            &ts_ago(now, 2.0 * 3600.0, "naive"),
-            Some("dispatched"),
-        )
-        .await
-        .unwrap();
+    w.seed_dead_run("a", "e", "naive").await;
     let job = w.job("a", "e").await;
     // The run heartbeats after the sweep saw it stale.
     w.slots

@@ -48,6 +48,26 @@ impl World {
         self.sandbox.redis_now().await.unwrap()
     }
 
+    /// A run dead two hours ago: its slot (600 s timeout) and its `running`/`dispatched` row,
+    /// `started_at` written in the given platform format.
+    pub async fn seed_dead_run(&self, agent: &str, id: &str, style: &str) {
+        let now = self.now().await;
+        self.sandbox
+            .seed_slot(agent, id, 2.0 * 3600.0, Some(600))
+            .await
+            .unwrap();
+        self.sandbox
+            .seed_run(
+                id,
+                agent,
+                "running",
+                &janitor_testkit::ts_ago(now, 2.0 * 3600.0, style),
+                Some("dispatched"),
+            )
+            .await
+            .unwrap();
+    }
+
     /// The job a producer would enqueue for this pair right now.
     pub async fn job(&self, agent: &str, execution: &str) -> CleanupJob {
         let (agent, execution) = (
