@@ -55,7 +55,7 @@ async fn migrate_keeps_a_trinity_database_intact() {
 
     let first = env.run(&["migrate"]);
     first.ok();
-    assert!(first.stdout.contains("applied 1, 2"), "{}", first.stdout);
+    assert!(first.stdout.contains("applied 1, 2, 3"), "{}", first.stdout);
     let again = env.run(&["migrate"]);
     again.ok();
     assert!(again.stdout.contains("up to date"), "{}", again.stdout);

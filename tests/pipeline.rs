@@ -594,12 +594,14 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
     };
     let first = capped(&["sweep", "--json"]).ok().json();
     assert_eq!(first["kinds"]["fail_run"]["enqueued"], 10);
+    assert_eq!(first["kinds"]["fail_run"]["deferred"], 20);
     assert_eq!(
-        first["stats"]["truncated"], true,
-        "a full queue ends the pass early"
+        first["stats"]["truncated"], false,
+        "without --force the pass runs to its end (the breaker must see every reclaim)"
     );
-    // Nothing more fits until workers drain the queue.
-    let second = capped(&["sweep", "--json"]).ok().json();
+    // Nothing more fits until workers drain the queue; with --force a full queue ends the
+    // pass at once.
+    let second = capped(&["sweep", "--json", "--force"]).ok().json();
     assert_eq!(
         second["kinds"]["fail_run"]["enqueued"]
             .as_u64()
@@ -607,6 +609,7 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
         0
     );
     assert_eq!(second["stats"]["truncated"], true);
+    assert!(second["kinds"]["fail_run"]["found"].as_u64().unwrap() < 30);
     // Three rounds of work + sweep finish everything.
     for _ in 0..3 {
         capped(&["work", "--exit-when-idle"]).ok();

@@ -24,10 +24,80 @@ pub struct TimestampError {
 /// nothing (naive, taken as UTC), `Z`, or a numeric offset such as `+00:00`; the `T` may be
 /// a space (SQLite's `datetime()`).
 pub fn parse_timestamp(value: &str) -> Result<Timestamp, TimestampError> {
+    let trimmed = value.trim();
+    match parse_common(trimmed.as_bytes()) {
+        Some(ts) => Ok(ts),
+        None => parse_general(value, trimmed),
+    }
+}
+
+/// The shapes the platform writes, read without allocating (a sweep parses one per open
+/// run): `YYYY-MM-DD[T ]HH:MM:SS`, an optional fraction (nanoseconds kept), then nothing, `Z`,
+/// `±HH:MM` or `±HHMM`. `None` sends the value to [`parse_general`], which decides.
+fn parse_common(b: &[u8]) -> Option<Timestamp> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(digits(&b[0..4])?).ok()?,
+        digits(&b[5..7])?,
+        digits(&b[8..10])?,
+    )?;
+    let (hour, minute, second) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let mut rest = &b[19..];
+    let mut nanos = 0u32;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        // Like chrono: digits past the ninth are read and dropped.
+        let len = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        let kept = len.min(9);
+        nanos = digits(&fraction[..kept])? * 10u32.pow(9 - kept as u32);
+        rest = &fraction[len..];
+    }
+    let time = chrono::NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
+    let offset_secs = match rest {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] | [sign @ (b'+' | b'-'), h1, h2, m1, m2] => {
+            let hours = digits(&[*h1, *h2])?;
+            let minutes = digits(&[*m1, *m2])?;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let secs = i64::from(hours * 3600 + minutes * 60);
+            if *sign == b'-' {
+                -secs
+            } else {
+                secs
+            }
+        }
+        _ => return None,
+    };
+    let utc = date.and_time(time).and_utc();
+    utc.checked_sub_signed(chrono::TimeDelta::seconds(offset_secs))
+}
+
+/// Everything [`parse_common`] does not read, through chrono's format parser.
+fn parse_general(value: &str, trimmed: &str) -> Result<Timestamp, TimestampError> {
     let err = || TimestampError {
         value: value.to_owned(),
     };
-    let trimmed = value.trim();
     // Normalise the date/time separator so one set of patterns covers both spellings.
     let mut text = String::with_capacity(trimmed.len() + 1);
     for (i, c) in trimmed.char_indices() {
@@ -110,6 +180,23 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse_timestamp(text), Ok(want), "{text}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The allocation-free reader and chrono's format parser agree on every value the
+        /// fast one accepts, among odd fractions, offsets and impossible dates.
+        #[test]
+        fn fast_path_agrees_with_chrono(
+            y in 1900u32..2200, mo in 0u32..14, d in 0u32..33, h in 0u32..25, mi in 0u32..61,
+            s in 0u32..61, frac in "(\\.[0-9]{1,10})?", sep in "[T t]",
+            zone in "(|Z|z|[+-][0-2][0-9]:?[0-6][0-9])",
+        ) {
+            let text = format!("{y:04}-{mo:02}-{d:02}{sep}{h:02}:{mi:02}:{s:02}{frac}{zone}");
+            // Where the fast reader declines (a leap second, say), the general one decides.
+            if let Some(fast) = parse_common(text.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(fast), parse_general(&text, &text), "{}", text);
+            }
         }
     }
 

@@ -4,15 +4,17 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use chrono::TimeDelta;
-use futures::TryStreamExt as _;
+use futures::StreamExt as _;
 use janitor_core::{
     decide, row_deadline, slot_deadline, ExecutionId, Policy, RowObservation, SlotObservation,
     Status, TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    CorruptRow, CorruptSlot, ExecutionStore, RowEntry, SlotEntry, SlotStore, StoreError,
+    CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry, SlotStore, StoreError,
 };
 use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 /// One judged (slot?, row?) pair.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -33,8 +35,8 @@ pub enum Finding {
     Pair(Pair),
     CorruptSlot(CorruptSlot),
     CorruptRow(CorruptRow),
-    /// Every slot has been judged; open rows without a slot follow.
-    EndOfSlots,
+    /// Every open row and every slot has been judged.
+    End,
 }
 
 /// Counts of what a pass read and judged.
@@ -50,29 +52,67 @@ pub struct ObserveStats {
     pub verdicts: std::collections::BTreeMap<&'static str, u64>,
 }
 
-/// Streams every slot and every open row, judges each pair at `now` and hands each finding
-/// to `sink`, which may stop the pass early (`ControlFlow::Break`). Slots are read in `batch`-sized SCAN batches with their rows fetched by id;
-/// then open rows are paged by id, and those holding a slot (already judged from the slot
-/// side) are skipped.
+/// a few batches while Redis reads, SQL reads and judging overlap.
+const READ_AHEAD: usize = 2;
+
+/// A page of open rows, each with its run's slot when it holds one.
+type RowBatch = Vec<(RowEntry, Option<SlotObservation>)>;
+/// A batch of slots not paired from the row side, with the rows of their runs (by id,
+/// whatever their status).
+type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
+
+/// Streams every open row and every slot, judges each pair at `now` and hands each finding
+/// to `sink`, which may stop the pass early (`ControlFlow::Break`).
+///
+/// Each item is read once. The row pass pages the open rows by (agent, id) and looks up
+/// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a scratch HASH in Redis; the slot
+/// pass then scans every slot ZSET and — filtered inside Redis by those counts — reads only
+/// the ZSETs holding a slot no open row claimed (leaked, rowless or corrupt ones), fetching
+/// their rows by id. Reading is
+/// pipelined: reader tasks fetch the next batches while the caller judges the current one,
+/// so a pass takes about as long as its slowest stage. Memory is bounded by a few batches.
 pub async fn observe<E: From<StoreError>>(
     slots: &SlotStore,
     rows: &ExecutionStore,
     policy: &Policy,
     now: Timestamp,
     batch: usize,
+    sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
+) -> Result<ObserveStats, E> {
+    let paired = slots.paired_set();
+    let result = observe_with(slots, rows, &paired, policy, now, batch.max(1), sink).await;
+    // Best effort: the set expires by itself if this fails.
+    if let Err(e) = slots.drop_paired(&paired).await {
+        tracing::warn!(key = paired.key(), error = %e, "could not delete the sweep's scratch set");
+    }
+    result
+}
+
+async fn observe_with<E: From<StoreError>>(
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    paired: &PairedSet,
+    policy: &Policy,
+    now: Timestamp,
+    batch: usize,
     mut sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
     let mut stats = ObserveStats::default();
+    // Dropping the set (an early stop or an error) aborts the readers.
+    let mut readers = JoinSet::new();
     macro_rules! emit {
         ($finding:expr, $stats:expr) => {{
             let finding = $finding;
             match &finding {
                 Finding::Pair(pair) => {
+                    if pair.slot.is_some() {
+                        $stats.slots_scanned += 1;
+                    }
                     *$stats.verdicts.entry(pair.verdict.name()).or_default() += 1
                 }
                 Finding::CorruptSlot(_) => $stats.corrupt_slots += 1,
                 Finding::CorruptRow(_) => $stats.corrupt_rows += 1,
-                Finding::EndOfSlots => {}
+                Finding::End => {}
             }
             if sink(finding).await?.is_break() {
                 $stats.truncated = true;
@@ -81,27 +121,39 @@ pub async fn observe<E: From<StoreError>>(
         }};
     }
 
-    // Redis → SQL: every slot, with its row whatever that row's status.
-    let mut scan = std::pin::pin!(slots.scan(batch));
-    while let Some(entries) = scan.try_next().await.map_err(E::from)? {
-        let mut found = Vec::with_capacity(entries.len());
-        for entry in entries {
+    // SQL → Redis: every open row, with its slot if it holds one.
+    let mut row_batches = read_open_rows(&mut readers, slots, rows, paired, batch);
+    while let Some(read) = row_batches.recv().await {
+        let page = read.map_err(E::from)?;
+        stats.rows_scanned += page.len() as u64;
+        for (entry, slot) in page {
             match entry {
-                SlotEntry::Slot(s) => found.push(s.observation),
-                SlotEntry::Corrupt(c) => emit!(Finding::CorruptSlot(c), stats),
+                RowEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
+                RowEntry::Row(row) => {
+                    emit!(Finding::Pair(judge(slot, Some(row), now, policy)), stats)
+                }
             }
         }
-        stats.slots_scanned += found.len() as u64;
-        let ids: Vec<ExecutionId> = found.iter().map(|s| s.execution_id.clone()).collect();
-        let mut by_id: HashMap<String, RowEntry> = rows
-            .rows_by_ids(&ids)
-            .await
-            .map_err(E::from)?
-            .into_iter()
-            .map(|entry| (entry.id().to_owned(), entry))
-            .collect();
-        for slot in found {
+    }
+
+    // Redis → SQL: the slots of the ZSETs where the row pass did not pair every slot, with
+    // their rows whatever their status. A slot whose row is open was judged with it above
+    // (or its run started after that row was read: the next pass judges it).
+    let mut slot_batches = read_unpaired_slots(&mut readers, slots, rows, paired, batch);
+    while let Some(read) = slot_batches.recv().await {
+        let (entries, mut by_id) = read.map_err(E::from)?;
+        for entry in entries {
+            let slot = match entry {
+                SlotEntry::Slot(s) => s.observation,
+                SlotEntry::Corrupt(c) => {
+                    emit!(Finding::CorruptSlot(c), stats);
+                    continue;
+                }
+            };
             match by_id.remove(slot.execution_id.as_str()) {
+                Some(RowEntry::Row(row)) if !row.status.is_terminal() => {}
+                // Reported by the row pass when open.
+                Some(RowEntry::Corrupt(c)) if !Status::parse(&c.status).is_terminal() => {}
                 // A row we cannot read safely: report it; never judge its slot as rowless.
                 Some(RowEntry::Corrupt(c)) => emit!(Finding::CorruptRow(c), stats),
                 Some(RowEntry::Row(row)) => {
@@ -115,39 +167,135 @@ pub async fn observe<E: From<StoreError>>(
         }
     }
 
-    emit!(Finding::EndOfSlots, stats);
-
-    // SQL → Redis: every open row that holds no slot.
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = rows
-            .open_rows(cursor.as_deref(), batch as u32)
-            .await
-            .map_err(E::from)?;
-        stats.rows_scanned += page.rows.len() as u64;
-        let mut open = Vec::with_capacity(page.rows.len());
-        for entry in page.rows {
-            match entry {
-                RowEntry::Row(row) => open.push(row),
-                RowEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
-            }
-        }
-        let keys: Vec<_> = open
-            .iter()
-            .map(|r| (r.agent.clone(), r.execution_id.clone()))
-            .collect();
-        let held = slots.holds(&keys).await.map_err(E::from)?;
-        for (row, holds) in open.into_iter().zip(held) {
-            if !holds {
-                emit!(Finding::Pair(judge(None, Some(row), now, policy)), stats);
-            }
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
-        }
-    }
+    emit!(Finding::End, stats);
     Ok(stats)
+}
+
+/// Sends each result down `tx`; stops after the first error or once the receiver is gone.
+async fn forward<T>(tx: &mpsc::Sender<Result<T, StoreError>>, item: Result<T, StoreError>) -> bool {
+    let failed = item.is_err();
+    tx.send(item).await.is_ok() && !failed
+}
+
+/// Starts the row pass's readers: keyset pages of open rows flow to a task that looks up
+/// their runs' slots (and records them as paired).
+fn read_open_rows(
+    readers: &mut JoinSet<()>,
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    paired: &PairedSet,
+    batch: usize,
+) -> mpsc::Receiver<Result<RowBatch, StoreError>> {
+    let (paged_tx, mut paged_rx) = mpsc::channel(READ_AHEAD);
+    let (joined_tx, joined_rx) = mpsc::channel(READ_AHEAD);
+    let rows = rows.clone();
+    readers.spawn(async move {
+        let mut cursor = None;
+        loop {
+            let page = rows.open_rows(cursor.as_ref(), batch as u32).await;
+            let next = page.as_ref().ok().and_then(|p| p.next.clone());
+            if !forward(&paged_tx, page.map(|p| p.rows)).await {
+                return;
+            }
+            match next {
+                Some(next) => cursor = Some(next),
+                None => return,
+            }
+        }
+    });
+    let (slots, paired) = (slots.clone(), paired.clone());
+    readers.spawn(async move {
+        while let Some(read) = paged_rx.recv().await {
+            let joined = match read {
+                Ok(page) => pair_page(&slots, &paired, page).await,
+                Err(e) => Err(e),
+            };
+            if !forward(&joined_tx, joined).await {
+                return;
+            }
+        }
+    });
+    joined_rx
+}
+
+/// One page of open rows with their slots.
+async fn pair_page(
+    slots: &SlotStore,
+    paired: &PairedSet,
+    page: Vec<RowEntry>,
+) -> Result<RowBatch, StoreError> {
+    let runs: Vec<_> = page
+        .iter()
+        .filter_map(|entry| match entry {
+            RowEntry::Row(r) => Some((r.agent.clone(), r.execution_id.clone())),
+            RowEntry::Corrupt(_) => None,
+        })
+        .collect();
+    let found = slots.pair_open(paired, &runs).await?;
+    let mut found = found.into_iter();
+    Ok(page
+        .into_iter()
+        .map(|entry| {
+            let slot = match entry {
+                RowEntry::Row(_) => found.next().flatten(),
+                RowEntry::Corrupt(_) => None,
+            };
+            (entry, slot)
+        })
+        .collect())
+}
+
+/// Starts the slot pass's readers: batches of unpaired slots flow to a task that fetches
+/// their rows.
+fn read_unpaired_slots(
+    readers: &mut JoinSet<()>,
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    paired: &PairedSet,
+    batch: usize,
+) -> mpsc::Receiver<Result<SlotBatch, StoreError>> {
+    let (scanned_tx, mut scanned_rx) = mpsc::channel(READ_AHEAD);
+    let (joined_tx, joined_rx) = mpsc::channel(READ_AHEAD);
+    let scan = slots.scan_unpaired(batch, paired);
+    readers.spawn(async move {
+        let mut scan = std::pin::pin!(scan);
+        while let Some(read) = scan.next().await {
+            if !forward(&scanned_tx, read).await {
+                return;
+            }
+        }
+    });
+    let rows = rows.clone();
+    readers.spawn(async move {
+        while let Some(read) = scanned_rx.recv().await {
+            let joined = match read {
+                Ok(entries) => rows_of(&rows, entries).await,
+                Err(e) => Err(e),
+            };
+            if !forward(&joined_tx, joined).await {
+                return;
+            }
+        }
+    });
+    joined_rx
+}
+
+/// A batch of slots with their runs' rows, by id.
+async fn rows_of(rows: &ExecutionStore, entries: Vec<SlotEntry>) -> Result<SlotBatch, StoreError> {
+    let ids: Vec<ExecutionId> = entries
+        .iter()
+        .filter_map(|e| match e {
+            SlotEntry::Slot(s) => Some(s.observation.execution_id.clone()),
+            SlotEntry::Corrupt(_) => None,
+        })
+        .collect();
+    let by_id = rows
+        .rows_by_ids(&ids)
+        .await?
+        .into_iter()
+        .map(|entry| (entry.id().to_owned(), entry))
+        .collect();
+    Ok((entries, by_id))
 }
 
 /// Runs the verdict and attaches the deadline an operator wants to see next to it.

@@ -1,7 +1,7 @@
 //! One sweep: observe both stores, turn every actionable verdict into a job, enqueue.
 //!
 //! Jobs are pushed in batches as they are found (memory bounded by the batch), except
-//! reclaims: those wait for the end of the slot pass so the blast-radius breaker can see
+//! reclaims: those wait for the end of the pass so the blast-radius breaker can see
 //! how many there are before any is pushed. At most as many are held as the queue has
 //! room for (the backlog cap), so memory never grows with the number of slots or rows.
 
@@ -148,9 +148,9 @@ impl Pusher<'_> {
 
 /// Runs one sweep at `slots`' Redis time. With a lease, re-checks it before every push.
 ///
-/// Once the queue is full the pass stops early — what does not fit is found again by the
-/// next one — except that without `force` the slot pass always completes, so the breaker
-/// judges every reclaim.
+/// With `force`, the pass stops early once the queue is full — what does not fit is found
+/// again by the next one. Without it the pass always completes, so the breaker judges every
+/// reclaim.
 pub async fn sweep(
     slots: &SlotStore,
     rows: &ExecutionStore,
@@ -178,7 +178,7 @@ pub async fn sweep(
         would_enqueue: Vec::new(),
     };
     let mut pending: Vec<CleanupJob> = Vec::with_capacity(PUSH_BATCH);
-    // Reclaims wait for the end of the slot pass (the breaker sees them all first); no
+    // Reclaims wait for the end of the pass (the breaker sees them all first); no
     // more are held than the queue has room for.
     let mut reclaims: Vec<CleanupJob> = Vec::new();
     let mut reclaims_found = 0u64;
@@ -188,7 +188,7 @@ pub async fn sweep(
     let stats = observe::<SweepError>(slots, rows, policy, now, options.batch.max(1), async |finding| {
         let pair = match finding {
             Finding::Pair(pair) => pair,
-            Finding::EndOfSlots => {
+            Finding::End => {
                 pusher.push(&mut pending).await?;
                 breaker_tripped = options.breaker.trips(reclaims_found, slots_seen);
                 if breaker_tripped && !options.force {
@@ -202,7 +202,7 @@ pub async fn sweep(
                     reclaims_pushed += reclaims.len() as u64;
                     pusher.push(&mut reclaims).await?;
                 }
-                return Ok(if pusher.room == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) });
+                return Ok(ControlFlow::Continue(()));
             }
             Finding::CorruptSlot(_) | Finding::CorruptRow(_) => return Ok(ControlFlow::Continue(())),
         };
@@ -225,9 +225,9 @@ pub async fn sweep(
             pending.push(job);
             if pending.len() >= PUSH_BATCH || pusher.room <= pending.len() as u64 {
                 pusher.push(&mut pending).await?;
-                // Only in the row pass (no slot) may a full queue end the pass: the slot
-                // pass runs to its end for the breaker.
-                if pusher.room == 0 && pair.slot.is_none() {
+                // Only with the breaker overridden may a full queue end the pass early:
+                // otherwise it runs to its end so the breaker judges every reclaim.
+                if pusher.room == 0 && options.force {
                     return Ok(ControlFlow::Break(()));
                 }
             }
@@ -235,7 +235,7 @@ pub async fn sweep(
         Ok(ControlFlow::Continue(()))
     })
     .await?;
-    // Stopped during the slot pass: the held reclaims still go out (force only).
+    // Stopped early (force only): the held reclaims still go out.
     if stats.truncated && !reclaims.is_empty() {
         reclaims_pushed += reclaims.len() as u64;
         pusher.push(&mut reclaims).await?;

@@ -3,7 +3,7 @@
 //! Every mutation is one Lua script, so it is atomic on the server, and every time it
 //! needs comes from Redis' own `TIME`: replicas with skewed clocks agree on what is stale.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -23,6 +23,11 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lu
 static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
 static RECLAIM_MANY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/reclaim_many.lua")));
+static UNPAIRED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/unpaired.lua")));
+
+/// How long a sweep's set of paired ids outlives its last write if the sweep dies before
+/// deleting it.
+const PAIRED_TTL_SECS: u64 = 600;
 
 /// A slot member: (agent, execution, score).
 type Member = (AgentName, ExecutionId, f64);
@@ -35,7 +40,12 @@ struct ScanState {
     cursor: Option<u64>,
     pending: VecDeque<Member>,
     corrupt: Vec<SlotEntry>,
+    /// Skip the members in this SET (see [`SlotStore::scan_unpaired`]).
+    paired: Option<String>,
 }
+
+/// A ZSET key and its members with their scores, as read.
+type KeyMembers = (Vec<u8>, Vec<(Vec<u8>, f64)>);
 
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
@@ -118,6 +128,19 @@ pub struct CorruptSlot {
 pub enum SlotEntry {
     Slot(ScannedSlot),
     Corrupt(CorruptSlot),
+}
+
+/// A sweep's scratch HASH counting, per slot ZSET, the slots already judged from the row
+/// side; held in Redis so the sweep's own memory grows with neither slots nor agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairedSet {
+    key: String,
+}
+
+impl PairedSet {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// Slots in Redis under one [`SlotKeys`] layout.
@@ -317,12 +340,33 @@ impl SlotStore {
         &self,
         batch: usize,
     ) -> impl Stream<Item = Result<Vec<SlotEntry>, StoreError>> + Send + 'static {
+        self.scan_filtered(batch, None)
+    }
+
+    /// [`Self::scan`], leaving out the ZSETs whose every slot [`Self::pair_open`] paired with
+    /// an open run: the filter runs inside Redis, so slots already judged with their rows
+    /// cost neither a transfer nor a lookup. The members of the other ZSETs all come back,
+    /// paired or not.
+    pub fn scan_unpaired(
+        &self,
+        batch: usize,
+        paired: &PairedSet,
+    ) -> impl Stream<Item = Result<Vec<SlotEntry>, StoreError>> + Send + 'static {
+        self.scan_filtered(batch, Some(paired.key.clone()))
+    }
+
+    fn scan_filtered(
+        &self,
+        batch: usize,
+        paired: Option<String>,
+    ) -> impl Stream<Item = Result<Vec<SlotEntry>, StoreError>> + Send + 'static {
         let state = ScanState {
             store: self.clone(),
             batch: batch.max(1),
             cursor: Some(0),
             pending: VecDeque::new(),
             corrupt: Vec::new(),
+            paired,
         };
         futures::stream::try_unfold(state, |mut state| async move {
             loop {
@@ -350,7 +394,11 @@ impl SlotStore {
                     .await?;
                 state.cursor = (next != 0).then_some(next);
                 if !keys.is_empty() {
-                    let (slots, corrupt) = state.store.read_members(keys).await?;
+                    let members = match &state.paired {
+                        None => state.store.zranges(keys).await?,
+                        Some(paired) => state.store.unpaired(paired, keys).await?,
+                    };
+                    let (slots, corrupt) = state.store.parse_members(members);
                     state.pending.extend(slots);
                     state.corrupt.extend(corrupt);
                 }
@@ -358,19 +406,54 @@ impl SlotStore {
         })
     }
 
-    /// The members of these slot ZSETs (one pipeline), parsed; unusable ones as corrupt.
-    async fn read_members(
-        &self,
-        keys: Vec<Vec<u8>>,
-    ) -> Result<(Vec<Member>, Vec<SlotEntry>), StoreError> {
+    /// Every member of these slot ZSETs with its score (one pipeline).
+    async fn zranges(&self, keys: Vec<Vec<u8>>) -> Result<Vec<KeyMembers>, StoreError> {
         let mut pipe = redis::pipe();
         for key in &keys {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
         }
         let members: Vec<Vec<(Vec<u8>, f64)>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(keys.into_iter().zip(members).collect())
+    }
+
+    /// The members of those of these slot ZSETs that hold slots not counted in `paired`
+    /// (one script call).
+    async fn unpaired(
+        &self,
+        paired: &str,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<Vec<KeyMembers>, StoreError> {
+        let mut invocation = UNPAIRED.prepare_invoke();
+        invocation.key(paired);
+        for key in &keys {
+            invocation.key(key.as_slice());
+        }
+        let flat: Vec<Value> = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let mut out: Vec<KeyMembers> = keys.into_iter().map(|k| (k, Vec::new())).collect();
+        let bad = || StoreError::Protocol("malformed unpaired-members reply".into());
+        let mut flat = flat.into_iter();
+        while let Some(index) = flat.next() {
+            let (Some(member), Some(score)) = (flat.next(), flat.next()) else {
+                return Err(bad());
+            };
+            let index = usize::from_redis_value(index).map_err(|_| bad())?;
+            let member = Vec::<u8>::from_redis_value(member).map_err(|_| bad())?;
+            let score = f64::from_redis_value(score).map_err(|_| bad())?;
+            // KEYS[1] is the set; the ZSETs start at KEYS[2].
+            let (_, members) = index
+                .checked_sub(2)
+                .and_then(|i| out.get_mut(i))
+                .ok_or_else(bad)?;
+            members.push((member, score));
+        }
+        Ok(out)
+    }
+
+    /// Parses members read from their ZSETs; unusable ones as corrupt.
+    fn parse_members(&self, members: Vec<KeyMembers>) -> (Vec<Member>, Vec<SlotEntry>) {
         let mut corrupt = Vec::new();
         let mut pending = Vec::new();
-        for (key, members) in keys.into_iter().zip(members) {
+        for (key, members) in members {
             let key = String::from_utf8_lossy(&key).into_owned();
             let agent = self
                 .keys
@@ -396,7 +479,7 @@ impl SlotStore {
                 }
             }
         }
-        Ok((pending, corrupt))
+        (pending, corrupt)
     }
 
     /// The metadata of these slots (one pipeline of `HMGET`).
@@ -511,6 +594,112 @@ impl SlotStore {
         }
         let scores: Vec<Option<f64>> = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(scores.into_iter().map(|s| s.is_some()).collect())
+    }
+
+    /// A new, empty [`PairedSet`] for one sweep. Nothing is written until [`Self::pair_open`].
+    pub fn paired_set(&self) -> PairedSet {
+        PairedSet {
+            key: format!("janitor:sweep:{}:paired", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// The slots of these open runs, with the fields the rules read: one pipeline of a
+    /// `ZRANGE` per agent and an `HGET` per run (runs come a few agents at a time, so this
+    /// is far fewer commands than a `ZSCORE` per run). Then counts the slots found per ZSET
+    /// in `paired` so that [`Self::scan_unpaired`] skips the ZSETs whose every slot was
+    /// paired here.
+    pub async fn pair_open(
+        &self,
+        paired: &PairedSet,
+        runs: &[(AgentName, ExecutionId)],
+    ) -> Result<Vec<Option<SlotObservation>>, StoreError> {
+        if runs.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The runs of each agent, agents in first-seen order.
+        let mut agents: Vec<(&AgentName, Vec<usize>)> = Vec::new();
+        let mut position: HashMap<&AgentName, usize> = HashMap::new();
+        for (i, (agent, _)) in runs.iter().enumerate() {
+            let at = *position.entry(agent).or_insert_with(|| {
+                agents.push((agent, Vec::new()));
+                agents.len() - 1
+            });
+            agents[at].1.push(i);
+        }
+        let mut pipe = redis::pipe();
+        for (agent, _) in &agents {
+            pipe.cmd("ZRANGE")
+                .arg(self.keys.slots(agent))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES");
+        }
+        for (agent, execution) in runs {
+            pipe.cmd("HGET")
+                .arg(self.keys.meta(agent, execution))
+                .arg("timeout_seconds");
+        }
+        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        if values.len() != agents.len() + runs.len() {
+            return Err(StoreError::Protocol("short pipeline reply".into()));
+        }
+        let protocol = |e: redis::ParsingError| StoreError::Protocol(e.to_string());
+        let mut values = values.into_iter();
+        let mut scores: Vec<Option<f64>> = vec![None; runs.len()];
+        let mut counts: Vec<(&AgentName, i64)> = Vec::new();
+        for ((agent, of_agent), members) in agents.iter().zip(values.by_ref()) {
+            let members: HashMap<Vec<u8>, f64> = Vec::<(Vec<u8>, f64)>::from_redis_value(members)
+                .map_err(protocol)?
+                .into_iter()
+                .collect();
+            let mut count = 0;
+            for &i in of_agent {
+                if let Some(score) = members.get(runs[i].1.as_str().as_bytes()) {
+                    scores[i] = Some(*score);
+                    count += 1;
+                }
+            }
+            if count > 0 {
+                counts.push((agent, count));
+            }
+        }
+        let mut found = Vec::with_capacity(runs.len());
+        for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
+            let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
+                .map_err(protocol)?
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+            found.push(score.map(|score| SlotObservation {
+                agent: agent.clone(),
+                execution_id: execution.clone(),
+                score,
+                timeout: SlotTimeout::parse(timeout.as_deref()),
+            }));
+        }
+        if !counts.is_empty() {
+            let mut pipe = redis::pipe();
+            for (agent, count) in counts {
+                pipe.cmd("HINCRBY")
+                    .arg(&paired.key)
+                    .arg(self.keys.slots(agent))
+                    .arg(count)
+                    .ignore();
+            }
+            pipe.cmd("EXPIRE")
+                .arg(&paired.key)
+                .arg(PAIRED_TTL_SECS)
+                .ignore();
+            pipe.exec_async(&mut self.conn.clone()).await?;
+        }
+        Ok(found)
+    }
+
+    /// Deletes a sweep's [`PairedSet`] (it also expires by itself).
+    pub async fn drop_paired(&self, paired: &PairedSet) -> Result<(), StoreError> {
+        redis::cmd("UNLINK")
+            .arg(&paired.key)
+            .exec_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
     }
 
     /// Looks up the slots of specific runs (one pipeline): `None` where the run holds none.

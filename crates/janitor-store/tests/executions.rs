@@ -145,7 +145,7 @@ async fn migrate_is_idempotent(kind: Kind) {
     .await;
     let again = f.db().migrate().await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
-    assert_eq!(again.latest, 2);
+    assert_eq!(again.latest, 3);
     assert_eq!(f.count("SELECT COUNT(*) FROM schedule_executions").await, 1);
 }
 
@@ -166,17 +166,21 @@ async fn open_rows_paginate_over_non_terminal_rows_only(kind: Kind) {
     for i in 0..45 {
         let status = statuses[i % statuses.len()];
         let run = format!("r{i:03}");
-        f.insert_run(&run, "a", status, "2026-05-01T15:30:00Z", None)
+        // Several agents, interleaved: pages follow (agent, id), across agents.
+        let agent = ["b", "a", "c"][i % 3];
+        f.insert_run(&run, agent, status, "2026-05-01T15:30:00Z", None)
             .await;
         if !Status::parse(status).is_terminal() {
-            want.push(run);
+            want.push((agent, run));
         }
     }
+    want.sort();
+    let want: Vec<String> = want.into_iter().map(|(_, run)| run).collect();
     let mut got = Vec::new();
-    let mut cursor: Option<String> = None;
+    let mut cursor = None;
     let mut pages = 0;
     loop {
-        let page = f.store.open_rows(cursor.as_deref(), 7).await.unwrap();
+        let page = f.store.open_rows(cursor.as_ref(), 7).await.unwrap();
         pages += 1;
         assert!(page.rows.len() <= 7);
         got.extend(page.rows.iter().map(|r| r.id().to_owned()));

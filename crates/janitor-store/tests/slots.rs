@@ -424,3 +424,58 @@ async fn unreachable_redis_is_a_clear_transient_error() {
     assert!(err.is_transient(), "{err}");
     assert!(err.to_string().starts_with("redis:"), "{err}");
 }
+
+/// The sweep's row pass pairs open runs with their slots; the slot pass then reads only the
+/// ZSETs holding a slot it did not pair, and every member of those.
+#[tokio::test]
+async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
+    let (store, mut conn) = store().await;
+    let (a, b, c) = (agent("a:team"), agent("b ü"), agent("c"));
+    let age = TimeDelta::seconds(30);
+    let a1 = seed_slot(&store, &mut conn, &a, &exec("a1"), age, Some("90")).await;
+    seed_slot(&store, &mut conn, &a, &exec("a2"), age, None).await;
+    seed_slot(&store, &mut conn, &b, &exec("b1"), age, None).await;
+    seed_slot(&store, &mut conn, &b, &exec("b-leaked"), age, None).await;
+    seed_slot(&store, &mut conn, &c, &exec("c-rowless"), age, None).await;
+
+    let paired = store.paired_set();
+    // Two pages, as the row pass sends them; "b2" is an open run without a slot.
+    let first = store
+        .pair_open(&paired, &[(a.clone(), exec("a1")), (b.clone(), exec("b1"))])
+        .await
+        .unwrap();
+    let second = store
+        .pair_open(&paired, &[(a.clone(), exec("a2")), (b.clone(), exec("b2"))])
+        .await
+        .unwrap();
+    let a1_slot = first[0].as_ref().expect("a1 holds a slot");
+    assert_eq!(a1_slot.score, a1);
+    assert_eq!(a1_slot.timeout, SlotTimeout::Declared(90));
+    assert!(first[1].is_some() && second[0].is_some());
+    assert!(second[1].is_none(), "b2 holds no slot");
+
+    let batches: Vec<Vec<SlotEntry>> = store.scan_unpaired(2, &paired).try_collect().await.unwrap();
+    let mut seen: Vec<String> = batches
+        .into_iter()
+        .flatten()
+        .map(|entry| match entry {
+            SlotEntry::Slot(s) => s.observation.execution_id.as_str().to_owned(),
+            SlotEntry::Corrupt(c) => panic!("unexpected corrupt slot {c:?}"),
+        })
+        .collect();
+    seen.sort();
+    // a's two slots were both paired: skipped whole. b's ZSET holds a leaked slot: all of
+    // it comes back. c was never paired.
+    assert_eq!(seen, ["b-leaked", "b1", "c-rowless"]);
+
+    store.drop_paired(&paired).await.unwrap();
+    let exists: bool = conn.exists(paired.key()).await.unwrap();
+    assert!(!exists, "the scratch hash is deleted");
+    // Without any pairing, every slot comes back.
+    let all: Vec<Vec<SlotEntry>> = store
+        .scan_unpaired(10, &store.paired_set())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.into_iter().flatten().count(), 5);
+}

@@ -47,12 +47,19 @@ impl RowEntry {
     }
 }
 
-/// One page of open rows, in id order.
+/// One page of open rows, in (agent, id) order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RowPage {
     pub rows: Vec<RowEntry>,
     /// The cursor for the next page; `None` after the last one.
-    pub next: Option<String>,
+    pub next: Option<RowCursor>,
+}
+
+/// Where a page of open rows ended: the last row's (agent, id), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowCursor {
+    agent: String,
+    id: String,
 }
 
 /// Result of a compare-and-set status write.
@@ -145,6 +152,8 @@ pub struct ExecutionStore {
     db: Database,
     schema: Schema,
     open_rows_sql: String,
+    /// PostgreSQL only: the rows whose ids are in one array parameter.
+    rows_by_ids_sql: String,
 }
 
 impl ExecutionStore {
@@ -152,13 +161,19 @@ impl ExecutionStore {
     pub async fn open(db: Database) -> Result<Self, StoreError> {
         let schema = db.schema().await?;
         let open_rows_sql = format!(
-            "{} WHERE {OPEN_FILTER} AND e.id > $1 ORDER BY e.id LIMIT $2",
-            select_sql(&schema)
+            "{} WHERE {OPEN_FILTER} AND (e.agent_name, e.id) > ($1, $2) \
+             ORDER BY e.agent_name, e.id LIMIT $3",
+            select_sql(&schema, "schedule_executions e")
+        );
+        let rows_by_ids_sql = select_sql(
+            &schema,
+            "UNNEST(CAST($1 AS TEXT[])) AS wanted(id) JOIN schedule_executions e ON e.id = wanted.id",
         );
         Ok(Self {
             db,
             schema,
             open_rows_sql,
+            rows_by_ids_sql,
         })
     }
 
@@ -170,19 +185,30 @@ impl ExecutionStore {
         self.schema
     }
 
-    /// One page of non-terminal rows after `after` (keyset pagination on `id`).
-    pub async fn open_rows(&self, after: Option<&str>, limit: u32) -> Result<RowPage, StoreError> {
+    /// One page of non-terminal rows after `after` (keyset pagination on `(agent_name, id)`).
+    pub async fn open_rows(
+        &self,
+        after: Option<&RowCursor>,
+        limit: u32,
+    ) -> Result<RowPage, StoreError> {
         let limit = limit.max(1);
+        let (agent, id) = after.map_or(("", ""), |c| (c.agent.as_str(), c.id.as_str()));
         let raw = with_pool!(&self.db, pool => {
             let rows = sqlx::query(&self.open_rows_sql)
-                .bind(after.unwrap_or(""))
+                .bind(agent)
+                .bind(id)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await?;
             rows.iter().map(|row| Ok(raw_row!(row))).collect::<Result<Vec<RawRow>, sqlx::Error>>()?
         });
         let next = (raw.len() as u32 == limit)
-            .then(|| raw.last().map(|r| r.id.clone()))
+            .then(|| {
+                raw.last().map(|r| RowCursor {
+                    agent: r.agent.clone(),
+                    id: r.id.clone(),
+                })
+            })
             .flatten();
         Ok(RowPage {
             rows: raw.into_iter().map(RawRow::into_entry).collect(),
@@ -193,22 +219,40 @@ impl ExecutionStore {
     /// The rows with these ids, whatever their status. Missing ids are simply absent.
     pub async fn rows_by_ids(&self, ids: &[ExecutionId]) -> Result<Vec<RowEntry>, StoreError> {
         let mut entries = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "{} WHERE e.id IN ({})",
-                select_sql(&self.schema),
-                placeholders.join(", ")
-            );
-            let raw = with_pool!(&self.db, pool => {
-                let mut query = sqlx::query(&sql);
-                for id in chunk {
-                    query = query.bind(id.as_str());
+        if ids.is_empty() {
+            return Ok(entries);
+        }
+        match &self.db {
+            // One statement whatever the count: the ids travel as one array and are joined
+            // through the primary key.
+            Database::Postgres(pool) => {
+                let ids: Vec<&str> = ids.iter().map(ExecutionId::as_str).collect();
+                let rows = sqlx::query(&self.rows_by_ids_sql)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?;
+                for row in &rows {
+                    entries.push(raw_row!(row).into_entry());
                 }
-                let rows = query.fetch_all(pool).await?;
-                rows.iter().map(|row| Ok(raw_row!(row))).collect::<Result<Vec<RawRow>, sqlx::Error>>()?
-            });
-            entries.extend(raw.into_iter().map(RawRow::into_entry));
+            }
+            Database::Sqlite(pool) => {
+                for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
+                    let placeholders: Vec<String> =
+                        (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql = format!(
+                        "{} WHERE e.id IN ({})",
+                        select_sql(&self.schema, "schedule_executions e"),
+                        placeholders.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(id.as_str());
+                    }
+                    for row in &query.fetch_all(pool).await? {
+                        entries.push(raw_row!(row).into_entry());
+                    }
+                }
+            }
         }
         Ok(entries)
     }
@@ -452,7 +496,9 @@ fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
 
 /// The columns every row read returns, with the run's effective timeout joined in from its
 /// schedule and agent when those tables exist.
-fn select_sql(schema: &Schema) -> String {
+/// The columns janitor reads of a run, `FROM {from}` (which names the runs table `e`), with the
+/// optional timeout sources joined.
+fn select_sql(schema: &Schema, from: &str) -> String {
     let mut joins = String::new();
     let mut timeouts = Vec::new();
     if schema.agent_schedules {
@@ -472,7 +518,7 @@ fn select_sql(schema: &Schema) -> String {
         "SELECT CAST(e.id AS TEXT) AS id, CAST(e.agent_name AS TEXT) AS agent_name, \
          CAST(e.status AS TEXT) AS status, CAST(e.started_at AS TEXT) AS started_at, \
          CAST(e.claude_session_id AS TEXT) AS session, {timeout} AS timeout \
-         FROM schedule_executions e{joins}"
+         FROM {from}{joins}"
     )
 }
 

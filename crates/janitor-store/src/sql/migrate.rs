@@ -27,6 +27,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../../migrations/sqlite/0002_janitor_audit.sql"),
         include_str!("../../../../migrations/postgres/0002_janitor_audit.sql"),
     ),
+    (
+        3,
+        "open runs by agent",
+        include_str!("../../../../migrations/sqlite/0003_open_runs_by_agent.sql"),
+        include_str!("../../../../migrations/postgres/0003_open_runs_by_agent.sql"),
+    ),
 ];
 
 #[derive(Debug)]

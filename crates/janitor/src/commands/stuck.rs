@@ -73,7 +73,7 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
                     status,
                     reason,
                 }),
-                Finding::EndOfSlots => {}
+                Finding::End => {}
             }
             Ok(std::ops::ControlFlow::Continue(()))
         },

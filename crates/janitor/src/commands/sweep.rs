@@ -30,6 +30,7 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
     if args.json {
         let mut value = serde_json::to_value(&report)?;
         value["peak_rss_kib"] = peak_rss_kib().into();
+        value["cpu_ms"] = cpu_ms().into();
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         print_report(&report);
@@ -42,6 +43,16 @@ fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time this process has used (user + system), in milliseconds, on Linux.
+fn cpu_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at `state`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports in USER_HZ, 100 on every Linux janitor targets.
+    Some(ticks * 10)
 }
 
 /// One sweep under the lease (a dry run takes no lease: it changes nothing).
