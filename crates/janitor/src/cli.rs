@@ -186,8 +186,19 @@ pub enum Command {
     Run(RunArgs),
     /// Enqueue the finalize job of a run the scheduler just skipped.
     Skip(SkipArgs),
-    /// The HTTP intake: `GET /healthz`, `POST /api/v1/skip` (bearer token required).
+    /// The admin HTTP server alone: `GET /healthz`, `GET /readyz`, `POST /api/v1/skip`
+    /// (bearer token required).
     Serve(ServeArgs),
+    /// Exit 0 when the admin server at URL answers `GET /healthz` with 200 (for container
+    /// health checks: the image needs no curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// The health endpoint to ask.
+    #[arg(long, default_value = "http://127.0.0.1:8089/healthz")]
+    pub url: String,
 }
 
 #[derive(Debug, Args)]
@@ -228,12 +239,56 @@ pub struct RunArgs {
     /// One sweep, then process every due job, print the cycle report and exit.
     #[arg(long)]
     pub once: bool,
+    /// What this process does: `all` (sweeps and workers), `producer` (sweeps only) or
+    /// `worker` (workers only). Scale out with one producer (plus standbys: the sweep lease
+    /// lets one sweep at a time) and any number of workers.
+    #[arg(long, env = "JANITOR_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Address of the admin HTTP server (health, readiness, API); `off` to not start it.
+    /// Not started with --once.
+    #[arg(long, env = "JANITOR_LISTEN", default_value = "127.0.0.1:8089", value_parser = parse_listen)]
+    pub listen: Listen,
     /// Enqueue reclaims even when the blast-radius breaker trips.
     #[arg(long)]
     pub force: bool,
     /// Machine-readable cycle report (with --once).
     #[arg(long)]
     pub json: bool,
+}
+
+/// What a `janitor run` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    All,
+    Producer,
+    Worker,
+}
+
+impl Role {
+    pub fn sweeps(self) -> bool {
+        matches!(self, Self::All | Self::Producer)
+    }
+
+    pub fn works(self) -> bool {
+        matches!(self, Self::All | Self::Worker)
+    }
+}
+
+/// Where the admin server listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    On(std::net::SocketAddr),
+}
+
+fn parse_listen(value: &str) -> Result<Listen, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    value
+        .parse()
+        .map(Listen::On)
+        .map_err(|e| format!("{e}: expected HOST:PORT (e.g. 127.0.0.1:8089) or `off`"))
 }
 
 #[derive(Debug, Args)]

@@ -37,6 +37,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Needs no settings: it only asks a running janitor.
+    if let Command::Healthcheck(args) = &cli.command {
+        return commands::healthcheck::run(args).await;
+    }
     let settings = Settings::load(&cli.global)?;
     match &cli.command {
         Command::Migrate => commands::migrate::run(&settings).await,
@@ -47,6 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => commands::run::run(&settings, args).await,
         Command::Skip(args) => commands::skip::run(&settings, args).await,
         Command::Serve(args) => commands::serve::run(&settings, args).await,
+        Command::Healthcheck(_) => unreachable!("handled above"),
     }
 }
 
@@ -57,8 +62,11 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // Colours only for a person at a terminal: escape codes in a log file or pipe break
+    // every grep over it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();

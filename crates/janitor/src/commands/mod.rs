@@ -1,6 +1,7 @@
 //! One file per command.
 
 pub mod config;
+pub mod healthcheck;
 pub mod migrate;
 pub mod run;
 pub mod serve;

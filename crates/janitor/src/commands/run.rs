@@ -1,5 +1,7 @@
 //! `janitor run`: single-node mode — a startup sweep, a sweep every interval and workers,
 //! with graceful shutdown; or `--once`: one sweep, every due job processed, one report.
+//! `--role producer` sweeps only and `--role worker` works only, for scaling out; each
+//! long-running process also serves the admin HTTP API (`--listen`).
 
 use std::time::Duration;
 
@@ -8,7 +10,8 @@ use janitor_producer::SweepReport;
 use janitor_worker::{runner, Applier, Tally};
 use serde::Serialize;
 
-use crate::cli::RunArgs;
+use crate::cli::{Listen, RunArgs};
+use crate::commands::serve;
 use crate::commands::sweep::{print_report, sweep_once};
 use crate::{context, settings::Settings};
 
@@ -48,15 +51,37 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     }
 
     let shutdown = context::shutdown_signal().boxed().shared();
-    let workers = tokio::spawn(runner::run(
-        applier,
-        queue.clone(),
-        options,
-        shutdown.clone(),
-    ));
+    let admin = match args.listen {
+        Listen::Off => None,
+        Listen::On(addr) => {
+            let listener = serve::bind(addr).await?;
+            let (settings, slots, rows, queue, stop) = (
+                settings.clone(),
+                slots.clone(),
+                rows.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            );
+            Some(tokio::spawn(async move {
+                serve::serve(&settings, listener, slots, rows, queue, stop).await
+            }))
+        }
+    };
+    let workers = args.role.works().then(|| {
+        tokio::spawn(runner::run(
+            applier,
+            queue.clone(),
+            options,
+            shutdown.clone(),
+        ))
+    });
+    tracing::info!(role = ?args.role, "running");
+    if !args.role.sweeps() {
+        shutdown.clone().await;
+    }
     let mut first = true;
     let mut catching_up = false;
-    loop {
+    while args.role.sweeps() {
         // Sweep at start, then every interval; while catching up (the last sweep deferred
         // jobs at the backlog cap), again as soon as the workers have drained the queue.
         let wait = async {
@@ -101,8 +126,14 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let tally = workers.await?;
-    tracing::info!(tally = ?tally, "stopped");
+    if let Some(workers) = workers {
+        let tally = workers.await?;
+        tracing::info!(tally = ?tally, "workers stopped");
+    }
+    if let Some(admin) = admin {
+        admin.await??;
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -1,11 +1,15 @@
-//! `janitor serve`: the small HTTP intake schedulers call when they skip a run.
+//! `janitor serve`: the admin HTTP server (also started by `janitor run`).
 //!
-//! `GET /healthz` answers while the process is up. `POST /api/v1/skip` with
+//! `GET /healthz` answers while the process is up; `GET /readyz` answers 200 only while
+//! Redis and the database both answer (503 with the failing one otherwise). `POST /api/v1/skip` with
 //! `{"execution_id": "…", "agent": "…"?}` enqueues the run's finalize job (as `janitor skip`).
 //! Mutating endpoints need `Authorization: Bearer $JANITOR_ADMIN_TOKEN`; without a token
 //! configured they are disabled, not open. Bad requests get a 4xx with a JSON error.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use anyhow::Context as _;
 
 use axum::extract::{rejection::JsonRejection, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +38,38 @@ pub async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
     let slots = context::slot_store(settings).await?;
     let rows = context::execution_store(settings).await?;
     let queue = context::queue(settings, &slots);
+    let listener = bind(args.listen).await?;
+    serve(
+        settings,
+        listener,
+        slots,
+        rows,
+        queue,
+        context::shutdown_signal(),
+    )
+    .await
+}
+
+/// Binds the admin address and says where it listens (port 0 picks a free one).
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    tracing::info!(addr = %local, "admin HTTP listening");
+    Ok(listener)
+}
+
+/// Serves the admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    slots: SlotStore,
+    rows: ExecutionStore,
+    queue: Queue,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = Arc::new(App {
         slots,
         rows,
@@ -44,10 +80,8 @@ pub async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
     if app.token.is_none() {
         tracing::warn!("JANITOR_ADMIN_TOKEN is not set: mutating endpoints are disabled");
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, router(app))
-        .with_graceful_shutdown(context::shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }
@@ -55,8 +89,35 @@ pub async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
         .route("/api/v1/skip", post(skip))
         .with_state(app)
+}
+
+/// 200 when both stores answer within a second; 503 naming each one that did not.
+async fn ready(State(app): State<Arc<App>>) -> Response {
+    let limit = std::time::Duration::from_secs(1);
+    let (redis, database) = tokio::join!(
+        tokio::time::timeout(limit, app.slots.server_time()),
+        tokio::time::timeout(limit, app.rows.database().ping()),
+    );
+    let verdict = |r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
+        Ok(Ok(())) => json!("ok"),
+        Ok(Err(e)) => json!(e),
+        Err(_) => json!("timed out"),
+    };
+    let redis = verdict(redis.map(|r| r.map(drop).map_err(|e| e.to_string())));
+    let database = verdict(database.map(|r| r.map_err(|e| e.to_string())));
+    let status = if redis == "ok" && database == "ok" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "redis": redis, "database": database })),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
