@@ -8,7 +8,7 @@ export JANITOR_TEST_PG_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 .PHONY: help
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: services
 services: ## Start (or install) the Redis and PostgreSQL the tests use
@@ -22,8 +22,13 @@ build: ## Build the janitor binary (debug)
 release: ## Build the janitor binary (release)
 	$(CARGO) build --release -p janitor
 
+.PHONY: validate-deploy
+validate-deploy: ## Check the Dockerfile, compose file and Kubernetes manifests (offline schemas)
+	@mkdir -p target; bash scripts/validate-deploy.sh > target/validate-deploy.log 2>&1 || { cat target/validate-deploy.log; exit 1; }
+	@tail -1 target/validate-deploy.log
+
 .PHONY: test
-test: services build ## Run every test against real Redis, SQLite and PostgreSQL
+test: services build validate-deploy ## Run every test against real Redis, SQLite and PostgreSQL
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
