@@ -382,3 +382,89 @@ async fn the_http_intake_enqueues_skips_behind_a_token() {
     );
     assert!(!cfg.stdout.contains("s3cret"));
 }
+
+#[tokio::test]
+async fn queue_stats_and_retry_re_drive_a_dead_job() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let empty = env.run(&["queue", "stats", "--json"]).ok().json();
+    assert_eq!(empty["scheduled_due"], 0);
+    assert_eq!(empty["dead"], 0);
+    assert!(empty["oldest_due_age_secs"].is_null());
+
+    seed_incident(&env).await;
+    let sweep = env.run(&["sweep", "--json"]).ok().json();
+    let enqueued: u64 = sweep["kinds"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|k| k["enqueued"].as_u64().unwrap_or(0))
+        .sum();
+    let stats = env.run(&["queue", "stats", "--json"]).ok().json();
+    assert_eq!(stats["scheduled_due"].as_u64(), Some(enqueued), "{stats}");
+    let text = env.run(&["queue", "stats"]).ok().stdout.clone();
+    assert!(
+        text.contains(&format!("scheduled  {enqueued} due")),
+        "{text}"
+    );
+
+    // The stale run's job gives up, as the library leaves a job past its attempts.
+    let id = "reclaim_slot:agent:one:stale900:";
+    let mut redis = env.redis().await.unwrap();
+    let ids: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}:scheduled", env.queue))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let dead = ids.iter().find(|i| i.starts_with(id)).unwrap().clone();
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(format!("{}:scheduled", env.queue))
+        .arg(&dead)
+        .cmd("SADD")
+        .arg(format!("{}:dead", env.queue))
+        .arg(&dead)
+        .cmd("HSET")
+        .arg(format!("{}:meta:{dead}", env.queue))
+        .arg("attempts")
+        .arg(5)
+        .arg("result")
+        .arg("gave up after 5 attempts: database unavailable")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(
+        env.run(&["queue", "stats", "--json"]).ok().json()["dead"],
+        1
+    );
+
+    let retried = env.run(&["queue", "retry", &dead]).ok().stdout.clone();
+    assert!(retried.contains(&format!("re-driven: {dead}")), "{retried}");
+    let again = env.run(&["queue", "retry", &dead, "--json"]).ok().json();
+    assert_eq!(again["not_dead"][0], dead.as_str(), "idempotent: {again}");
+    assert_eq!(
+        env.run(&["queue", "stats", "--json"]).ok().json()["dead"],
+        0
+    );
+    // The re-driven job is applied like any other.
+    env.run(&["work", "--exit-when-idle"]).ok();
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(*) FROM schedule_executions WHERE id = 'stale900' AND status = 'failed'"
+        )
+        .await,
+        1
+    );
+
+    // Usage errors: no id, an unknown kind.
+    assert_eq!(env.run(&["queue", "retry"]).code, Some(2));
+    let bad = env.run(&["queue", "retry", "--all-dead", "--kind", "nope"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(
+        bad.stderr.contains("unknown job kind \"nope\""),
+        "{}",
+        bad.stderr
+    );
+}

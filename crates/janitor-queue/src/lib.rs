@@ -11,10 +11,12 @@
 //!   so `fetch_next`'s unbounded `unpack` never sees enough ids to wedge.
 
 mod codec;
+mod inspect;
 mod keys;
 mod queue;
 
 pub use codec::RawJson;
+pub use inspect::{QueueStats, RetryOutcome};
 pub use keys::QueueKeys;
 pub use queue::{
     EnqueueReport, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,

@@ -192,6 +192,39 @@ pub enum Command {
     /// Exit 0 when the admin server at URL answers `GET /healthz` with 200 (for container
     /// health checks: the image needs no curl).
     Healthcheck(HealthcheckArgs),
+    /// Inspect the job queue and re-drive dead jobs.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Jobs per state (scheduled due / future, retrying, active, in flight per worker, dead,
+    /// done) and how long the oldest due job has waited.
+    Stats {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-drive dead jobs: out of the dead set, attempts reset, due now. Idempotent.
+    Retry(RetryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The dead jobs' ids.
+    #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+    pub ids: Vec<String>,
+    /// Every dead job (of --kind, if given).
+    #[arg(long)]
+    pub all_dead: bool,
+    /// With --all-dead: only jobs of this kind (reclaim_slot, release_slot, fail_run,
+    /// finalize_skipped).
+    #[arg(long, requires = "all_dead")]
+    pub kind: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Skip(args) => commands::skip::run(&settings, args).await,
         Command::Serve(args) => commands::serve::run(&settings, args).await,
         Command::Healthcheck(_) => unreachable!("handled above"),
+        Command::Queue(command) => commands::queue::run(&settings, command).await,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod healthcheck;
 pub mod migrate;
+pub mod queue;
 pub mod run;
 pub mod serve;
 pub mod skip;

@@ -1,0 +1,136 @@
+//! Queue inspection and re-drive against a real Redis, with jobs put in each state the way
+//! the library leaves them.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use janitor_core::{AgentName, CleanupJob, ExecutionId, JobKind, Status, JOB_VERSION};
+use janitor_queue::{Queue, QueueSettings, RetryOutcome};
+use janitor_testkit::{redis_url, unique};
+
+async fn queue() -> (Queue, redis::aio::ConnectionManager) {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let settings = QueueSettings {
+        name: format!("jt{}:queue", unique()),
+        ..QueueSettings::default()
+    };
+    (Queue::new(conn.clone(), settings), conn)
+}
+
+fn job(kind: JobKind, i: usize) -> CleanupJob {
+    CleanupJob {
+        version: JOB_VERSION,
+        kind,
+        agent: AgentName::parse("agent").unwrap(),
+        execution_id: ExecutionId::parse(format!("e{i}")).unwrap(),
+        observed_score: None,
+        deadline: None,
+        observed_status: Some(Status::Running),
+    }
+}
+
+/// As the library's `handle_results.lua` leaves a job: out of the scheduled set, into
+/// `done` or `dead`, with its attempts and last error in the meta hash.
+async fn finish(
+    q: &Queue,
+    conn: &mut redis::aio::ConnectionManager,
+    id: &str,
+    set: &str,
+    attempts: u64,
+) {
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(q.keys().scheduled())
+        .arg(id)
+        .cmd("SADD")
+        .arg(set)
+        .arg(id)
+        .cmd("HSET")
+        .arg(q.keys().meta(id))
+        .arg("attempts")
+        .arg(attempts)
+        .arg("status")
+        .arg("Failed")
+        .arg("result")
+        .arg("gave up after 5 attempts: database unavailable")
+        .exec_async(conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stats_count_every_state_and_dead_jobs_are_re_driven_once() {
+    let (q, mut conn) = queue().await;
+    let jobs = [
+        job(JobKind::FailRun, 0),
+        job(JobKind::FailRun, 1),
+        job(JobKind::FinalizeSkipped, 2),
+        job(JobKind::FinalizeSkipped, 3),
+        job(JobKind::FailRun, 4),
+    ];
+    q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    q.enqueue(
+        &[job(JobKind::FinalizeSkipped, 5)],
+        Duration::from_secs(600),
+    )
+    .await
+    .unwrap();
+    let ids: Vec<String> = jobs.iter().map(CleanupJob::task_id).collect();
+    finish(&q, &mut conn, &ids[0], &q.keys().done(), 1).await;
+    finish(&q, &mut conn, &ids[1], &q.keys().dead(), 5).await;
+    finish(&q, &mut conn, &ids[2], &q.keys().dead(), 5).await;
+    // One delivery failed and the library scheduled it again.
+    let _: () = redis::cmd("HSET")
+        .arg(q.keys().meta(&ids[3]))
+        .arg("attempts")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let stats = q.stats().await.unwrap();
+    assert_eq!(stats.scheduled_due, 2, "{stats:?}");
+    assert_eq!(stats.scheduled_future, 1, "{stats:?}");
+    assert_eq!(stats.retrying, 1, "{stats:?}");
+    assert_eq!(
+        (stats.dead, stats.done, stats.active),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+    assert!(stats.oldest_due_age_secs.unwrap() >= 0.0);
+
+    // One by id; again is a no-op.
+    assert_eq!(
+        q.retry_dead(&ids[1..2]).await.unwrap(),
+        [RetryOutcome::Moved]
+    );
+    assert_eq!(
+        q.retry_dead(&ids[1..2]).await.unwrap(),
+        [RetryOutcome::NotDead]
+    );
+    let attempts: String = redis::cmd("HGET")
+        .arg(q.keys().meta(&ids[1]))
+        .arg("attempts")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(attempts, "0", "attempts reset");
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.scheduled_due), (1, 3), "{stats:?}");
+
+    // By kind: the fail_run filter leaves the dead finalize_skipped job alone.
+    assert!(q
+        .retry_all_dead(Some(JobKind::FailRun))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(q.stats().await.unwrap().dead, 1);
+    let all = q.retry_all_dead(None).await.unwrap();
+    assert_eq!(all, [(ids[2].clone(), RetryOutcome::Moved)]);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.dead, stats.scheduled_due), (0, 4), "{stats:?}");
+    // The re-driven jobs are due and go to workers like any other.
+    assert_eq!(q.promote_due().await.unwrap(), 4);
+    assert_eq!(q.stats().await.unwrap().active, 4);
+}
