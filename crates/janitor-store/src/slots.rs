@@ -665,15 +665,7 @@ impl SlotStore {
         }
         let mut found = Vec::with_capacity(runs.len());
         for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
-            let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
-                .map_err(protocol)?
-                .map(|raw| String::from_utf8_lossy(&raw).into_owned());
-            found.push(score.map(|score| SlotObservation {
-                agent: agent.clone(),
-                execution_id: execution.clone(),
-                score,
-                timeout: SlotTimeout::parse(timeout.as_deref()),
-            }));
+            found.push(observed(agent, execution, score, timeout)?);
         }
         if !counts.is_empty() {
             let mut pipe = redis::pipe();
@@ -726,17 +718,28 @@ fn decode_lookup(
         };
         let score = Option::<f64>::from_redis_value(score)
             .map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
-            .map_err(|e| StoreError::Protocol(e.to_string()))?
-            .map(|raw| String::from_utf8_lossy(&raw).into_owned());
-        found.push(score.map(|score| SlotObservation {
-            agent: agent.clone(),
-            execution_id: execution.clone(),
-            score,
-            timeout: SlotTimeout::parse(timeout.as_deref()),
-        }));
+        found.push(observed(agent, execution, score, timeout)?);
     }
     Ok(found)
+}
+
+/// A run's slot from its score (`None`: the run holds none) and its hash's raw
+/// `timeout_seconds` reply.
+fn observed(
+    agent: &AgentName,
+    execution: &ExecutionId,
+    score: Option<f64>,
+    timeout: Value,
+) -> Result<Option<SlotObservation>, StoreError> {
+    let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
+        .map_err(|e| StoreError::Protocol(e.to_string()))?
+        .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+    Ok(score.map(|score| SlotObservation {
+        agent: agent.clone(),
+        execution_id: execution.clone(),
+        score,
+        timeout: SlotTimeout::parse(timeout.as_deref()),
+    }))
 }
 
 fn parse_score(text: &str) -> Result<f64, StoreError> {
