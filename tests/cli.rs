@@ -458,6 +458,17 @@ async fn queue_stats_and_retry_re_drive_a_dead_job() {
         1
     );
 
+    // …and after the re-drive, the audit trail shows what the worker did.
+    let shown = env.run(&["queue", "show", &dead, "--json"]).ok().json();
+    assert_eq!(shown["job"]["state"], "done", "{shown}");
+    assert!(
+        shown["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|row| row["action"] == "run_failed"),
+        "{shown}"
+    );
     // Usage errors: no id, an unknown kind.
     assert_eq!(env.run(&["queue", "retry"]).code, Some(2));
     let bad = env.run(&["queue", "retry", "--all-dead", "--kind", "nope"]);

@@ -30,6 +30,53 @@ pub struct QueueStats {
     pub oldest_due_age_secs: Option<f64>,
 }
 
+/// The states a job can be listed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in `Q:scheduled` for its first delivery (due now or later).
+    Scheduled,
+    /// Back in `Q:scheduled` after a failed delivery.
+    Retrying,
+    /// Promoted to `Q:active`, waiting for a worker.
+    Active,
+    /// Held by a worker.
+    InFlight,
+    Dead,
+    Done,
+}
+
+/// One job as an operator reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobInfo {
+    pub id: String,
+    pub state: JobState,
+    /// The payload, decoded; `None` when it is gone or not a payload janitor reads.
+    pub job: Option<CleanupJob>,
+    /// The stored payload as text, when it could not be decoded (kept for the operator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raw_payload: Option<String>,
+    /// Deliveries that failed so far.
+    pub attempts: u64,
+    /// The last error recorded for it (empty results are `None`).
+    pub last_error: Option<String>,
+    /// When a scheduled or retrying job is (or was) due, unix seconds.
+    pub next_run: Option<f64>,
+    /// The worker holding it, when in flight.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+/// An id as a listing reads it: with its due time (scheduled) or its worker (in flight).
+type Listed = (String, Option<f64>, Option<String>);
+
+/// One page of a listing; `next` is the cursor of the following page (`None` at the end).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobPage {
+    pub jobs: Vec<JobInfo>,
+    pub next: Option<u64>,
+}
+
 /// What a re-drive did to one id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +144,166 @@ impl Queue {
             .into_iter()
             .map(|a| a.and_then(|a| a.parse().ok()).unwrap_or(0))
             .collect())
+    }
+
+    /// One page of the jobs in `state` (of `kind`, if given), starting at `cursor` (0 for
+    /// the first page). At most `limit` ids are read per page, so a page may hold fewer jobs
+    /// than `limit` when a filter leaves some out; follow `next` to the end.
+    pub async fn list(
+        &self,
+        state: JobState,
+        kind: Option<JobKind>,
+        cursor: u64,
+        limit: usize,
+    ) -> Result<JobPage, QueueError> {
+        let mut conn = self.connection();
+        let keys = self.keys();
+        let limit = limit.clamp(1, PAGE);
+        let (ids, next): (Vec<Listed>, Option<u64>) = match state {
+            JobState::Dead | JobState::Done => {
+                let set = if state == JobState::Dead {
+                    keys.dead()
+                } else {
+                    keys.done()
+                };
+                let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                    .arg(set)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(limit)
+                    .query_async(&mut conn)
+                    .await?;
+                (
+                    ids.into_iter().map(|id| (id, None, None)).collect(),
+                    (next != 0).then_some(next),
+                )
+            }
+            JobState::Scheduled | JobState::Retrying => {
+                let start = cursor as isize;
+                let page: Vec<(String, f64)> = conn
+                    .zrange_withscores(keys.scheduled(), start, start + limit as isize - 1)
+                    .await?;
+                let next = (page.len() == limit).then_some(cursor + limit as u64);
+                (
+                    page.into_iter()
+                        .map(|(id, at)| (id, Some(at), None))
+                        .collect(),
+                    next,
+                )
+            }
+            JobState::Active => {
+                let start = cursor as isize;
+                let page: Vec<String> = conn
+                    .lrange(keys.active(), start, start + limit as isize - 1)
+                    .await?;
+                let next = (page.len() == limit).then_some(cursor + limit as u64);
+                (page.into_iter().map(|id| (id, None, None)).collect(), next)
+            }
+            JobState::InFlight => {
+                // Workers are few; each holds at most its concurrency.
+                let workers: Vec<String> = conn.zrange(keys.workers(), 0, -1).await?;
+                let mut held = Vec::new();
+                for worker in workers {
+                    let ids: Vec<String> = conn.smembers(keys.inflight(&worker)).await?;
+                    held.extend(ids.into_iter().map(|id| (id, None, Some(worker.clone()))));
+                }
+                (held, None)
+            }
+        };
+        let mut jobs = Vec::with_capacity(ids.len());
+        for (id, next_run, worker) in ids {
+            let info = self.info(&id, state, next_run, worker).await?;
+            let wanted_state = match state {
+                JobState::Scheduled => info.attempts == 0,
+                JobState::Retrying => info.attempts > 0,
+                _ => true,
+            };
+            let wanted_kind = kind.is_none_or(|k| info.job.as_ref().is_some_and(|j| j.kind == k));
+            if wanted_state && wanted_kind {
+                jobs.push(info);
+            }
+        }
+        Ok(JobPage { jobs, next })
+    }
+
+    /// Everything about one job, wherever it is; `None` when the queue does not know it.
+    pub async fn show(&self, id: &str) -> Result<Option<JobInfo>, QueueError> {
+        let mut conn = self.connection();
+        let keys = self.keys();
+        let known: bool = conn.hexists(keys.data(), id).await?;
+        let (in_dead, in_done): (bool, bool) = redis::pipe()
+            .sismember(keys.dead(), id)
+            .sismember(keys.done(), id)
+            .query_async(&mut conn)
+            .await?;
+        let scheduled: Option<f64> = conn.zscore(keys.scheduled(), id).await?;
+        let active: Option<i64> = redis::cmd("LPOS")
+            .arg(keys.active())
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        let mut holder = None;
+        let workers: Vec<String> = conn.zrange(keys.workers(), 0, -1).await?;
+        for worker in workers {
+            if conn.sismember(keys.inflight(&worker), id).await? {
+                holder = Some(worker);
+                break;
+            }
+        }
+        let state = if in_dead {
+            JobState::Dead
+        } else if holder.is_some() {
+            JobState::InFlight
+        } else if active.is_some() {
+            JobState::Active
+        } else if scheduled.is_some() {
+            JobState::Scheduled
+        } else if in_done {
+            JobState::Done
+        } else if known {
+            // Stored but in no set: between two of the library's steps.
+            JobState::Active
+        } else {
+            return Ok(None);
+        };
+        let mut info = self.info(id, state, scheduled, holder).await?;
+        if info.state == JobState::Scheduled && info.attempts > 0 {
+            info.state = JobState::Retrying;
+        }
+        Ok(Some(info))
+    }
+
+    /// A job's payload and meta.
+    async fn info(
+        &self,
+        id: &str,
+        state: JobState,
+        next_run: Option<f64>,
+        worker: Option<String>,
+    ) -> Result<JobInfo, QueueError> {
+        let keys = self.keys();
+        let (raw, attempts, result): (Option<Vec<u8>>, Option<String>, Option<String>) =
+            redis::pipe()
+                .hget(keys.data(), id)
+                .hget(keys.meta(id), "attempts")
+                .hget(keys.meta(id), "result")
+                .query_async(&mut self.connection())
+                .await?;
+        let job = raw.as_deref().and_then(|raw| CleanupJob::decode(raw).ok());
+        let raw_payload = match (&job, raw) {
+            (None, Some(raw)) => Some(String::from_utf8_lossy(&raw).into_owned()),
+            _ => None,
+        };
+        Ok(JobInfo {
+            id: id.to_owned(),
+            state,
+            job,
+            raw_payload,
+            attempts: attempts.and_then(|a| a.parse().ok()).unwrap_or(0),
+            last_error: result.as_deref().and_then(last_error),
+            next_run,
+            worker,
+        })
     }
 
     /// One page of dead job ids (`SSCAN`): pass the returned cursor back until it is 0.
@@ -178,9 +385,48 @@ impl Queue {
     }
 }
 
+/// The error in the library's stored `result` (`{"Err":"…"}` for a failed delivery,
+/// `{"Ok":…}` for a successful one); other text is shown as stored, an empty or `null`
+/// result is no error.
+fn last_error(result: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(result) {
+        Ok(serde_json::Value::Null) => None,
+        Ok(serde_json::Value::Object(map)) => match map.get("Err") {
+            Some(serde_json::Value::String(e)) => Some(e.clone()),
+            Some(other) => Some(other.to_string()),
+            // `{"Ok":…}`: the last delivery succeeded.
+            None if map.contains_key("Ok") => None,
+            None => Some(result.to_owned()),
+        },
+        _ if result.trim().is_empty() => None,
+        _ => Some(result.to_owned()),
+    }
+}
+
 /// Redis' clock: whole seconds (the library's scores are whole seconds, and an id is due
 /// once its score is at most that) and the precise time.
 async fn server_now(conn: &mut apalis_redis::ConnectionManager) -> Result<(i64, f64), QueueError> {
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok((secs, secs as f64 + micros as f64 / 1e6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_error;
+
+    #[test]
+    fn reads_the_error_out_of_the_stored_result() {
+        assert_eq!(
+            last_error(r#"{"Err":"AbortError: gave up after 2 attempts: x"}"#).as_deref(),
+            Some("AbortError: gave up after 2 attempts: x")
+        );
+        assert_eq!(last_error(r#"{"Ok":null}"#), None);
+        assert_eq!(last_error("null"), None);
+        assert_eq!(last_error(""), None);
+        assert_eq!(last_error("plain text").as_deref(), Some("plain text"));
+        assert_eq!(
+            last_error(r#"{"Err":{"code":1}}"#).as_deref(),
+            Some(r#"{"code":1}"#)
+        );
+    }
 }

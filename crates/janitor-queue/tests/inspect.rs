@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use janitor_core::{AgentName, CleanupJob, ExecutionId, JobKind, Status, JOB_VERSION};
-use janitor_queue::{Queue, QueueSettings, RetryOutcome};
+use janitor_queue::{JobState, Queue, QueueSettings, RetryOutcome};
 use janitor_testkit::{redis_url, unique};
 
 async fn queue() -> (Queue, redis::aio::ConnectionManager) {
@@ -99,6 +99,59 @@ async fn stats_count_every_state_and_dead_jobs_are_re_driven_once() {
         "{stats:?}"
     );
     assert!(stats.oldest_due_age_secs.unwrap() >= 0.0);
+
+    // Listings, by state and kind, followed to their end a page at a time.
+    let all = |state: JobState, kind: Option<JobKind>| {
+        let q = &q;
+        async move {
+            let mut ids = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let page = q.list(state, kind, cursor, 1).await.unwrap();
+                ids.extend(
+                    page.jobs
+                        .into_iter()
+                        .map(|j| (j.id, j.attempts, j.last_error)),
+                );
+                match page.next {
+                    Some(next) => cursor = next,
+                    None => break,
+                }
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let dead = all(JobState::Dead, None).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().all(|(_, attempts, error)| *attempts == 5
+        && error.as_deref() == Some("gave up after 5 attempts: database unavailable")));
+    let dead_fail_runs = all(JobState::Dead, Some(JobKind::FailRun)).await;
+    assert_eq!(dead_fail_runs.len(), 1);
+    assert_eq!(dead_fail_runs[0].0, ids[1]);
+    let retrying = all(JobState::Retrying, None).await;
+    assert_eq!(retrying.iter().map(|r| &r.0).collect::<Vec<_>>(), [&ids[3]]);
+    let scheduled = all(JobState::Scheduled, None).await;
+    assert_eq!(
+        scheduled.len(),
+        2,
+        "the due one and the delayed one: {scheduled:?}"
+    );
+    assert_eq!(all(JobState::Done, None).await.len(), 1);
+    assert!(all(JobState::Active, None).await.is_empty());
+
+    let shown = q.show(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(shown.state, JobState::Dead);
+    assert_eq!(shown.job.as_ref().unwrap().kind, JobKind::FailRun);
+    assert_eq!(
+        q.show(&ids[3]).await.unwrap().unwrap().state,
+        JobState::Retrying
+    );
+    assert_eq!(
+        q.show(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Done
+    );
+    assert!(q.show("fail_run:nobody:nothing:-").await.unwrap().is_none());
 
     // One by id; again is a no-op.
     assert_eq!(

@@ -206,8 +206,48 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Jobs in one state, a page at a time: id, kind, run, agent, attempts, last error, next
+    /// run.
+    List(ListArgs),
+    /// Everything about one job: state, payload, attempts, last error, and the audit rows
+    /// of its run.
+    Show {
+        id: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Re-drive dead jobs: out of the dead set, attempts reset, due now. Idempotent.
     Retry(RetryArgs),
+}
+
+/// A queue state to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListState {
+    Scheduled,
+    Retrying,
+    Active,
+    InFlight,
+    Dead,
+    Done,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum)]
+    pub state: ListState,
+    /// Only jobs of this kind (reclaim_slot, release_slot, fail_run, finalize_skipped).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Ids read per page (at most 500).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub limit: u16,
+    /// Where to start: the `next` cursor a previous page printed.
+    #[arg(long, default_value_t = 0)]
+    pub cursor: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -152,20 +152,38 @@ pub async fn record(db: &Database, rows: &[AuditRow], now: Timestamp) -> Result<
 
 /// Reads audit rows, newest first.
 pub async fn query(db: &Database, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StoreError> {
-    const SQL: &str = "SELECT id, at, action, job_id, job_kind, execution_id, agent_name, \
-        status_before, status_after, slot_score, deadline, worker, detail FROM janitor_audit \
-        WHERE ($1 IS NULL OR execution_id = $1) AND ($2 IS NULL OR agent_name = $2) \
-        AND ($3 IS NULL OR at >= $3) ORDER BY id DESC LIMIT $4";
-    let limit = i64::from(filter.limit.max(1));
+    // Only the filters given appear in the statement: `($1 IS NULL OR col = $1)` would
+    // keep a generic plan (janitor's PostgreSQL sessions use them) off the indexes.
     let since = filter.since.map(format_timestamp);
+    let given = [
+        ("execution_id = ", filter.execution_id.as_deref()),
+        ("agent_name = ", filter.agent.as_deref()),
+        ("at >= ", since.as_deref()),
+    ];
+    let mut sql = String::from(
+        "SELECT id, at, action, job_id, job_kind, execution_id, agent_name, status_before, \
+         status_after, slot_score, deadline, worker, detail FROM janitor_audit",
+    );
+    let mut values = Vec::new();
+    for (condition, value) in given {
+        if let Some(value) = value {
+            values.push(value);
+            let joiner = if values.len() == 1 {
+                " WHERE "
+            } else {
+                " AND "
+            };
+            sql.push_str(&format!("{joiner}{condition}${}", values.len()));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
+    let limit = i64::from(filter.limit.max(1));
     let records = with_pool!(db, pool => {
-        let rows = sqlx::query(SQL)
-            .bind(filter.execution_id.as_deref())
-            .bind(filter.agent.as_deref())
-            .bind(since.as_deref())
-            .bind(limit)
-            .fetch_all(pool)
-            .await?;
+        let mut query = sqlx::query(&sql);
+        for value in &values {
+            query = query.bind(*value);
+        }
+        let rows = query.bind(limit).fetch_all(pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(AuditRecord {
