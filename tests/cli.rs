@@ -469,6 +469,65 @@ async fn queue_stats_and_retry_re_drive_a_dead_job() {
             .any(|row| row["action"] == "run_failed"),
         "{shown}"
     );
+    // The audit trail, filtered; and retention leaves this fresh history alone.
+    let trail = env
+        .run(&["audit", "--execution", "stale900", "--since", "1h"])
+        .ok()
+        .stdout
+        .clone();
+    assert!(
+        trail.contains("run_failed  run=stale900 agent=agent:one  running -> failed")
+            && trail.contains("slot_reclaimed  run=stale900"),
+        "{trail}"
+    );
+    let none = env.run(&["audit", "--agent", "nobody"]).ok().stdout.clone();
+    assert!(none.contains("no audit rows match"), "{none}");
+    let bad_since = env.run(&["audit", "--since", "yesterday"]);
+    assert_eq!(bad_since.code, Some(1));
+    assert!(bad_since.stderr.contains("--since"), "{}", bad_since.stderr);
+    let purge = env
+        .run(&[
+            "queue",
+            "purge",
+            "--state",
+            "done",
+            "--older-than",
+            "7d",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(purge["purged"], 0, "{purge}");
+    assert!(purge["kept_recent"].as_u64().unwrap() >= 1, "{purge}");
+    let all = env
+        .run(&[
+            "queue",
+            "purge",
+            "--state",
+            "done",
+            "--older-than",
+            "0s",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(all["purged"], purge["kept_recent"], "{all}");
+    assert_eq!(
+        env.run(&["queue", "stats", "--json"]).ok().json()["done"],
+        0
+    );
+    assert_eq!(
+        env.run(&[
+            "queue",
+            "purge",
+            "--state",
+            "done",
+            "--older-than",
+            "7 weeks"
+        ])
+        .code,
+        Some(2)
+    );
     // Usage errors: no id, an unknown kind.
     assert_eq!(env.run(&["queue", "retry"]).code, Some(2));
     let bad = env.run(&["queue", "retry", "--all-dead", "--kind", "nope"]);

@@ -5,12 +5,15 @@
 //! whole.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use janitor_core::{CleanupJob, JobKind};
-use redis::AsyncCommands as _;
+use redis::{AsyncCommands as _, Script};
 use serde::Serialize;
 
 use crate::{Queue, QueueError};
+
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/purge.lua")));
 
 /// Ids read per page when walking a set.
 const PAGE: usize = 500;
@@ -75,6 +78,18 @@ type Listed = (String, Option<f64>, Option<String>);
 pub struct JobPage {
     pub jobs: Vec<JobInfo>,
     pub next: Option<u64>,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    pub purged: u64,
+    /// Finished within the retention period.
+    pub kept_recent: u64,
+    /// Scheduled again (recycled or re-driven): never purged.
+    pub kept_scheduled: u64,
+    /// No finish time recorded: age unknown, kept.
+    pub kept_undated: u64,
 }
 
 /// What a re-drive did to one id.
@@ -304,6 +319,54 @@ impl Queue {
             next_run,
             worker,
         })
+    }
+
+    /// Retention: deletes the jobs of the done (or dead) set that finished at least
+    /// `older_than` ago (whole seconds) — set member, payload and meta — a page at a time. A job scheduled
+    /// again is never touched.
+    pub async fn purge(
+        &self,
+        dead: bool,
+        older_than: std::time::Duration,
+    ) -> Result<PurgeReport, QueueError> {
+        let mut conn = self.connection();
+        let keys = self.keys();
+        let set = if dead { keys.dead() } else { keys.done() };
+        let (now, _) = server_now(&mut conn).await?;
+        let cutoff = now - i64::try_from(older_than.as_secs()).unwrap_or(i64::MAX);
+        let meta_prefix = keys.meta("");
+        let mut report = PurgeReport::default();
+        let mut cursor = 0u64;
+        loop {
+            let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&set)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
+            if !ids.is_empty() {
+                let mut call = PURGE.prepare_invoke();
+                call.key(&set)
+                    .key(keys.data())
+                    .key(keys.scheduled())
+                    .arg(cutoff)
+                    .arg(&meta_prefix);
+                for id in &ids {
+                    call.arg(id);
+                }
+                let [purged, recent, scheduled, undated]: [u64; 4] =
+                    call.invoke_async(&mut conn).await?;
+                report.purged += purged;
+                report.kept_recent += recent;
+                report.kept_scheduled += scheduled;
+                report.kept_undated += undated;
+            }
+            if next == 0 {
+                return Ok(report);
+            }
+            cursor = next;
+        }
     }
 
     /// One page of dead job ids (`SSCAN`): pass the returned cursor back until it is 0.

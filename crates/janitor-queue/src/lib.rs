@@ -16,7 +16,7 @@ mod keys;
 mod queue;
 
 pub use codec::RawJson;
-pub use inspect::{JobInfo, JobPage, JobState, QueueStats, RetryOutcome};
+pub use inspect::{JobInfo, JobPage, JobState, PurgeReport, QueueStats, RetryOutcome};
 pub use keys::QueueKeys;
 pub use queue::{
     EnqueueReport, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,

@@ -187,3 +187,85 @@ async fn stats_count_every_state_and_dead_jobs_are_re_driven_once() {
     assert_eq!(q.promote_due().await.unwrap(), 4);
     assert_eq!(q.stats().await.unwrap().active, 4);
 }
+
+#[tokio::test]
+async fn purge_deletes_only_old_finished_jobs_and_never_a_rescheduled_one() {
+    let (q, mut conn) = queue().await;
+    let jobs: Vec<_> = (0..5).map(|i| job(JobKind::FailRun, i)).collect();
+    q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    let ids: Vec<String> = jobs.iter().map(CleanupJob::task_id).collect();
+    let (now, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let day = 86_400;
+    for id in &ids {
+        finish(&q, &mut conn, id, &q.keys().done(), 1).await;
+    }
+    // Finished 10 days ago, 10 days ago, 1 day ago; no finish time; old but scheduled again.
+    let finished = [
+        Some(now - 10 * day),
+        Some(now - 10 * day),
+        Some(now - day),
+        None,
+        Some(now - 10 * day),
+    ];
+    for (id, at) in ids.iter().zip(finished) {
+        if let Some(at) = at {
+            let _: () = redis::cmd("HSET")
+                .arg(q.keys().meta(id))
+                .arg("done_at")
+                .arg(at)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    let _: () = redis::cmd("ZADD")
+        .arg(q.keys().scheduled())
+        .arg(now)
+        .arg(&ids[4])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let report = q
+        .purge(false, Duration::from_secs(7 * day as u64))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.purged,
+            report.kept_recent,
+            report.kept_undated,
+            report.kept_scheduled
+        ),
+        (2, 1, 1, 1),
+        "{report:?}"
+    );
+    for id in &ids[..2] {
+        let (member, data, meta): (bool, bool, bool) = redis::pipe()
+            .cmd("SISMEMBER")
+            .arg(q.keys().done())
+            .arg(id)
+            .cmd("HEXISTS")
+            .arg(q.keys().data())
+            .arg(id)
+            .cmd("EXISTS")
+            .arg(q.keys().meta(id))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(!member && !data && !meta, "{id} fully deleted");
+    }
+    assert_eq!(q.stats().await.unwrap().done, 3);
+    // Again: nothing more is old enough; the dead set was never touched.
+    assert_eq!(
+        q.purge(false, Duration::from_secs(7 * day as u64))
+            .await
+            .unwrap()
+            .purged,
+        0
+    );
+    assert_eq!(
+        q.purge(true, Duration::ZERO).await.unwrap(),
+        Default::default()
+    );
+}

@@ -195,6 +195,8 @@ pub enum Command {
     /// Inspect the job queue and re-drive dead jobs.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// What janitor changed and why (the audit trail), newest first.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +221,73 @@ pub enum QueueCommand {
     },
     /// Re-drive dead jobs: out of the dead set, attempts reset, due now. Idempotent.
     Retry(RetryArgs),
+    /// Retention: delete done (or dead) jobs that finished at least --older-than ago.
+    /// Never touches a job scheduled again.
+    Purge(PurgeArgs),
+}
+
+/// A finished-job set to purge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PurgeState {
+    Done,
+    Dead,
+}
+
+#[derive(Debug, Args)]
+pub struct PurgeArgs {
+    #[arg(long, value_enum)]
+    pub state: PurgeState,
+    /// Keep what finished within this long: 90s, 30m, 12h, 7d (or plain seconds).
+    #[arg(long, value_parser = parse_duration)]
+    pub older_than: std::time::Duration,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only changes to this run.
+    #[arg(long)]
+    pub execution: Option<String>,
+    /// Only changes to this agent's runs and slots.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only changes since this instant (ISO-8601) or this long ago (90s, 30m, 12h, 7d).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Most rows to print, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `90s`, `30m`, `12h`, `7d`, or plain seconds.
+pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{value:?}: expected a number with s, m, h or d (e.g. 7d)"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{value:?}: expected a number with s, m, h or d (e.g. 7d)"))
 }
 
 /// A queue state to list.

@@ -53,6 +53,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => commands::serve::run(&settings, args).await,
         Command::Healthcheck(_) => unreachable!("handled above"),
         Command::Queue(command) => commands::queue::run(&settings, command).await,
+        Command::Audit(args) => commands::audit::run(&settings, args).await,
     }
 }
 

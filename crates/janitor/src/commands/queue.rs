@@ -6,7 +6,7 @@ use janitor_queue::{JobInfo, JobState, Queue, RetryOutcome};
 use janitor_store::sql::audit::{self, AuditFilter};
 use serde_json::json;
 
-use crate::cli::{ListArgs, ListState, QueueCommand, RetryArgs};
+use crate::cli::{ListArgs, ListState, PurgeArgs, PurgeState, QueueCommand, RetryArgs};
 use crate::{context, settings::Settings};
 
 pub async fn run(settings: &Settings, command: &QueueCommand) -> anyhow::Result<()> {
@@ -23,6 +23,7 @@ pub async fn run(settings: &Settings, command: &QueueCommand) -> anyhow::Result<
         QueueCommand::List(args) => list(&queue, args, kind).await,
         QueueCommand::Show { id, json } => show(settings, &queue, id, *json).await,
         QueueCommand::Retry(args) => retry(&queue, args, kind).await,
+        QueueCommand::Purge(args) => purge(&queue, args).await,
     }
 }
 
@@ -163,6 +164,25 @@ async fn show(settings: &Settings, queue: &Queue, id: &str, json: bool) -> anyho
             row.job_id.as_deref().unwrap_or("-")
         );
     }
+    Ok(())
+}
+
+async fn purge(queue: &Queue, args: &PurgeArgs) -> anyhow::Result<()> {
+    let dead = args.state == PurgeState::Dead;
+    let report = queue.purge(dead, args.older_than).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "purged {} {} jobs finished at least {}s ago; kept {} recent, {} scheduled again, {} without a finish time",
+        report.purged,
+        if dead { "dead" } else { "done" },
+        args.older_than.as_secs(),
+        report.kept_recent,
+        report.kept_scheduled,
+        report.kept_undated
+    );
     Ok(())
 }
 
