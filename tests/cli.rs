@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use janitor_e2e::{run, seed_incident, Env, Kind};
+use janitor_e2e::{http, run, seed_incident, Env, Kind};
 
 /// The platform's own schema as it exists in a live database, including columns janitor
 /// does not know (later migrations there), so `migrate` can be shown to keep them.
@@ -267,28 +267,6 @@ async fn config_layers_flags_env_file_defaults_and_redacts() {
     );
 }
 
-/// One HTTP/1.1 request over a plain socket: (status, body).
-fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    (status, body)
-}
-
 #[tokio::test]
 async fn the_http_intake_enqueues_skips_behind_a_token() {
     let env = Env::new(Kind::Sqlite).await;
@@ -334,16 +312,16 @@ async fn the_http_intake_enqueues_skips_behind_a_token() {
 
     // Without a token configured, mutating endpoints are disabled, not open.
     let server = start(None);
-    assert_eq!(http(port, "GET", "/healthz", None, "").0, 200);
-    let (status, body) = http(port, "POST", "/api/v1/skip", Some("anything"), skip);
+    assert_eq!(http(&listen, "GET", "/healthz", None, "").0, 200);
+    let (status, body) = http(&listen, "POST", "/api/v1/skip", Some("anything"), skip);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("disabled"), "{body}");
     stop(server);
 
     let server = start(Some("s3cret"));
-    assert_eq!(http(port, "POST", "/api/v1/skip", None, skip).0, 401);
+    assert_eq!(http(&listen, "POST", "/api/v1/skip", None, skip).0, 401);
     assert_eq!(
-        http(port, "POST", "/api/v1/skip", Some("wrong"), skip).0,
+        http(&listen, "POST", "/api/v1/skip", Some("wrong"), skip).0,
         401
     );
     let cases = [
@@ -354,19 +332,19 @@ async fn the_http_intake_enqueues_skips_behind_a_token() {
         (r#"{"execution_id":"run1"}"#, 409),
     ];
     for (body, want) in cases {
-        let (status, reply) = http(port, "POST", "/api/v1/skip", Some("s3cret"), body);
+        let (status, reply) = http(&listen, "POST", "/api/v1/skip", Some("s3cret"), body);
         assert_eq!(status, want, "{body}: {reply}");
         assert!(
             serde_json::from_str::<serde_json::Value>(&reply).unwrap()["error"].is_string(),
             "{reply}"
         );
     }
-    let (status, reply) = http(port, "POST", "/api/v1/skip", Some("s3cret"), skip);
+    let (status, reply) = http(&listen, "POST", "/api/v1/skip", Some("s3cret"), skip);
     assert_eq!(status, 202, "{reply}");
     let receipt: serde_json::Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(receipt["task_id"], "finalize_skipped:agent:sk1:skipped");
     assert_eq!(receipt["enqueued"], 1);
-    let (_, again) = http(port, "POST", "/api/v1/skip", Some("s3cret"), skip);
+    let (_, again) = http(&listen, "POST", "/api/v1/skip", Some("s3cret"), skip);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&again).unwrap()["already_queued"],
         1

@@ -3,20 +3,13 @@
 //! `janitor healthcheck` (the container health check) reads.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader};
 use std::process::{Child, ChildStderr};
 
 use janitor_e2e::{seed_incident, Env, Kind};
 
-/// One HTTP/1.0 GET over a plain socket: (status, body).
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    (status, body.to_owned())
+    janitor_e2e::http(addr, "GET", path, None, "")
 }
 
 /// Reads log lines until one contains `needle`; returns it. Panics if the process ends first.

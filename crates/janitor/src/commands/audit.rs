@@ -55,7 +55,7 @@ pub async fn run(settings: &Settings, args: &AuditArgs) -> anyhow::Result<()> {
 }
 
 /// An ISO-8601 instant, or a duration meaning that long ago.
-fn since(value: &str) -> anyhow::Result<Timestamp> {
+pub fn since(value: &str) -> anyhow::Result<Timestamp> {
     if let Ok(ago) = parse_duration(value) {
         let ago = chrono::TimeDelta::from_std(ago).context("--since is too far back")?;
         return chrono::Utc::now()

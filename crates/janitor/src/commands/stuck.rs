@@ -3,14 +3,14 @@
 
 use janitor_core::{format_timestamp, Timestamp, Verdict};
 use janitor_producer::{observe, Finding, ObserveStats, Pair};
-use janitor_store::{CorruptRow, CorruptSlot};
+use janitor_store::{CorruptRow, CorruptSlot, ExecutionStore, SlotStore};
 use serde::Serialize;
 
 use crate::cli::StuckArgs;
 use crate::{context, settings::Settings};
 
 #[derive(Debug, Serialize)]
-struct Report {
+pub struct Report {
     now: Timestamp,
     pairs: Vec<Pair>,
     corrupt_slots: Vec<CorruptSlotJson>,
@@ -36,20 +36,37 @@ struct CorruptRowJson {
 pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
     let slots = context::slot_store(settings).await?;
     let rows = context::execution_store(settings).await?;
+    let report = report(settings, &slots, &rows, args.actionable).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+/// Every open run and every slot without a live run (only actionable ones with
+/// `actionable`), sorted by agent and run, with what could not be read.
+pub async fn report(
+    settings: &Settings,
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    actionable: bool,
+) -> anyhow::Result<Report> {
     let now = slots.server_time().await?;
     let mut pairs = Vec::new();
     let mut corrupt_slots = Vec::new();
     let mut corrupt_rows = Vec::new();
     let stats = observe::<janitor_store::StoreError>(
-        &slots,
-        &rows,
+        slots,
+        rows,
         &settings.policy,
         now,
         settings.scan_batch,
         async |finding| {
             match finding {
                 Finding::Pair(pair) => {
-                    if !args.actionable || pair.verdict.is_actionable() {
+                    if !actionable || pair.verdict.is_actionable() {
                         pairs.push(pair)
                     }
                 }
@@ -80,19 +97,13 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
     )
     .await?;
     pairs.sort_by_key(sort_key);
-    let report = Report {
+    Ok(Report {
         now,
         pairs,
         corrupt_slots,
         corrupt_rows,
         stats,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_table(&report);
-    }
-    Ok(())
+    })
 }
 
 /// Agent, then execution id: stable output an operator can diff.
