@@ -102,23 +102,12 @@ async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
         .map(|j| j["id"].as_str().unwrap().to_owned())
         .find(|id| id.starts_with("reclaim_slot:agent:one:stale900:"))
         .unwrap();
-    let mut redis = env.redis().await.unwrap();
-    redis::pipe()
-        .cmd("ZREM")
-        .arg(format!("{}:scheduled", env.queue))
-        .arg(&dead)
-        .cmd("SADD")
-        .arg(format!("{}:dead", env.queue))
-        .arg(&dead)
-        .cmd("HSET")
-        .arg(format!("{}:meta:{dead}", env.queue))
-        .arg("attempts")
-        .arg(5)
-        .arg("result")
-        .arg(r#"{"Err":"AbortError: gave up after 5 attempts: redis: timed out"}"#)
-        .exec_async(&mut redis)
-        .await
-        .unwrap();
+    env.mark_dead(
+        &dead,
+        5,
+        r#"{"Err":"AbortError: gave up after 5 attempts: redis: timed out"}"#,
+    )
+    .await;
     let (_, listed) = call(
         a,
         "GET",

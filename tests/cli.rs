@@ -397,22 +397,8 @@ async fn queue_stats_and_retry_re_drive_a_dead_job() {
         .await
         .unwrap();
     let dead = ids.iter().find(|i| i.starts_with(id)).unwrap().clone();
-    redis::pipe()
-        .cmd("ZREM")
-        .arg(format!("{}:scheduled", env.queue))
-        .arg(&dead)
-        .cmd("SADD")
-        .arg(format!("{}:dead", env.queue))
-        .arg(&dead)
-        .cmd("HSET")
-        .arg(format!("{}:meta:{dead}", env.queue))
-        .arg("attempts")
-        .arg(5)
-        .arg("result")
-        .arg("gave up after 5 attempts: database unavailable")
-        .exec_async(&mut redis)
-        .await
-        .unwrap();
+    env.mark_dead(&dead, 5, "gave up after 5 attempts: database unavailable")
+        .await;
     assert_eq!(
         env.run(&["queue", "stats", "--json"]).ok().json()["dead"],
         1

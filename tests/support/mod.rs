@@ -116,6 +116,28 @@ impl Env {
     }
 
     /// Seeds many runs in one statement: (id, agent, status, started_at, session).
+    /// Leaves a queued job as apalis-redis does once it gives up on it: out of the schedule,
+    /// in the dead set, with its attempts and last result in its meta hash.
+    pub async fn mark_dead(&self, id: &str, attempts: u64, result: &str) {
+        let mut redis = self.redis().await.unwrap();
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(format!("{}:scheduled", self.queue))
+            .arg(id)
+            .cmd("SADD")
+            .arg(format!("{}:dead", self.queue))
+            .arg(id)
+            .cmd("HSET")
+            .arg(format!("{}:meta:{id}", self.queue))
+            .arg("attempts")
+            .arg(attempts)
+            .arg("result")
+            .arg(result)
+            .exec_async(&mut redis)
+            .await
+            .unwrap();
+    }
+
     pub async fn seed_runs(&self, runs: &[(String, String, &str, String, Option<&str>)]) {
         for chunk in runs.chunks(500) {
             let values: Vec<String> = chunk

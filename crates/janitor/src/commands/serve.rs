@@ -168,6 +168,17 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// A change request: authorized, then its JSON body read.
+fn command<T>(
+    app: &App,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<T, Refusal> {
+    authorize(app, headers)?;
+    body.map(|Json(request)| request)
+        .map_err(|rejection| Refusal(StatusCode::BAD_REQUEST, rejection.body_text()))
+}
+
 /// Runs a pass over the stores (whose sink closure the compiler cannot prove `Send` for
 /// every lifetime, as axum's handlers must be) on a blocking thread driving the same
 /// runtime.
@@ -225,9 +236,9 @@ async fn jobs(
     State(app): State<Arc<App>>,
     query: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
+        Ok(Query(query)) => query,
+        Err(refused) => return refused.into_response(),
     };
     let state = match query.state.as_str() {
         "scheduled" => JobState::Scheduled,
@@ -294,9 +305,9 @@ async fn stuck(
     State(app): State<Arc<App>>,
     query: Result<Query<StuckQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
+        Ok(Query(query)) => query,
+        Err(refused) => return refused.into_response(),
     };
     let actionable = query.actionable.unwrap_or(false);
     let report = off_handler(app, move |app| async move {
@@ -322,9 +333,9 @@ async fn audit_trail(
     State(app): State<Arc<App>>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
+        Ok(Query(query)) => query,
+        Err(refused) => return refused.into_response(),
     };
     let since = match query.since.as_deref().map(super::audit::since).transpose() {
         Ok(since) => since,
@@ -357,12 +368,9 @@ async fn retry(
     headers: HeaderMap,
     body: Result<Json<RetryRequest>, JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused.into_response();
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match command(&app, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
     if request.all_dead != request.ids.is_empty() {
         return error(StatusCode::BAD_REQUEST, "give either ids or all_dead: true");
@@ -405,12 +413,9 @@ async fn purge(
     headers: HeaderMap,
     body: Result<Json<PurgeRequest>, JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused.into_response();
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match command(&app, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
     let dead = match request.state.as_str() {
         "done" => false,
@@ -447,12 +452,9 @@ async fn sweep_now(
     headers: HeaderMap,
     body: Result<Json<SweepRequest>, JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused.into_response();
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match command(&app, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
     let report = off_handler(app, move |app| async move {
         super::sweep::sweep_once(
@@ -489,12 +491,9 @@ async fn skip(
     headers: HeaderMap,
     body: Result<Json<SkipRequest>, JsonRejection>,
 ) -> Response {
-    if let Err(refused) = authorize(&app, &headers) {
-        return refused.into_response();
-    }
-    let Json(request) = match body {
-        Ok(body) => body,
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    let request = match command(&app, &headers, body) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
     };
     let execution = match ExecutionId::parse(request.execution_id) {
         Ok(id) => id,
