@@ -166,3 +166,23 @@ fn bad_role_and_listen_values_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
 }
+
+/// A dead log reader must not take janitor down: once its stderr is a broken pipe, log lines
+/// are dropped and SIGTERM still ends it cleanly.
+#[tokio::test]
+async fn a_closed_log_pipe_does_not_crash_the_process() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let (mut producer, watchdog) = start(&env, &["run", "--role", "producer", "--listen", "off"]);
+    let mut logs = stderr_lines(&mut producer);
+    wait_for_line(&mut logs, "sweep done");
+    // The reader goes away; everything janitor logs from now on hits a broken pipe.
+    drop(logs);
+    watchdog.send(()).unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &producer.id().to_string()])
+        .status()
+        .unwrap();
+    let status = producer.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -66,9 +66,13 @@ fn init_logging(format: LogFormat) {
     };
     // Colours only for a person at a terminal: escape codes in a log file or pipe break
     // every grep over it.
+    // A log line that cannot be written is dropped: by default the subscriber reports it with
+    // eprintln!, which panics when stderr is the broken pipe (a dead log collector would
+    // take the service down with it).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     if json {
         builder.json().flatten_event(true).init();
