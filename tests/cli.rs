@@ -449,33 +449,24 @@ async fn queue_stats_and_retry_re_drive_a_dead_job() {
     let bad_since = env.run(&["audit", "--since", "yesterday"]);
     assert_eq!(bad_since.code, Some(1));
     assert!(bad_since.stderr.contains("--since"), "{}", bad_since.stderr);
-    let purge = env
-        .run(&[
+    let purge = |older: &str| {
+        env.run(&[
             "queue",
             "purge",
             "--state",
             "done",
             "--older-than",
-            "7d",
+            older,
             "--json",
         ])
         .ok()
-        .json();
-    assert_eq!(purge["purged"], 0, "{purge}");
-    assert!(purge["kept_recent"].as_u64().unwrap() >= 1, "{purge}");
-    let all = env
-        .run(&[
-            "queue",
-            "purge",
-            "--state",
-            "done",
-            "--older-than",
-            "0s",
-            "--json",
-        ])
-        .ok()
-        .json();
-    assert_eq!(all["purged"], purge["kept_recent"], "{all}");
+        .json()
+    };
+    let kept = purge("7d");
+    assert_eq!(kept["purged"], 0, "{kept}");
+    assert!(kept["kept_recent"].as_u64().unwrap() >= 1, "{kept}");
+    let all = purge("0s");
+    assert_eq!(all["purged"], kept["kept_recent"], "{all}");
     assert_eq!(
         env.run(&["queue", "stats", "--json"]).ok().json()["done"],
         0

@@ -38,6 +38,11 @@ impl JobKind {
         Self::FinalizeSkipped,
     ];
 
+    /// The kind named `name` (as [`Self::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ReclaimSlot => "reclaim_slot",

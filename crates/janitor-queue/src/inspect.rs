@@ -49,6 +49,33 @@ pub enum JobState {
     Done,
 }
 
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        Self::Scheduled,
+        Self::Retrying,
+        Self::Active,
+        Self::InFlight,
+        Self::Dead,
+        Self::Done,
+    ];
+
+    /// The name in listings, the CLI and the API (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Retrying => "retrying",
+            Self::Active => "active",
+            Self::InFlight => "in_flight",
+            Self::Dead => "dead",
+            Self::Done => "done",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
 /// One job as an operator reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobInfo {

@@ -264,6 +264,16 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
+fn parse_job_state(name: &str) -> Result<janitor_queue::JobState, String> {
+    janitor_queue::JobState::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = janitor_queue::JobState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        format!("expected one of {}", known.join(", "))
+    })
+}
+
 /// `90s`, `30m`, `12h`, `7d`, or plain seconds.
 pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
     let value = value.trim();
@@ -290,21 +300,11 @@ pub fn parse_duration(value: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{value:?}: expected a number with s, m, h or d (e.g. 7d)"))
 }
 
-/// A queue state to list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ListState {
-    Scheduled,
-    Retrying,
-    Active,
-    InFlight,
-    Dead,
-    Done,
-}
-
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    #[arg(long, value_enum)]
-    pub state: ListState,
+    /// scheduled, retrying, active, in_flight, dead or done.
+    #[arg(long, value_parser = parse_job_state)]
+    pub state: janitor_queue::JobState,
     /// Only jobs of this kind (reclaim_slot, release_slot, fail_run, finalize_skipped).
     #[arg(long)]
     pub kind: Option<String>,

@@ -2,11 +2,11 @@
 
 use anyhow::bail;
 use janitor_core::JobKind;
-use janitor_queue::{JobInfo, JobState, Queue, RetryOutcome};
+use janitor_queue::{JobInfo, Queue, RetryOutcome};
 use janitor_store::sql::audit::{self, AuditFilter};
 use serde_json::json;
 
-use crate::cli::{ListArgs, ListState, PurgeArgs, PurgeState, QueueCommand, RetryArgs};
+use crate::cli::{ListArgs, PurgeArgs, PurgeState, QueueCommand, RetryArgs};
 use crate::{context, settings::Settings};
 
 pub async fn run(settings: &Settings, command: &QueueCommand) -> anyhow::Result<()> {
@@ -28,7 +28,7 @@ pub async fn run(settings: &Settings, command: &QueueCommand) -> anyhow::Result<
 }
 
 fn parse_kind(name: &str) -> anyhow::Result<JobKind> {
-    match JobKind::ALL.into_iter().find(|k| k.as_str() == name) {
+    match JobKind::parse(name) {
         Some(kind) => Ok(kind),
         None => {
             let known: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -68,14 +68,7 @@ async fn stats(queue: &Queue, json: bool) -> anyhow::Result<()> {
 }
 
 async fn list(queue: &Queue, args: &ListArgs, kind: Option<JobKind>) -> anyhow::Result<()> {
-    let state = match args.state {
-        ListState::Scheduled => JobState::Scheduled,
-        ListState::Retrying => JobState::Retrying,
-        ListState::Active => JobState::Active,
-        ListState::InFlight => JobState::InFlight,
-        ListState::Dead => JobState::Dead,
-        ListState::Done => JobState::Done,
-    };
+    let state = args.state;
     let page = queue
         .list(state, kind, args.cursor, usize::from(args.limit))
         .await?;

@@ -203,16 +203,12 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 fn parse_kind(kind: Option<&str>) -> Result<Option<JobKind>, Refusal> {
     match kind {
         None => Ok(None),
-        Some(name) => JobKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == name)
-            .map(Some)
-            .ok_or_else(|| {
-                Refusal(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown job kind {name:?}"),
-                )
-            }),
+        Some(name) => JobKind::parse(name).map(Some).ok_or_else(|| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("unknown job kind {name:?}"),
+            )
+        }),
     }
 }
 
@@ -240,21 +236,12 @@ async fn jobs(
         Ok(Query(query)) => query,
         Err(refused) => return refused.into_response(),
     };
-    let state = match query.state.as_str() {
-        "scheduled" => JobState::Scheduled,
-        "retrying" => JobState::Retrying,
-        "active" => JobState::Active,
-        "in_flight" => JobState::InFlight,
-        "dead" => JobState::Dead,
-        "done" => JobState::Done,
-        other => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "unknown state {other:?}: scheduled, retrying, active, in_flight, dead or done"
-                ),
-            )
-        }
+    let Some(state) = JobState::parse(&query.state) else {
+        let known: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown state {:?}: {}", query.state, known.join(", ")),
+        );
     };
     let kind = match parse_kind(query.kind.as_deref()) {
         Ok(kind) => kind,
