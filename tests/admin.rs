@@ -2,8 +2,6 @@
 //! bearer token, bad requests answered with a 4xx and a JSON error.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-
 use janitor_e2e::{http, seed_incident, Env, Kind};
 use serde_json::Value;
 
@@ -28,24 +26,11 @@ async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
     let env = Env::new(Kind::Sqlite).await;
     env.run(&["migrate"]).ok();
     seed_incident(&env).await;
-    let mut server = env
-        .command()
-        .env("JANITOR_ADMIN_TOKEN", TOKEN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap()
-        .to_owned();
-    let a = addr.as_str();
+    let server = env.serve(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("JANITOR_ADMIN_TOKEN", TOKEN)],
+    );
+    let a = server.addr.as_str();
 
     // Reads.
     let (status, stats) = call(a, "GET", "/api/v1/queue/stats", None, "");
@@ -165,9 +150,190 @@ async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
         "no worker ran: {trail}"
     );
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
+    server.stop();
+}
+
+/// The sum of the samples of `name` whose labels include every pair in `labels`
+/// (Prometheus text format; janitor's label values hold no commas or quotes).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let have: Vec<&str> = series_labels.split(',').collect();
+        if labels
+            .iter()
+            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+        {
+            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    total.unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+}
+
+fn scrape(addr: &str) -> String {
+    let (status, text) = http(addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+fn wait_for(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
+    lines
+        .find(|line| line.contains(needle))
+        .unwrap_or_else(|| panic!("the process ended before logging {needle:?}"))
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_producer_found_and_the_workers_did() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate"]).ok();
+    let verdicts = seed_incident(&env).await;
+    let long = [("JANITOR_SWEEP_INTERVAL_SECS", "3600")];
+
+    // A producer: one sweep, then its metrics.
+    let (producer, mut logs) = env.serve_logged(
+        &["run", "--role", "producer", "--listen", "127.0.0.1:0"],
+        &long,
+    );
+    wait_for(&mut logs, "sweep done");
+    let text = scrape(&producer.addr);
+    producer.stop();
+    assert_eq!(
+        metric(&text, "janitor_sweeps_total", &[("result", "ok")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "janitor_sweep_duration_seconds_count", &[]),
+        1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "janitor_sweep_items_scanned_total",
+            &[("item", "slot")]
+        ) >= 4.0
+    );
+    assert!(
+        metric(
+            &text,
+            "janitor_sweep_items_scanned_total",
+            &[("item", "row")]
+        ) >= 6.0
+    );
+    let count = |verdict: &str| verdicts.values().filter(|v| **v == verdict).count() as f64;
+    for (kind, verdicts) in [
+        ("reclaim_slot", count("reclaim_stale_slot")),
+        ("release_slot", count("release_leaked_slot")),
+        (
+            "fail_run",
+            count("fail_orphan") + count("fail_never_launched"),
+        ),
+        ("finalize_skipped", count("finalize_skipped")),
+    ] {
+        assert!(verdicts >= 1.0, "{kind}");
+        let found = metric(&text, "janitor_violations_found_total", &[("kind", kind)]);
+        assert_eq!(found, verdicts, "{kind}");
+        assert_eq!(
+            metric(&text, "janitor_jobs_enqueued_total", &[("kind", kind)]),
+            found
+        );
+    }
+    let enqueued = metric(&text, "janitor_jobs_enqueued_total", &[]);
+    assert_eq!(
+        metric(&text, "janitor_queue_jobs", &[("state", "scheduled_due")]),
+        enqueued
+    );
+    assert_eq!(
+        metric(&text, "janitor_queue_jobs", &[("state", "dead")]),
+        0.0
+    );
+    assert_eq!(metric(&text, "janitor_queue_up", &[]), 1.0);
+    assert_eq!(metric(&text, "janitor_breaker_tripped", &[]), 0.0);
+    assert!(metric(&text, "janitor_last_sweep_timestamp_seconds", &[]) > 1.7e9);
+    assert!(
+        text.contains("# HELP janitor_sweeps_total Sweeps finished"),
+        "{text}"
+    );
+
+    // The stale run reports success after janitor judged it dead: a late completion.
+    env.sql("UPDATE schedule_executions SET status = 'success' WHERE id = 'stale900'")
+        .await
         .unwrap();
-    assert!(server.wait().unwrap().success());
+
+    // A worker: applies every job, then its metrics.
+    let (worker, mut logs) = env.serve_logged(
+        &["run", "--role", "worker", "--listen", "127.0.0.1:0"],
+        &long,
+    );
+    for _ in 0..enqueued as usize {
+        wait_for(&mut logs, "job done");
+    }
+    let text = scrape(&worker.addr);
+    worker.stop();
+    let applied = metric(&text, "janitor_actions_total", &[("outcome", "applied")]);
+    let moot = metric(
+        &text,
+        "janitor_actions_total",
+        &[("outcome", "no_longer_needed")],
+    );
+    assert_eq!(applied + moot, enqueued, "{text}");
+    assert_eq!(metric(&text, "janitor_late_completions_total", &[]), 1.0);
+    assert_eq!(
+        metric(
+            &text,
+            "janitor_effects_total",
+            &[("effect", "run_cancelled")]
+        ),
+        count("finalize_skipped")
+    );
+    assert_eq!(
+        metric(&text, "janitor_effects_total", &[("effect", "run_failed")]),
+        count("fail_orphan") + count("fail_never_launched"),
+        "the late success was not failed"
+    );
+    // The orphan was failed some minutes after its deadline.
+    let reaped = metric(
+        &text,
+        "janitor_reap_latency_seconds_count",
+        &[("kind", "fail_run")],
+    );
+    assert!(reaped >= 1.0, "{text}");
+    let late = metric(
+        &text,
+        "janitor_reap_latency_seconds_sum",
+        &[("kind", "fail_run")],
+    );
+    assert!(late > 0.0, "{text}");
+    assert_eq!(
+        metric(&text, "janitor_queue_jobs", &[("state", "done")]),
+        enqueued
+    );
+    assert_eq!(
+        metric(&text, "janitor_queue_jobs", &[("state", "scheduled_due")]),
+        0.0
+    );
+    assert_eq!(
+        metric(&text, "janitor_queue_oldest_due_age_seconds", &[]),
+        0.0
+    );
+    assert!(
+        text.contains("# TYPE janitor_reap_latency_seconds histogram"),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "janitor_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
 }

@@ -115,7 +115,6 @@ impl Env {
         self.count(&sql).await
     }
 
-    /// Seeds many runs in one statement: (id, agent, status, started_at, session).
     /// Leaves a queued job as apalis-redis does once it gives up on it: out of the schedule,
     /// in the dead set, with its attempts and last result in its meta hash.
     pub async fn mark_dead(&self, id: &str, attempts: u64, result: &str) {
@@ -138,6 +137,7 @@ impl Env {
             .unwrap();
     }
 
+    /// Seeds many runs in one statement: (id, agent, status, started_at, session).
     pub async fn seed_runs(&self, runs: &[(String, String, &str, String, Option<&str>)]) {
         for chunk in runs.chunks(500) {
             let values: Vec<String> = chunk
@@ -340,7 +340,106 @@ pub async fn seed_incident(env: &Env) -> BTreeMap<&'static str, &'static str> {
     ])
 }
 
-/// One HTTP/1.1 request over a plain socket: (status, body).
+/// A janitor process serving the admin API (`serve`, or `run` with `--listen`): killed if
+/// the test ends without stopping it.
+#[derive(Debug)]
+pub struct Served {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// Dropped with this: the watchdog stands down.
+    _watchdog: std::sync::mpsc::Sender<()>,
+}
+
+impl Env {
+    /// Starts `janitor ARGS` (which must listen on `127.0.0.1:0`) with extra environment
+    /// and returns once it said where it listens.
+    pub fn serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Served {
+        self.start_serving(args, envs, std::process::Stdio::null())
+    }
+
+    /// [`Env::serve`] with info logs, and the lines it logs (read them, or it blocks once
+    /// the pipe is full).
+    pub fn serve_logged(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> (Served, impl Iterator<Item = String>) {
+        use std::io::BufRead as _;
+        let mut envs = envs.to_vec();
+        envs.push(("JANITOR_LOG", "info"));
+        let mut served = self.start_serving(args, &envs, std::process::Stdio::piped());
+        let stderr = served.child.stderr.take().unwrap();
+        let lines = std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok);
+        (served, lines)
+    }
+
+    fn start_serving(
+        &self,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> Served {
+        use std::io::BufRead as _;
+        let mut child = self
+            .command()
+            .envs(envs.iter().copied())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("janitor {args:?} did not listen: {first:?}"))
+            .to_owned();
+        // A process the test still holds after two minutes is hung: kill it, so the test
+        // fails instead of hanging the suite.
+        let (alive, watched) = std::sync::mpsc::channel::<()>();
+        let pid = child.id().to_string();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                watched.recv_timeout(std::time::Duration::from_secs(120))
+            {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        Served {
+            child,
+            addr,
+            _watchdog: alive,
+        }
+    }
+}
+
+impl Served {
+    /// SIGTERM; asserts a clean exit.
+    pub fn stop(mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a plain socket: (status, body). Gives up after a minute
+/// without an answer, so a hung server fails the test instead of hanging it.
 pub fn http(
     addr: &str,
     method: &str,
@@ -350,6 +449,9 @@ pub fn http(
 ) -> (u16, String) {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
@@ -357,13 +459,34 @@ pub fn http(
         body.len()
     )
     .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
+    // Read the head, then the body by its Content-Length (a server may keep the connection
+    // open whatever the request said), or to the end when it gives none.
+    let mut reader = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        if n == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let length = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse::<usize>().unwrap())
+    });
+    let mut body = Vec::new();
+    match length {
+        Some(n) => {
+            body.resize(n, 0);
+            reader.read_exact(&mut body).unwrap();
+        }
+        None => {
+            reader.read_to_end(&mut body).unwrap();
+        }
+    }
+    let body = String::from_utf8(body).unwrap();
     (status, body)
 }

@@ -150,8 +150,50 @@ impl Pusher<'_> {
 ///
 /// With `force`, the pass stops early once the queue is full — what does not fit is found
 /// again by the next one. Without it the pass always completes, so the breaker judges every
-/// reclaim.
+/// reclaim. A sweep that is not a dry run is recorded in the metrics.
 pub async fn sweep(
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    queue: &Queue,
+    policy: &Policy,
+    lease: Option<&SweepLease>,
+    options: &SweepOptions,
+) -> Result<SweepReport, SweepError> {
+    let result = sweep_pass(slots, rows, queue, policy, lease, options).await;
+    if !options.dry_run {
+        match &result {
+            Ok(report) => record(report),
+            Err(_) => janitor_metrics::sweep_failed(),
+        }
+    }
+    result
+}
+
+fn record(report: &SweepReport) {
+    janitor_metrics::sweep_finished(&janitor_metrics::SweepFigures {
+        elapsed: Duration::from_millis(report.elapsed_ms),
+        slots: report.stats.slots_scanned,
+        rows: report.stats.rows_scanned,
+        corrupt_slots: report.stats.corrupt_slots,
+        corrupt_rows: report.stats.corrupt_rows,
+        breaker_tripped: report.breaker_tripped,
+        at_unix: janitor_core::to_unix_seconds(report.now),
+    });
+    for (kind, k) in &report.kinds {
+        janitor_metrics::sweep_kind(
+            kind,
+            &janitor_metrics::KindFigures {
+                found: k.found,
+                enqueued: k.queue.enqueued,
+                already_queued: k.queue.already_queued,
+                dead: k.queue.dead,
+                deferred: k.queue.deferred,
+            },
+        );
+    }
+}
+
+async fn sweep_pass(
     slots: &SlotStore,
     rows: &ExecutionStore,
     queue: &Queue,

@@ -28,6 +28,18 @@ pub enum Effect {
     RunCancelled,
 }
 
+impl Effect {
+    /// A short stable name, for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SlotReclaimed => "slot_reclaimed",
+            Self::SlotReleased => "slot_released",
+            Self::RunFailed => "run_failed",
+            Self::RunCancelled => "run_cancelled",
+        }
+    }
+}
+
 /// Why a job found nothing left to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "reason", content = "detail", rename_all = "snake_case")]
@@ -52,6 +64,23 @@ pub enum Moot {
     CorruptRow(String),
 }
 
+impl Moot {
+    /// A short stable name, for metrics and logs.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Renewed => "renewed",
+            Self::NotYetDue => "not_yet_due",
+            Self::SlotAlreadyGone => "slot_already_gone",
+            Self::AlreadyTerminal(_) => "already_terminal",
+            Self::StatusChanged(_) => "status_changed",
+            Self::Gone => "gone",
+            Self::OtherJob(_) => "other_job",
+            Self::CorruptRow(_) => "corrupt_row",
+        }
+    }
+}
+
 /// The result of applying a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -60,6 +89,28 @@ pub enum Outcome {
     Applied { effects: Vec<Effect> },
     /// Nothing to do any more.
     NoLongerNeeded { why: Moot },
+}
+
+impl Outcome {
+    /// `applied` or `no_longer_needed`, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Applied { .. } => "applied",
+            Self::NoLongerNeeded { .. } => "no_longer_needed",
+        }
+    }
+
+    /// The effects applied (`slot_reclaimed+run_failed`) or why none was needed, for logs.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Applied { effects } => effects
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
+            Self::NoLongerNeeded { why } => why.as_str().to_owned(),
+        }
+    }
 }
 
 /// Applies cleanup jobs against the two stores.
@@ -138,6 +189,11 @@ impl Applier {
                 }
                 None => None,
             };
+            if let Some(row) = &row {
+                if would_fail(job) && row.status.is_terminal() {
+                    janitor_metrics::late_completion();
+                }
+            }
             if slot.is_none() && row.is_none() {
                 outcomes[i] = Some(moot(Moot::Gone));
                 plans.push(None);
@@ -226,6 +282,7 @@ impl Applier {
                 Reclaim::NotYetDue => Moot::NotYetDue,
                 Reclaim::AlreadyGone => Moot::SlotAlreadyGone,
             };
+            janitor_metrics::cas_conflict("redis", why.as_str());
             outcomes[i] = Some(moot(why));
             plans[i] = None;
         }
@@ -264,9 +321,31 @@ impl Applier {
             self.rows.transitions(&changes, &slot_audits, now).await?
         };
         let mut row_outcome: HashMap<usize, CasOutcome> = change_of.into_iter().zip(cas).collect();
+        for (i, outcome) in &row_outcome {
+            let reason = match outcome {
+                CasOutcome::Applied { .. } => continue,
+                CasOutcome::AlreadyTerminal(_) => {
+                    if would_fail(&jobs[*i].0) {
+                        janitor_metrics::late_completion();
+                    }
+                    "already_terminal"
+                }
+                CasOutcome::Conflict(_) => "status_changed",
+                CasOutcome::NotFound => "not_found",
+            };
+            janitor_metrics::cas_conflict("sql", reason);
+        }
 
         for (i, plan) in plans.into_iter().enumerate() {
             let Some(mut plan) = plan else { continue };
+            if let Some(deadline) = plan.evidence.deadline {
+                if matches!(row_outcome.get(&i), Some(CasOutcome::Applied { .. }))
+                    || !plan.effects.is_empty()
+                {
+                    let late = (now - deadline).to_std().unwrap_or_default();
+                    janitor_metrics::reaped(jobs[i].0.kind.as_str(), late);
+                }
+            }
             let target = plan.verdict.row_target();
             outcomes[i] = Some(match (row_outcome.remove(&i), target) {
                 (Some(CasOutcome::Applied { .. }), Some(target)) => {
@@ -307,6 +386,15 @@ impl Applier {
             .map(|o| o.unwrap_or(Outcome::NoLongerNeeded { why: Moot::Healthy }))
             .collect())
     }
+}
+
+/// Whether `job` fails its run when it applies (so a terminal row beat it).
+fn would_fail(job: &CleanupJob) -> bool {
+    matches!(job.kind, JobKind::ReclaimSlot | JobKind::FailRun)
+        && job
+            .observed_status
+            .as_ref()
+            .is_some_and(|s| !s.is_terminal())
 }
 
 /// What a job will do, decided on fresh state.

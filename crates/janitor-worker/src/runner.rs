@@ -15,6 +15,7 @@ use apalis::prelude::*;
 use apalis_redis::RedisStorage;
 use futures::FutureExt as _;
 use janitor_core::{CleanupJob, JobKind};
+use janitor_metrics::ActionOutcome;
 use janitor_queue::{Queue, RawJson};
 use rand::Rng as _;
 use serde::Serialize;
@@ -221,7 +222,8 @@ async fn handle(
         Ok(job) => job,
         Err(err) => {
             handler.tally().malformed += 1;
-            tracing::error!(job.id = %id, error = %err, "malformed job payload: dead at once");
+            janitor_metrics::dead("unknown", "malformed");
+            tracing::error!(job.id = %id, error = %err, payload.bytes = payload.len(), "malformed job payload: dead at once");
             return Err(AbortError::new(JobError::Malformed(err.to_string())).into());
         }
     };
@@ -234,31 +236,50 @@ async fn handle(
             Ok(outcome) => {
                 tracing::info!(
                     job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id,
-                    agent.name = %job.agent, outcome = ?outcome, "job done"
+                    agent.name = %job.agent, outcome = outcome.name(), detail = %outcome.detail(),
+                    attempt = delivery, "job done"
                 );
                 handler.tally().record(job.kind, &outcome);
+                record(job.kind, &outcome);
                 return Ok(());
             }
             Err(err) if err.transient && tries < handler.options.tries_per_attempt => {
                 let wait = backoff(tries, Duration::from_millis(100), Duration::from_secs(2));
-                tracing::warn!(job.id = %id, error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
+                tracing::warn!(job.id = %id, job.kind = job.kind.as_str(), error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
                 tokio::time::sleep(wait).await;
             }
             Err(err) => break err,
         }
     };
     handler.tally().kind(job.kind).errors += 1;
+    janitor_metrics::action(job.kind.as_str(), ActionOutcome::Error);
     if delivery >= handler.options.max_attempts {
         handler.tally().kind(job.kind).dead += 1;
-        tracing::error!(job.id = %id, attempts = delivery, error = %error, "job is dead");
+        janitor_metrics::dead(job.kind.as_str(), "gave_up");
+        tracing::error!(job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id, agent.name = %job.agent, attempt = delivery, error = %error, "job is dead");
         return Err(AbortError::new(JobError::GaveUp {
             attempts: delivery,
             last: error.to_string(),
         })
         .into());
     }
-    tracing::warn!(job.id = %id, attempt = delivery, error = %error, "job failed, will be retried");
+    tracing::warn!(job.id = %id, job.kind = job.kind.as_str(), attempt = delivery, error = %error, "job failed, will be retried");
     Err(JobError::Store(error.to_string()).into())
+}
+
+/// Counts a delivery's outcome and effects in the metrics.
+fn record(kind: JobKind, outcome: &Outcome) {
+    match outcome {
+        Outcome::Applied { effects } => {
+            janitor_metrics::action(kind.as_str(), ActionOutcome::Applied);
+            for effect in effects {
+                janitor_metrics::effect(effect.as_str());
+            }
+        }
+        Outcome::NoLongerNeeded { .. } => {
+            janitor_metrics::action(kind.as_str(), ActionOutcome::NoLongerNeeded)
+        }
+    }
 }
 
 /// Full-jitter exponential backoff: a random wait up to `base × 2^(n-1)`, capped.
@@ -335,6 +356,7 @@ pub async fn run(
                 }
                 failures += 1;
                 handler.tally().restarts += 1;
+                janitor_metrics::worker_restarted();
                 let wait = backoff(
                     failures.min(6),
                     Duration::from_millis(200),

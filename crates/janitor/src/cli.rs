@@ -407,6 +407,15 @@ pub enum Role {
 }
 
 impl Role {
+    /// The name `--role` takes, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Producer => "producer",
+            Self::Worker => "worker",
+        }
+    }
+
     pub fn sweeps(self) -> bool {
         matches!(self, Self::All | Self::Producer)
     }

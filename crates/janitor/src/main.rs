@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracing_subscriber::EnvFilter;
 
+mod admin;
 mod cli;
 mod commands;
 mod context;

@@ -10,8 +10,8 @@ use janitor_producer::SweepReport;
 use janitor_worker::{runner, Applier, Tally};
 use serde::Serialize;
 
+use crate::admin;
 use crate::cli::{Listen, RunArgs};
-use crate::commands::serve;
 use crate::commands::sweep::{print_report, sweep_once};
 use crate::{context, settings::Settings};
 
@@ -54,7 +54,9 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     let admin = match args.listen {
         Listen::Off => None,
         Listen::On(addr) => {
-            let listener = serve::bind(addr).await?;
+            let listener = admin::bind(addr).await?;
+            // Before the first sweep or job, so the metrics miss nothing.
+            admin::metrics::Exporter::install()?;
             let (settings, slots, rows, queue, stop) = (
                 settings.clone(),
                 slots.clone(),
@@ -63,7 +65,7 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
                 shutdown.clone(),
             );
             Some(tokio::spawn(async move {
-                serve::serve(&settings, listener, slots, rows, queue, stop).await
+                admin::serve(&settings, listener, slots, rows, queue, stop).await
             }))
         }
     };
@@ -75,7 +77,7 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    tracing::info!(role = ?args.role, "running");
+    tracing::info!(role = args.role.as_str(), "running");
     if !args.role.sweeps() {
         shutdown.clone().await;
     }
@@ -115,7 +117,11 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
                     deferred,
                     slots = report.stats.slots_scanned,
                     rows = report.stats.rows_scanned,
+                    corrupt_slots = report.stats.corrupt_slots,
+                    corrupt_rows = report.stats.corrupt_rows,
                     breaker_tripped = report.breaker_tripped,
+                    fence = report.fence,
+                    duration_ms = report.elapsed_ms,
                     "sweep done"
                 );
             }
@@ -128,7 +134,8 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(workers) = workers {
         let tally = workers.await?;
-        tracing::info!(tally = ?tally, "workers stopped");
+        let tally = serde_json::to_string(&tally).unwrap_or_default();
+        tracing::info!(tally = %tally, "workers stopped");
     }
     if let Some(admin) = admin {
         admin.await??;

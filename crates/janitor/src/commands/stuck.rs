@@ -13,6 +13,9 @@ use crate::{context, settings::Settings};
 pub struct Report {
     now: Timestamp,
     pairs: Vec<Pair>,
+    /// How many pairs there were before [`Report::truncate`] (`pairs` holds them all
+    /// otherwise).
+    pairs_total: usize,
     corrupt_slots: Vec<CorruptSlotJson>,
     corrupt_rows: Vec<CorruptRowJson>,
     stats: ObserveStats,
@@ -43,6 +46,13 @@ pub async fn run(settings: &Settings, args: &StuckArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+impl Report {
+    /// Keeps the first `limit` pairs (`pairs_total` still says how many there were).
+    pub fn truncate(&mut self, limit: usize) {
+        self.pairs.truncate(limit);
+    }
 }
 
 /// Every open run and every slot without a live run (only actionable ones with
@@ -99,6 +109,7 @@ pub async fn report(
     pairs.sort_by_key(sort_key);
     Ok(Report {
         now,
+        pairs_total: pairs.len(),
         pairs,
         corrupt_slots,
         corrupt_rows,

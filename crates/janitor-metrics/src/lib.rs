@@ -1,0 +1,323 @@
+//! janitor's metrics: every name, its help text and its labels in one table, and the typed
+//! events the other crates call to record them.
+//!
+//! Recording goes through the [`metrics`] facade, so library code never holds a registry:
+//! without an installed recorder (a one-shot CLI command) every event is a no-op; `janitor
+//! run` and `janitor serve` install the Prometheus exporter and serve it at `GET /metrics`.
+//! Label values are closed sets (job kinds, outcomes, effects, stores), never ids or names,
+//! so the number of series stays fixed however many agents and runs there are.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+/// Sweeps finished, by `result` (`ok` | `error`).
+pub const SWEEPS: &str = "janitor_sweeps_total";
+/// How long one sweep took.
+pub const SWEEP_DURATION: &str = "janitor_sweep_duration_seconds";
+/// Items a sweep judged, by `item` (`slot` | `row`).
+pub const SWEEP_ITEMS: &str = "janitor_sweep_items_scanned_total";
+/// Unix time of the last sweep that finished without an error.
+pub const LAST_SWEEP: &str = "janitor_last_sweep_timestamp_seconds";
+/// Violations found, by job `kind` (each sweep counts what it finds, queued or not).
+pub const VIOLATIONS: &str = "janitor_violations_found_total";
+/// Items a sweep could not read, by `store` (`redis`: slot metadata; `sql`: rows).
+pub const CORRUPT_ITEMS: &str = "janitor_corrupt_items_found_total";
+/// Jobs pushed to the queue, by `kind`.
+pub const ENQUEUED: &str = "janitor_jobs_enqueued_total";
+/// Jobs not pushed because the same job already exists, by `kind` and `existing`
+/// (`queued` | `dead`).
+pub const DEDUPLICATED: &str = "janitor_jobs_deduplicated_total";
+/// Jobs not pushed because the queue was at its backlog cap, by `kind`.
+pub const DEFERRED: &str = "janitor_jobs_deferred_total";
+/// 1 while the last sweep's blast-radius breaker held its reclaims back, else 0.
+pub const BREAKER_TRIPPED: &str = "janitor_breaker_tripped";
+/// Sweeps whose breaker tripped.
+pub const BREAKER_TRIPS: &str = "janitor_breaker_trips_total";
+/// Job deliveries handled, by `kind` and `outcome` (`applied` | `no_longer_needed` | `error`).
+pub const ACTIONS: &str = "janitor_actions_total";
+/// Changes made, by `effect` (`slot_reclaimed` | `slot_released` | `run_failed` |
+/// `run_cancelled`).
+pub const EFFECTS: &str = "janitor_effects_total";
+/// Compare-and-sets that found the state changed, by `store` (`redis` | `sql`) and `reason`.
+pub const CAS_CONFLICTS: &str = "janitor_cas_conflicts_total";
+/// Runs janitor was about to fail that finished first (a late `success` beat the fail).
+pub const LATE_COMPLETIONS: &str = "janitor_late_completions_total";
+/// From a run's deadline to janitor applying its reclaim or fail, by `kind`.
+pub const REAP_LATENCY: &str = "janitor_reap_latency_seconds";
+/// Jobs that went dead, by `kind` and `reason` (`gave_up` | `malformed`).
+pub const DEAD: &str = "janitor_jobs_dead_total";
+/// Worker streams restarted after a Redis error.
+pub const WORKER_RESTARTS: &str = "janitor_worker_restarts_total";
+/// Jobs in the queue, by `state` (read from Redis at scrape time).
+pub const QUEUE_JOBS: &str = "janitor_queue_jobs";
+/// Seconds the oldest due job has waited (0 when none is due; read at scrape time).
+pub const OLDEST_DUE: &str = "janitor_queue_oldest_due_age_seconds";
+/// 1 when the last scrape could read the queue from Redis, else 0.
+pub const QUEUE_UP: &str = "janitor_queue_up";
+
+/// Always 1, labelled with the running `version`.
+pub const BUILD_INFO: &str = "janitor_build_info";
+
+/// Histogram buckets for [`SWEEP_DURATION`], in seconds.
+pub const SWEEP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Histogram buckets for [`REAP_LATENCY`], in seconds: a sweep interval up to hours.
+pub const REAP_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0, 3_600.0, 7_200.0,
+];
+
+/// Gives every metric its help text and unit (call once, after installing a recorder).
+pub fn describe() {
+    describe_counter!(SWEEPS, "Sweeps finished, by result (ok, error).");
+    describe_histogram!(SWEEP_DURATION, Unit::Seconds, "How long one sweep took.");
+    describe_counter!(SWEEP_ITEMS, "Items sweeps judged, by item (slot, row).");
+    describe_gauge!(
+        LAST_SWEEP,
+        Unit::Seconds,
+        "Unix time of the last sweep that finished without an error."
+    );
+    describe_counter!(
+        VIOLATIONS,
+        "Violations sweeps found, by job kind (counted by every sweep that sees them)."
+    );
+    describe_counter!(
+        CORRUPT_ITEMS,
+        "Items a sweep could not read, by store (redis: slot metadata, sql: rows)."
+    );
+    describe_counter!(ENQUEUED, "Cleanup jobs pushed to the queue, by kind.");
+    describe_counter!(
+        DEDUPLICATED,
+        "Jobs not pushed because the same job exists, by kind and existing (queued, dead)."
+    );
+    describe_counter!(
+        DEFERRED,
+        "Jobs not pushed because the queue was at its backlog cap, by kind."
+    );
+    describe_gauge!(
+        BREAKER_TRIPPED,
+        "1 while the last sweep's blast-radius breaker held its reclaims back."
+    );
+    describe_counter!(BREAKER_TRIPS, "Sweeps whose blast-radius breaker tripped.");
+    describe_counter!(
+        ACTIONS,
+        "Job deliveries handled, by kind and outcome (applied, no_longer_needed, error)."
+    );
+    describe_counter!(
+        EFFECTS,
+        "Changes applied, by effect (slot_reclaimed, slot_released, run_failed, run_cancelled)."
+    );
+    describe_counter!(
+        CAS_CONFLICTS,
+        "Compare-and-sets that found the state changed, by store and reason."
+    );
+    describe_counter!(
+        LATE_COMPLETIONS,
+        "Runs about to be failed that reached a terminal status first."
+    );
+    describe_histogram!(
+        REAP_LATENCY,
+        Unit::Seconds,
+        "From a run's deadline to janitor applying its reclaim or fail, by kind."
+    );
+    describe_counter!(
+        DEAD,
+        "Jobs that went dead, by kind and reason (gave_up, malformed)."
+    );
+    describe_counter!(
+        WORKER_RESTARTS,
+        "Worker streams restarted after a Redis error."
+    );
+    describe_gauge!(
+        QUEUE_JOBS,
+        "Jobs in the queue, by state (read at scrape time)."
+    );
+    describe_gauge!(
+        OLDEST_DUE,
+        Unit::Seconds,
+        "How long the oldest due job has waited (read at scrape time)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1, labelled with the running version.");
+    describe_gauge!(
+        QUEUE_UP,
+        "1 when the last scrape could read the queue from Redis."
+    );
+}
+
+/// Every effect's name, as [`effect`] records it.
+pub const EFFECT_NAMES: [&str; 4] = [
+    "slot_reclaimed",
+    "slot_released",
+    "run_failed",
+    "run_cancelled",
+];
+/// Every compare-and-set conflict, as [`cas_conflict`] records it.
+pub const CAS_REASONS: [(&str, &str); 6] = [
+    ("redis", "renewed"),
+    ("redis", "not_yet_due"),
+    ("redis", "slot_already_gone"),
+    ("sql", "already_terminal"),
+    ("sql", "status_changed"),
+    ("sql", "not_found"),
+];
+
+/// Creates every counter at 0 for every label value it can take (`kinds`: the job kinds),
+/// so a dashboard's `rate()` and an alert's `increase()` see a series from the first
+/// scrape instead of none until the first event.
+pub fn register(kinds: &[&'static str]) {
+    for result in ["ok", "error"] {
+        counter!(SWEEPS, "result" => result).absolute(0);
+    }
+    for item in ["slot", "row"] {
+        counter!(SWEEP_ITEMS, "item" => item).absolute(0);
+    }
+    for store in ["redis", "sql"] {
+        counter!(CORRUPT_ITEMS, "store" => store).absolute(0);
+    }
+    counter!(BREAKER_TRIPS).absolute(0);
+    for &kind in kinds {
+        sweep_kind(kind, &KindFigures::default());
+        for outcome in [
+            ActionOutcome::Applied,
+            ActionOutcome::NoLongerNeeded,
+            ActionOutcome::Error,
+        ] {
+            counter!(ACTIONS, "kind" => kind, "outcome" => outcome.as_str()).absolute(0);
+        }
+        counter!(DEAD, "kind" => kind, "reason" => "gave_up").absolute(0);
+    }
+    counter!(DEAD, "kind" => "unknown", "reason" => "malformed").absolute(0);
+    for name in EFFECT_NAMES {
+        counter!(EFFECTS, "effect" => name).absolute(0);
+    }
+    for (store, reason) in CAS_REASONS {
+        counter!(CAS_CONFLICTS, "store" => store, "reason" => reason).absolute(0);
+    }
+    counter!(LATE_COMPLETIONS).absolute(0);
+    counter!(WORKER_RESTARTS).absolute(0);
+}
+
+/// What one sweep saw and did, for [`sweep_finished`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SweepFigures {
+    pub elapsed: Duration,
+    pub slots: u64,
+    pub rows: u64,
+    pub corrupt_slots: u64,
+    pub corrupt_rows: u64,
+    pub breaker_tripped: bool,
+    /// Unix time the sweep judged at.
+    pub at_unix: f64,
+}
+
+/// A sweep finished without an error.
+pub fn sweep_finished(f: &SweepFigures) {
+    counter!(SWEEPS, "result" => "ok").increment(1);
+    histogram!(SWEEP_DURATION).record(f.elapsed.as_secs_f64());
+    counter!(SWEEP_ITEMS, "item" => "slot").increment(f.slots);
+    counter!(SWEEP_ITEMS, "item" => "row").increment(f.rows);
+    counter!(CORRUPT_ITEMS, "store" => "redis").increment(f.corrupt_slots);
+    counter!(CORRUPT_ITEMS, "store" => "sql").increment(f.corrupt_rows);
+    gauge!(LAST_SWEEP).set(f.at_unix);
+    gauge!(BREAKER_TRIPPED).set(if f.breaker_tripped { 1.0 } else { 0.0 });
+    if f.breaker_tripped {
+        counter!(BREAKER_TRIPS).increment(1);
+    }
+}
+
+/// A sweep stopped on an error.
+pub fn sweep_failed() {
+    counter!(SWEEPS, "result" => "error").increment(1);
+}
+
+/// What a sweep found and pushed for one job kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KindFigures {
+    pub found: u64,
+    pub enqueued: u64,
+    pub already_queued: u64,
+    pub dead: u64,
+    pub deferred: u64,
+}
+
+/// A sweep's findings for `kind`.
+pub fn sweep_kind(kind: &'static str, f: &KindFigures) {
+    counter!(VIOLATIONS, "kind" => kind).increment(f.found);
+    counter!(ENQUEUED, "kind" => kind).increment(f.enqueued);
+    counter!(DEDUPLICATED, "kind" => kind, "existing" => "queued").increment(f.already_queued);
+    counter!(DEDUPLICATED, "kind" => kind, "existing" => "dead").increment(f.dead);
+    counter!(DEFERRED, "kind" => kind).increment(f.deferred);
+}
+
+/// How a job delivery ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionOutcome {
+    Applied,
+    NoLongerNeeded,
+    Error,
+}
+
+impl ActionOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::NoLongerNeeded => "no_longer_needed",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A job delivery of `kind` ended with `outcome`.
+pub fn action(kind: &'static str, outcome: ActionOutcome) {
+    counter!(ACTIONS, "kind" => kind, "outcome" => outcome.as_str()).increment(1);
+}
+
+/// A change was applied (`effect` is the effect's stable name).
+pub fn effect(effect: &'static str) {
+    counter!(EFFECTS, "effect" => effect).increment(1);
+}
+
+/// A compare-and-set in `store` (`redis` | `sql`) found the state changed (`reason`).
+pub fn cas_conflict(store: &'static str, reason: &'static str) {
+    counter!(CAS_CONFLICTS, "store" => store, "reason" => reason).increment(1);
+}
+
+/// A run janitor was about to fail reached a terminal status first.
+pub fn late_completion() {
+    counter!(LATE_COMPLETIONS).increment(1);
+}
+
+/// A job of `kind` applied `late` after the run's deadline.
+pub fn reaped(kind: &'static str, late: Duration) {
+    histogram!(REAP_LATENCY, "kind" => kind).record(late.as_secs_f64());
+}
+
+/// A job went dead: `reason` is `gave_up` or `malformed` (whose kind is `unknown`).
+pub fn dead(kind: &'static str, reason: &'static str) {
+    counter!(DEAD, "kind" => kind, "reason" => reason).increment(1);
+}
+
+/// A worker stream was restarted.
+pub fn worker_restarted() {
+    counter!(WORKER_RESTARTS).increment(1);
+}
+
+/// The queue as read at scrape time: `(state, jobs)` pairs and the oldest due job's wait.
+pub fn queue_depth(states: impl IntoIterator<Item = (&'static str, u64)>, oldest_due: Option<f64>) {
+    for (state, jobs) in states {
+        gauge!(QUEUE_JOBS, "state" => state).set(jobs as f64);
+    }
+    gauge!(OLDEST_DUE).set(oldest_due.unwrap_or(0.0));
+    gauge!(QUEUE_UP).set(1.0);
+}
+
+/// The queue could not be read at scrape time.
+pub fn queue_unreadable() {
+    gauge!(QUEUE_UP).set(0.0);
+}
+
+/// The running version, as `janitor_build_info{version} 1`.
+pub fn build_info(version: &'static str) {
+    gauge!(BUILD_INFO, "version" => version).set(1.0);
+}
