@@ -14,6 +14,10 @@ help: ## List the targets
 services: ## Start (or install) the Redis and PostgreSQL the tests use
 	@bash .ci/services.sh
 
+.PHONY: browser
+browser: ## Install Debian's Chromium and chromedriver for the browser test (if missing)
+	@bash .ci/browser.sh
+
 .PHONY: build
 build: ## Build the janitor binary (debug)
 	$(CARGO) build --workspace --bins
@@ -28,7 +32,7 @@ validate-deploy: ## Check the Dockerfile, compose file and Kubernetes manifests 
 	@tail -1 target/validate-deploy.log
 
 .PHONY: test
-test: services build validate-deploy ## Run every test against real Redis, SQLite and PostgreSQL
+test: services browser build validate-deploy ## Run every test against real Redis, SQLite and PostgreSQL
 	@mkdir -p target
 	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log

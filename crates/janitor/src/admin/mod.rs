@@ -1,6 +1,6 @@
 //! The admin HTTP server, started by `janitor serve` and by `janitor run`.
 //!
-//! `GET /metrics` the Prometheus text (see
+//! `GET /` is the operator's page (see [`ui`]); `GET /metrics` the Prometheus text (see
 //! [`metrics`]); `GET /healthz` answers while the process is up; `GET /readyz` answers 200
 //! only while Redis and the database both answer (503 with the failing one otherwise).
 //!
@@ -15,6 +15,7 @@
 
 mod api;
 pub mod metrics;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,6 +85,8 @@ pub async fn serve(
 
 fn router(app: Arc<App>) -> Router {
     Router::new()
+        .route("/", get(ui::page))
+        .route("/assets/{file}", get(ui::asset))
         .route("/metrics", get(metrics::scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))

@@ -134,8 +134,17 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(workers) = workers {
         let tally = workers.await?;
-        let tally = serde_json::to_string(&tally).unwrap_or_default();
-        tracing::info!(tally = %tally, "workers stopped");
+        let sum =
+            |f: fn(&janitor_worker::KindTally) -> u64| tally.kinds.values().map(f).sum::<u64>();
+        tracing::info!(
+            applied = sum(|k| k.applied),
+            no_longer_needed = sum(|k| k.no_longer_needed),
+            errors = sum(|k| k.errors),
+            dead = sum(|k| k.dead),
+            malformed = tally.malformed,
+            restarts = tally.restarts,
+            "workers stopped"
+        );
     }
     if let Some(admin) = admin {
         admin.await??;
