@@ -50,6 +50,24 @@ async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
         assert_eq!(call(a, "GET", path, None, "").0, want, "{path}");
     }
 
+    // The page and its assets; an unknown asset is a 404 with a JSON error.
+    let (status, page) = janitor_e2e::http(a, "GET", "/", None, "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<script src=\"/assets/app.js\""), "{page}");
+    for asset in ["/assets/app.js", "/assets/app.css"] {
+        assert_eq!(
+            janitor_e2e::http(a, "GET", asset, None, "").0,
+            200,
+            "{asset}"
+        );
+    }
+    // Only the embedded files exist: no path reaches the file system.
+    assert_eq!(
+        janitor_e2e::http(a, "GET", "/assets/../Cargo.toml", None, "").0,
+        404
+    );
+    assert_eq!(call(a, "GET", "/assets/nope.js", None, "").0, 404);
+
     // A sweep on demand: only with the token.
     assert_eq!(call(a, "POST", "/api/v1/sweep", None, "{}").0, 401);
     assert_eq!(call(a, "POST", "/api/v1/sweep", Some("wrong"), "{}").0, 401);
