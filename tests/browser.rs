@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -21,9 +22,21 @@ const TOKEN: &str = "s3cret-t0ken";
 /// The W3C key of an element reference.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
+/// chromedriver and the browsers it started, in a process group of their own: killed
+/// together when this is dropped, so a failing test leaves no Chromium behind.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.0.wait();
+    }
+}
+
 /// A chromedriver process and one browser session on it.
 struct Browser {
-    driver: Child,
+    driver: Driver,
     addr: String,
     session: String,
     _profile: tempfile::TempDir,
@@ -31,14 +44,17 @@ struct Browser {
 
 impl Browser {
     fn start(chromium: &str, chromedriver: &str) -> Self {
-        let mut driver = Command::new(chromedriver)
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut driver = Driver(
+            Command::new(chromedriver)
+                .arg("--port=0")
+                .process_group(0)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         // "ChromeDriver was started successfully on port 40123."
-        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let mut lines = BufReader::new(driver.0.stdout.take().unwrap()).lines();
         let port = lines
             .by_ref()
             .map_while(Result::ok)
@@ -168,8 +184,7 @@ impl Drop for Browser {
             None,
             "",
         );
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Then `driver` is dropped: the group goes.
     }
 }
 
