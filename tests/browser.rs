@@ -36,7 +36,7 @@ impl Drop for Driver {
 
 /// A chromedriver process and one browser session on it.
 struct Browser {
-    driver: Driver,
+    _driver: Driver,
     addr: String,
     session: String,
     _profile: tempfile::TempDir,
@@ -97,7 +97,7 @@ impl Browser {
             .unwrap()
             .to_owned();
         let browser = Self {
-            driver,
+            _driver: driver,
             addr,
             session,
             _profile: profile,
