@@ -41,7 +41,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: 128,
             max_attempts: 5,
             tries_per_attempt: 3,
             exit_when_idle: false,

@@ -16,7 +16,10 @@ use crate::cli::{GlobalArgs, SkippedPolicyArg};
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_SCAN_BATCH: usize = 500;
-pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Jobs in flight per worker process. They wait on batched applies, not on CPU: more in
+/// flight means bigger batches (fewer statements and round trips per job); `make bench`
+/// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL, 256 no better.
+pub const DEFAULT_CONCURRENCY: usize = 128;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 10;
 const DEFAULT_CONFIG_FILE: &str = "janitor.toml";
