@@ -62,7 +62,7 @@ pub struct AuditRow {
 
 /// Inserts many [`AuditRow`]s stamped `$now` in one statement, on any executor.
 macro_rules! insert_audit_rows {
-    ($executor:expr, $rows:expr, $now:expr) => {{
+    ($executor:expr, $backend:expr, $rows:expr, $now:expr) => {{
         let rows: &[$crate::sql::audit::AuditRow] = $rows;
         let at = janitor_core::format_timestamp($now);
         let mut sql = String::from(
@@ -90,6 +90,7 @@ macro_rules! insert_audit_rows {
                 b + 12
             ));
         }
+        let sql = $crate::sql::marks($backend, &sql);
         let mut query = sqlx::query(&sql);
         for row in rows {
             query = query
@@ -145,7 +146,7 @@ pub struct AuditFilter {
 /// Writes audit rows on their own (outside a status change's transaction).
 pub async fn record(db: &Database, rows: &[AuditRow], now: Timestamp) -> Result<(), StoreError> {
     for chunk in rows.chunks(400) {
-        with_pool!(db, pool => insert_audit_rows!(pool, chunk, now))?;
+        with_pool!(db, pool => insert_audit_rows!(pool, db.backend(), chunk, now))?;
     }
     Ok(())
 }

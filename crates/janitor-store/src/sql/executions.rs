@@ -12,7 +12,7 @@ use sqlx::Row as _;
 use std::collections::HashMap;
 
 use super::audit::{insert_audit_rows, AuditAction, AuditRow, Evidence};
-use super::{with_pool, Backend, Database, Schema};
+use super::{marks, with_pool, Backend, Database, Schema};
 use crate::StoreError;
 
 /// Most ids bound in one `IN (…)` list.
@@ -237,12 +237,11 @@ impl ExecutionStore {
             }
             Database::Sqlite(pool) => {
                 for chunk in ids.chunks(MAX_IDS_PER_QUERY) {
-                    let placeholders: Vec<String> =
-                        (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    // Anonymous parameters: see `marks`.
                     let sql = format!(
                         "{} WHERE e.id IN ({})",
                         select_sql(&self.schema, "schedule_executions e"),
-                        placeholders.join(", ")
+                        vec!["?"; chunk.len()].join(", ")
                     );
                     let mut query = sqlx::query(&sql);
                     for id in chunk {
@@ -298,7 +297,8 @@ impl ExecutionStore {
         let done_at = format_timestamp(now);
         let close_activities = self.schema.agent_activities;
 
-        let postgres = self.db.backend() == Backend::Postgres;
+        let backend = self.db.backend();
+        let postgres = backend == Backend::Postgres;
         let (moved, closed, current) = with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             if postgres {
@@ -334,6 +334,7 @@ impl ExecutionStore {
                      RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
                      CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
                 );
+                let sql = marks(backend, &sql);
                 let mut query = sqlx::query(&sql);
                 for i in &todo {
                     let (change, to) = &changes[*i];
@@ -362,6 +363,7 @@ impl ExecutionStore {
                         "SELECT CAST(id AS TEXT) AS id, CAST(status AS TEXT) AS status FROM schedule_executions WHERE id IN ({})",
                         placeholders(missing.len())
                     );
+                    let sql = marks(backend, &sql);
                     let mut query = sqlx::query(&sql);
                     for id in &missing {
                         query = query.bind(*id);
@@ -391,6 +393,7 @@ impl ExecutionStore {
                          WHERE related_execution_id IN ({}) AND activity_state = 'started'",
                         placeholders(applied.len())
                     );
+                    let sql = marks(backend, &sql);
                     let mut query = sqlx::query(&sql);
                     for i in &applied {
                         query = query.bind(changes[*i].0.execution_id.as_str());
@@ -429,6 +432,7 @@ impl ExecutionStore {
                              RETURNING CAST(agent_activities.related_execution_id AS TEXT) AS execution_id",
                             open.len() * 5 + 1
                         ));
+                        let sql = marks(backend, &sql);
                         let mut query = sqlx::query(&sql);
                         for (id, execution, ms) in &open {
                             let (state, error) = target
@@ -466,7 +470,7 @@ impl ExecutionStore {
                 }
             }
             for chunk in audits.chunks(400) {
-                insert_audit_rows!(&mut *tx, chunk, now)?;
+                insert_audit_rows!(&mut *tx, backend, chunk, now)?;
             }
             tx.commit().await?;
             (moved, closed, current)

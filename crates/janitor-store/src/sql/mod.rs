@@ -32,6 +32,60 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+#[cfg(test)]
+mod marks_tests {
+    use super::{marks, Backend};
+
+    #[test]
+    fn sqlite_gets_anonymous_parameters_and_postgres_keeps_numbers() {
+        let numbered: Vec<String> = (1..=12).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO t VALUES ({}), (CAST({} AS BIGINT), '$x', {})",
+            numbered[..10].join(", "),
+            numbered[10],
+            numbered[11]
+        );
+        assert_eq!(marks(Backend::Postgres, &sql), sql);
+        assert_eq!(
+            marks(Backend::Sqlite, &sql),
+            format!(
+                "INSERT INTO t VALUES ({}), (CAST(? AS BIGINT), '$x', ?)",
+                vec!["?"; 10].join(", ")
+            )
+        );
+    }
+}
+
+/// The statement as `backend` binds it best: PostgreSQL keeps `$1, $2, …`; for SQLite each
+/// `$N` becomes `?`. While binding, sqlx asks SQLite for every parameter's name, and SQLite
+/// finds a numbered parameter's name by a linear search, so a batch statement with `$N`
+/// costs n² in its n parameters (a quarter of a SQLite worker's CPU in the catch-up,
+/// `sqlite3_bind_parameter_name` in `perf`); anonymous `?` parameters have no names. The
+/// statement must use its parameters in order, each once.
+pub(crate) fn marks(backend: Backend, sql: &str) -> std::borrow::Cow<'_, str> {
+    if backend == Backend::Postgres {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut expected = 1usize;
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        if c != '$' || !chars.peek().is_some_and(|(_, d)| d.is_ascii_digit()) {
+            out.push(c);
+            continue;
+        }
+        let mut n = 0usize;
+        while let Some((_, d)) = chars.peek().copied().filter(|(_, d)| d.is_ascii_digit()) {
+            n = n * 10 + (d as usize - '0' as usize);
+            chars.next();
+        }
+        debug_assert_eq!(n, expected, "parameters must be used in order, once: {sql}");
+        expected += 1;
+        out.push('?');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
