@@ -50,7 +50,7 @@ mod marks_tests {
             marks(Backend::Sqlite, &sql),
             format!(
                 "INSERT INTO t VALUES ({}), (CAST(? AS BIGINT), '$x', ?)",
-                vec!["?"; 10].join(", ")
+                ["?"; 10].join(", ")
             )
         );
     }
