@@ -550,6 +550,16 @@ async fn odd_ids_are_reported_not_changed(kind: Kind) {
         None,
     )
     .await;
+    // Characters JSON must escape (SQLite pages travel as JSON) come back as they were.
+    let quoted = "q\"uote\\back 😀";
+    f.insert_run(
+        "zjson",
+        quoted,
+        "running",
+        "2026-05-01T15:30:00Z",
+        Some("line\nbreak\t\"x\""),
+    )
+    .await;
     let page = f.store.open_rows(None, 10).await.unwrap();
     let mut corrupt = 0;
     for entry in &page.rows {
@@ -559,10 +569,15 @@ async fn odd_ids_are_reported_not_changed(kind: Kind) {
                 assert!(c.id == "has:colon" || c.id == "fine", "{c:?}");
                 assert!(!c.reason.is_empty());
             }
+            RowEntry::Row(r) if r.execution_id.as_str() == "zjson" => {
+                assert_eq!(r.agent.as_str(), quoted);
+                assert_eq!(r.session.as_deref(), Some("line\nbreak\t\"x\""));
+            }
             RowEntry::Row(r) => assert_eq!(r.agent.as_str(), "agent with spaces/ü:x"),
         }
     }
     assert_eq!(corrupt, 2);
+    assert_eq!(page.rows.len(), 4);
 }
 
 async fn audit_filters(kind: Kind) {
