@@ -26,6 +26,12 @@ manifests=(deploy/k8s/namespace.yaml deploy/k8s/configmap.yaml deploy/k8s/migrat
            deploy/k8s/producer.yaml deploy/k8s/worker.yaml)
 
 "$bin/hadolint" --failure-threshold warning deploy/Dockerfile
+# The image's dependency layer is built from the manifests alone: every workspace crate's
+# Cargo.toml must be copied in, or cargo cannot load the workspace.
+for manifest in crates/*/Cargo.toml; do
+    grep -q "^COPY $manifest " deploy/Dockerfile || {
+        echo "validate-deploy: deploy/Dockerfile does not COPY $manifest" >&2; exit 1; }
+done
 "$bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
 "$bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" "${manifests[@]}"
 # The kustomization renders (with the example secret standing in for the real one).
