@@ -76,12 +76,15 @@ impl Tally {
         self.kinds.entry(kind.as_str()).or_default()
     }
 
+    /// Counts a delivery's outcome and effects, here and in the metrics.
     fn record(&mut self, kind: JobKind, outcome: &Outcome) {
         let t = self.kind(kind);
         match outcome {
             Outcome::Applied { effects } => {
                 t.applied += 1;
+                janitor_metrics::action(kind.as_str(), ActionOutcome::Applied);
                 for effect in effects {
+                    janitor_metrics::effect(effect.as_str());
                     match effect {
                         Effect::SlotReclaimed => t.slots_reclaimed += 1,
                         Effect::SlotReleased => t.slots_released += 1,
@@ -90,7 +93,22 @@ impl Tally {
                     }
                 }
             }
-            Outcome::NoLongerNeeded { .. } => t.no_longer_needed += 1,
+            Outcome::NoLongerNeeded { .. } => {
+                t.no_longer_needed += 1;
+                janitor_metrics::action(kind.as_str(), ActionOutcome::NoLongerNeeded);
+            }
+        }
+    }
+
+    /// Counts a failed delivery (and, when it was the last, a dead job), here and in the
+    /// metrics.
+    fn failed(&mut self, kind: JobKind, dead: bool) {
+        let t = self.kind(kind);
+        t.errors += 1;
+        janitor_metrics::action(kind.as_str(), ActionOutcome::Error);
+        if dead {
+            t.dead += 1;
+            janitor_metrics::dead(kind.as_str(), "gave_up");
         }
     }
 }
@@ -240,7 +258,6 @@ async fn handle(
                     attempt = delivery, "job done"
                 );
                 handler.tally().record(job.kind, &outcome);
-                record(job.kind, &outcome);
                 return Ok(());
             }
             Err(err) if err.transient && tries < handler.options.tries_per_attempt => {
@@ -251,11 +268,9 @@ async fn handle(
             Err(err) => break err,
         }
     };
-    handler.tally().kind(job.kind).errors += 1;
-    janitor_metrics::action(job.kind.as_str(), ActionOutcome::Error);
-    if delivery >= handler.options.max_attempts {
-        handler.tally().kind(job.kind).dead += 1;
-        janitor_metrics::dead(job.kind.as_str(), "gave_up");
+    let dead = delivery >= handler.options.max_attempts;
+    handler.tally().failed(job.kind, dead);
+    if dead {
         tracing::error!(job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id, agent.name = %job.agent, attempt = delivery, error = %error, "job is dead");
         return Err(AbortError::new(JobError::GaveUp {
             attempts: delivery,
@@ -265,21 +280,6 @@ async fn handle(
     }
     tracing::warn!(job.id = %id, job.kind = job.kind.as_str(), attempt = delivery, error = %error, "job failed, will be retried");
     Err(JobError::Store(error.to_string()).into())
-}
-
-/// Counts a delivery's outcome and effects in the metrics.
-fn record(kind: JobKind, outcome: &Outcome) {
-    match outcome {
-        Outcome::Applied { effects } => {
-            janitor_metrics::action(kind.as_str(), ActionOutcome::Applied);
-            for effect in effects {
-                janitor_metrics::effect(effect.as_str());
-            }
-        }
-        Outcome::NoLongerNeeded { .. } => {
-            janitor_metrics::action(kind.as_str(), ActionOutcome::NoLongerNeeded)
-        }
-    }
 }
 
 /// Full-jitter exponential backoff: a random wait up to `base × 2^(n-1)`, capped.
