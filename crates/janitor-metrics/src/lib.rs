@@ -145,13 +145,6 @@ pub fn describe() {
     );
 }
 
-/// Every effect's name, as [`effect`] records it.
-pub const EFFECT_NAMES: [&str; 4] = [
-    "slot_reclaimed",
-    "slot_released",
-    "run_failed",
-    "run_cancelled",
-];
 /// Every compare-and-set conflict, as [`cas_conflict`] records it.
 pub const CAS_REASONS: [(&str, &str); 6] = [
     ("redis", "renewed"),
@@ -162,10 +155,11 @@ pub const CAS_REASONS: [(&str, &str); 6] = [
     ("sql", "not_found"),
 ];
 
-/// Creates every counter at 0 for every label value it can take (`kinds`: the job kinds),
+/// Creates every counter at 0 for every label value it can take (`kinds`: the job kinds;
+/// `effects`: the effects' names),
 /// so a dashboard's `rate()` and an alert's `increase()` see a series from the first
 /// scrape instead of none until the first event.
-pub fn register(kinds: &[&'static str]) {
+pub fn register(kinds: &[&'static str], effects: &[&'static str]) {
     for result in ["ok", "error"] {
         counter!(SWEEPS, "result" => result).absolute(0);
     }
@@ -188,7 +182,7 @@ pub fn register(kinds: &[&'static str]) {
         counter!(DEAD, "kind" => kind, "reason" => "gave_up").absolute(0);
     }
     counter!(DEAD, "kind" => "unknown", "reason" => "malformed").absolute(0);
-    for name in EFFECT_NAMES {
+    for &name in effects {
         counter!(EFFECTS, "effect" => name).absolute(0);
     }
     for (store, reason) in CAS_REASONS {

@@ -18,27 +18,9 @@ use janitor_store::{
 };
 use serde::Serialize;
 
-/// One change a job made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Effect {
-    SlotReclaimed,
-    SlotReleased,
-    RunFailed,
-    RunCancelled,
-}
-
-impl Effect {
-    /// A short stable name, for metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SlotReclaimed => "slot_reclaimed",
-            Self::SlotReleased => "slot_released",
-            Self::RunFailed => "run_failed",
-            Self::RunCancelled => "run_cancelled",
-        }
-    }
-}
+/// One change a job made: the same four changes the audit log records, under one name
+/// table.
+pub use janitor_store::AuditAction as Effect;
 
 /// Why a job found nothing left to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -259,13 +241,11 @@ impl Applier {
             };
             let why = match result {
                 Reclaim::Reclaimed => {
-                    let (action, effect) = match plan.verdict {
-                        Verdict::ReclaimStaleSlot { .. } => {
-                            (AuditAction::SlotReclaimed, Effect::SlotReclaimed)
-                        }
-                        _ => (AuditAction::SlotReleased, Effect::SlotReleased),
+                    let action = match plan.verdict {
+                        Verdict::ReclaimStaleSlot { .. } => AuditAction::SlotReclaimed,
+                        _ => AuditAction::SlotReleased,
                     };
-                    plan.effects.push(effect);
+                    plan.effects.push(action);
                     if let Some(slot) = &plan.slot {
                         slot_audits.push(AuditRow {
                             action,

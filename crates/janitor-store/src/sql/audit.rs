@@ -26,6 +26,14 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    pub const ALL: [AuditAction; 4] = [
+        Self::SlotReclaimed,
+        Self::SlotReleased,
+        Self::RunFailed,
+        Self::RunCancelled,
+    ];
+
+    /// A short stable name, for the audit table, metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SlotReclaimed => "slot_reclaimed",

@@ -15,7 +15,7 @@ use janitor_store::sql::audit::{self, AuditFilter};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{command, error, off_handler, parse_kind, unavailable, App, Refusal};
+use super::{command, error, off_handler, parse_kind, read_query, unavailable, App};
 use crate::commands;
 
 pub(super) async fn queue_stats(State(app): State<Arc<App>>) -> Response {
@@ -38,8 +38,8 @@ pub(super) async fn jobs(
     State(app): State<Arc<App>>,
     query: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
-        Ok(Query(query)) => query,
+    let query = match read_query(query) {
+        Ok(query) => query,
         Err(refused) => return refused.into_response(),
     };
     let Some(state) = JobState::parse(&query.state) else {
@@ -100,8 +100,8 @@ pub(super) async fn stuck(
     State(app): State<Arc<App>>,
     query: Result<Query<StuckQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
-        Ok(Query(query)) => query,
+    let query = match read_query(query) {
+        Ok(query) => query,
         Err(refused) => return refused.into_response(),
     };
     let actionable = query.actionable.unwrap_or(false);
@@ -133,8 +133,8 @@ pub(super) async fn audit_trail(
     State(app): State<Arc<App>>,
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Response {
-    let query = match query.map_err(|r| Refusal(StatusCode::BAD_REQUEST, r.body_text())) {
-        Ok(Query(query)) => query,
+    let query = match read_query(query) {
+        Ok(query) => query,
         Err(refused) => return refused.into_response(),
     };
     let since = match query

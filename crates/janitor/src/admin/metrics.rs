@@ -11,6 +11,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use janitor_core::JobKind;
 use janitor_metrics::{REAP_BUCKETS, REAP_LATENCY, SWEEP_BUCKETS, SWEEP_DURATION};
+use janitor_store::AuditAction;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::App;
@@ -46,7 +47,10 @@ impl Exporter {
             .install_recorder()
             .context("installing the metrics recorder")?;
         janitor_metrics::describe();
-        janitor_metrics::register(&JobKind::ALL.map(JobKind::as_str));
+        janitor_metrics::register(
+            &JobKind::ALL.map(JobKind::as_str),
+            &AuditAction::ALL.map(AuditAction::as_str),
+        );
         janitor_metrics::build_info(env!("CARGO_PKG_VERSION"));
         let upkeep = handle.clone();
         tokio::spawn(async move {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -166,6 +166,13 @@ fn command<T>(
 ) -> Result<T, Refusal> {
     authorize(app, headers)?;
     body.map(|Json(request)| request)
+        .map_err(|rejection| Refusal(StatusCode::BAD_REQUEST, rejection.body_text()))
+}
+
+/// A read's query string, parsed (400 with the reason when it does not parse).
+fn read_query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Refusal> {
+    query
+        .map(|Query(query)| query)
         .map_err(|rejection| Refusal(StatusCode::BAD_REQUEST, rejection.body_text()))
 }
 
