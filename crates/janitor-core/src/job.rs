@@ -178,6 +178,7 @@ mod tests {
             status: Status::Running,
             started_at: Ok(started),
             session: Some("dispatched".into()),
+            started_at_raw: String::new(),
             effective_timeout: None,
         };
         (slot, row)

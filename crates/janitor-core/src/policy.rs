@@ -14,6 +14,16 @@ pub const DEFAULT_MISSING_ROW_GRACE_SECS: i64 = 15;
 pub const DEFAULT_SESSION_GRACE_SECS: i64 = 60;
 /// How long a `skipped` row may stay `skipped` before it is finalized as `cancelled`.
 pub const DEFAULT_SKIPPED_AFTER_SECS: i64 = 600;
+/// The longest timeout the platform lets an agent or schedule declare. A slot whose own
+/// `timeout_seconds` is corrupt is judged by the longest of its candidates, this among them,
+/// so bad metadata never shortens a live run's deadline.
+pub const PLATFORM_MAX_TIMEOUT_SECS: i64 = 7200;
+/// Slot scores before this instant (2000-01-01T00:00:00Z) are not acquire times the
+/// platform could have written: corrupt, reported, never judged.
+pub const EARLIEST_PLAUSIBLE_SCORE: f64 = 946_684_800.0;
+/// Slot scores further than this ahead of Redis' clock (e.g. milliseconds written as
+/// seconds) are corrupt too.
+pub const MAX_SCORE_AHEAD_SECS: i64 = 86_400;
 /// Largest timeout believed from data (30 days). The platform allows 60–7200 s; anything
 /// beyond this is corrupt metadata, not a real timeout.
 pub const MAX_TIMEOUT_SECS: i64 = 30 * 24 * 3600;

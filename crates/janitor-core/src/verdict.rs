@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use crate::{
     from_unix_seconds, AgentName, ExecutionId, Policy, SkippedPolicy, Status, Timestamp,
-    TimestampError, MAX_TIMEOUT_SECS,
+    TimestampError, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS,
+    PLATFORM_MAX_TIMEOUT_SECS,
 };
 
 /// The `timeout_seconds` field of a slot's metadata hash, as found.
@@ -23,8 +24,9 @@ pub enum SlotTimeout {
     /// No hash, or no such field (the hash expires on its own; old platform versions
     /// never wrote it).
     Missing,
-    /// The field holds something that is not a timeout; the raw value is kept for the
-    /// report. Treated like [`SlotTimeout::Missing`] when computing the deadline.
+    /// The field holds something that is not a timeout (`"7200s"`, milliseconds, a negative
+    /// number); the raw value is kept for the report. The deadline then takes the longest
+    /// of every candidate timeout, never a shorter one: a guess must not reap a live run.
     Corrupt(String),
 }
 
@@ -62,6 +64,10 @@ pub struct RowObservation {
     pub status: Status,
     #[serde(serialize_with = "serialize_started_at")]
     pub started_at: Result<Timestamp, TimestampError>,
+    /// `started_at` exactly as stored: every compare-and-set on the row names it, so a
+    /// row rewritten since it was read (a re-queued run) is never changed on old evidence.
+    #[serde(skip)]
+    pub started_at_raw: String,
     /// `claude_session_id`: NULL right after creation, `dispatched` once handed over,
     /// later the real session id.
     pub session: Option<String>,
@@ -99,6 +105,9 @@ pub enum TimeoutSource {
     Row,
     /// The configured default.
     Default,
+    /// The slot's own timeout was corrupt: the longest of the row's, the default and the
+    /// platform's maximum.
+    Longest,
 }
 
 /// Why a live slot is leaked capacity.
@@ -225,7 +234,8 @@ impl Verdict {
 }
 
 /// The slot's deadline: its score plus its TTL plus the buffer. The TTL is the slot hash's
-/// own `timeout_seconds`, else the row's effective timeout, else the policy default.
+/// own `timeout_seconds`, else the row's effective timeout, else the policy default; when
+/// the slot's own value is corrupt, the longest of those and the platform's maximum.
 /// `None` when the score is not a usable instant.
 pub fn slot_deadline(
     slot: &SlotObservation,
@@ -233,10 +243,18 @@ pub fn slot_deadline(
     policy: &Policy,
 ) -> Option<(Timestamp, TimeoutSource)> {
     let acquired = from_unix_seconds(slot.score)?;
-    let (ttl, source) = match (&slot.timeout, row.and_then(|r| usable(r.effective_timeout))) {
+    let from_row = row.and_then(|r| usable(r.effective_timeout));
+    let (ttl, source) = match (&slot.timeout, from_row) {
         (SlotTimeout::Declared(secs), _) => (*secs, TimeoutSource::Slot),
-        (_, Some(secs)) => (secs, TimeoutSource::Row),
-        _ => (policy.default_timeout_secs, TimeoutSource::Default),
+        (SlotTimeout::Corrupt(_), row_secs) => (
+            row_secs
+                .unwrap_or(0)
+                .max(policy.default_timeout_secs)
+                .max(PLATFORM_MAX_TIMEOUT_SECS),
+            TimeoutSource::Longest,
+        ),
+        (SlotTimeout::Missing, Some(secs)) => (secs, TimeoutSource::Row),
+        (SlotTimeout::Missing, None) => (policy.default_timeout_secs, TimeoutSource::Default),
     };
     let deadline = acquired.checked_add_signed(TimeDelta::seconds(ttl) + policy.buffer())?;
     Some((deadline, source))
@@ -252,6 +270,21 @@ pub fn row_deadline(row: &RowObservation, policy: &Policy) -> Option<Timestamp> 
 
 fn usable(timeout: Option<i64>) -> Option<i64> {
     timeout.filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t))
+}
+
+/// Whether a slot score can be an acquire or renewal time the platform wrote: finite, not
+/// before 2000, and at most a day ahead of Redis' clock. A score in milliseconds would
+/// otherwise be an instant in the year 55,000 (never reclaimed) and a tiny one an instant
+/// reclaim: both are corrupt, reported and never judged.
+pub fn plausible_score(score: f64, now: Timestamp) -> bool {
+    score.is_finite()
+        && score >= EARLIEST_PLAUSIBLE_SCORE
+        && score <= crate::to_unix_seconds(now) + MAX_SCORE_AHEAD_SECS as f64
+}
+
+/// `at + secs`, or `None` past chrono's range (only corrupt data gets there).
+fn plus(at: Timestamp, secs: i64) -> Option<Timestamp> {
+    at.checked_add_signed(TimeDelta::try_seconds(secs)?)
 }
 
 /// Decides what to do about one pair. At least one side should be present; with neither,
@@ -291,7 +324,8 @@ fn decide_with_slot(
     now: Timestamp,
     policy: &Policy,
 ) -> Verdict {
-    let (Some(acquired), Some((deadline, _))) = (
+    let (true, Some(acquired), Some((deadline, _))) = (
+        plausible_score(slot.score, now),
         from_unix_seconds(slot.score),
         slot_deadline(slot, row, policy),
     ) else {
@@ -302,7 +336,9 @@ fn decide_with_slot(
         return Verdict::ReclaimStaleSlot { deadline, fail_row };
     }
     let Some(row) = row else {
-        let grace_end = acquired + TimeDelta::seconds(policy.missing_row_grace_secs);
+        let Some(grace_end) = plus(acquired, policy.missing_row_grace_secs) else {
+            return Verdict::Report(Concern::CorruptSlotScore(slot.score));
+        };
         return if now > grace_end {
             Verdict::ReleaseLeakedSlot {
                 reason: LeakReason::RowMissing,
@@ -319,7 +355,7 @@ fn decide_with_slot(
         };
     }
     match &row.status {
-        Status::Running => match session_check(row, now, policy) {
+        Status::Running => match session_check(row, Some(acquired), now, policy) {
             SessionCheck::Missing(since) => Verdict::FailNeverLaunched {
                 since,
                 release_slot: true,
@@ -347,7 +383,7 @@ fn decide_without_slot(row: &RowObservation, now: Timestamp, policy: &Policy) ->
     }
     match &row.status {
         Status::Running => {
-            let recheck = match session_check(row, now, policy) {
+            let recheck = match session_check(row, None, now, policy) {
                 SessionCheck::Missing(since) => {
                     return Verdict::FailNeverLaunched {
                         since,
@@ -384,7 +420,9 @@ fn decide_skipped(
     let Ok(started) = row.started_at.as_ref() else {
         return unparseable(row);
     };
-    let due = *started + TimeDelta::seconds(policy.skipped_after_secs);
+    let Some(due) = plus(*started, policy.skipped_after_secs) else {
+        return unparseable(row);
+    };
     if now > due {
         Verdict::FinalizeSkipped { since: *started }
     } else {
@@ -395,37 +433,51 @@ fn decide_skipped(
 }
 
 fn unparseable(row: &RowObservation) -> Verdict {
-    let raw = match &row.started_at {
-        Err(err) => err.value.clone(),
-        Ok(ts) => crate::format_timestamp(*ts),
-    };
-    Verdict::Report(Concern::UnparseableStartedAt(raw))
+    Verdict::Report(Concern::UnparseableStartedAt(row_started_text(row)))
 }
 
 enum SessionCheck {
     Present,
     /// No session yet, but still inside the grace window that ends at this instant.
     Pending(Timestamp),
-    /// No session for longer than the grace window; the run started at this instant.
+    /// No session for longer than the grace window, which ran from this instant.
     Missing(Timestamp),
     Unknowable(Concern),
 }
 
-fn session_check(row: &RowObservation, now: Timestamp, policy: &Policy) -> SessionCheck {
+/// Whether a `running` row's session is overdue. The grace runs from the later of
+/// `started_at` and the slot's acquire (`acquired`): a run that waited in a queue longer
+/// than the grace gets the whole grace once it holds its slot, not none.
+fn session_check(
+    row: &RowObservation,
+    acquired: Option<Timestamp>,
+    now: Timestamp,
+    policy: &Policy,
+) -> SessionCheck {
     if row.has_session() {
         return SessionCheck::Present;
     }
     let started = match &row.started_at {
-        Ok(started) => started,
+        Ok(started) => *started,
         Err(err) => {
             return SessionCheck::Unknowable(Concern::UnparseableStartedAt(err.value.clone()))
         }
     };
-    let grace_end = *started + TimeDelta::seconds(policy.session_grace_secs);
+    let anchor = acquired.map_or(started, |a| a.max(started));
+    let Some(grace_end) = plus(anchor, policy.session_grace_secs) else {
+        return SessionCheck::Unknowable(Concern::UnparseableStartedAt(row_started_text(row)));
+    };
     if now > grace_end {
-        SessionCheck::Missing(*started)
+        SessionCheck::Missing(anchor)
     } else {
         SessionCheck::Pending(grace_end)
+    }
+}
+
+fn row_started_text(row: &RowObservation) -> String {
+    match &row.started_at {
+        Err(err) => err.value.clone(),
+        Ok(ts) => crate::format_timestamp(*ts),
     }
 }
 

@@ -30,6 +30,7 @@ fn row(status: &str, started: Timestamp, session: Option<&str>) -> RowObservatio
         status: Status::parse(status),
         started_at: Ok(started),
         session: session.map(str::to_owned),
+        started_at_raw: String::new(),
         effective_timeout: None,
     }
 }
@@ -84,13 +85,6 @@ fn slot_ttl_falls_back_to_row_then_default() {
         decide(Some(&s), Some(&r), now, &policy()),
         Verdict::ReclaimStaleSlot { fail_row: true, .. }
     ));
-    // Corrupt metadata behaves like missing.
-    let s = slot(t0(), SlotTimeout::parse(Some("soon")));
-    assert_eq!(s.timeout, SlotTimeout::Corrupt("soon".into()));
-    assert_eq!(
-        slot_deadline(&s, Some(&r), &policy()).unwrap().1,
-        TimeoutSource::Row
-    );
     // Neither: the policy default (3600 s).
     r.effective_timeout = None;
     let (deadline, source) = slot_deadline(&s, Some(&r), &policy()).unwrap();
@@ -102,6 +96,36 @@ fn slot_ttl_falls_back_to_row_then_default() {
         slot_deadline(&s, Some(&r), &policy()).unwrap().1,
         TimeoutSource::Default
     );
+}
+
+/// Safety issue item 5: a 2-hour run whose slot says `"7200s"` was reclaimed at 65 minutes
+/// (the corrupt value fell back to the row's 3600 s). Corrupt metadata now takes the longest
+/// candidate, never a shorter one.
+#[test]
+fn a_corrupt_slot_timeout_never_shortens_the_deadline() {
+    for raw in ["7200s", "7200000", "-1", "0", "soon", "nan", "1e300"] {
+        let s = slot(t0(), SlotTimeout::parse(Some(raw)));
+        assert!(matches!(s.timeout, SlotTimeout::Corrupt(_)), "{raw}");
+        let mut r = row("running", t0(), Some("dispatched"));
+        for row_timeout in [None, Some(60), Some(3600), Some(9000)] {
+            r.effective_timeout = row_timeout;
+            let (deadline, source) = slot_deadline(&s, Some(&r), &policy()).unwrap();
+            assert_eq!(source, TimeoutSource::Longest);
+            let longest = row_timeout
+                .unwrap_or(0)
+                .max(3600)
+                .max(PLATFORM_MAX_TIMEOUT_SECS);
+            assert_eq!(deadline, t0() + TimeDelta::seconds(longest + 300), "{raw}");
+            // Alive at 65 minutes and at two hours, whatever the row says.
+            for at in [mins(65), mins(120)] {
+                let v = decide(Some(&s), Some(&r), t0() + at, &policy());
+                assert!(!v.removes_slot() && v.row_target().is_none(), "{raw} {v:?}");
+            }
+        }
+        // Rowless, too.
+        let (deadline, _) = slot_deadline(&s, None, &policy()).unwrap();
+        assert_eq!(deadline, t0() + TimeDelta::seconds(7200 + 300));
+    }
 }
 
 #[test]
@@ -379,6 +403,88 @@ fn corrupt_scores_are_reported() {
     assert_eq!(decide(Some(&s), None, t0(), &policy()).name(), "report");
 }
 
+/// Safety issue item 5: a score in milliseconds was an instant in the year 55,000 (never
+/// reclaimed) and a tiny score an instant reclaim. Both are corrupt now, with or without a
+/// row, and neither side is judged.
+#[test]
+fn implausible_scores_are_corrupt_and_never_judged() {
+    let now = t0();
+    let millis = to_unix_seconds(now - mins(90)) * 1000.0;
+    let r = row("running", now - mins(90), Some("dispatched"));
+    for score in [
+        millis,
+        5.0,
+        0.0,
+        -1.0,
+        EARLIEST_PLAUSIBLE_SCORE - 1.0,
+        to_unix_seconds(now) + 86_401.0,
+        f64::NAN,
+        f64::NEG_INFINITY,
+    ] {
+        let mut s = slot(now, SlotTimeout::Declared(600));
+        s.score = score;
+        for r in [None, Some(&r)] {
+            let v = decide(Some(&s), r, now, &policy());
+            assert!(
+                matches!(v, Verdict::Report(Concern::CorruptSlotScore(_))),
+                "{score}: {v:?}"
+            );
+        }
+    }
+    // The edges themselves are plausible.
+    assert!(plausible_score(EARLIEST_PLAUSIBLE_SCORE, now));
+    assert!(plausible_score(to_unix_seconds(now) + 86_400.0, now));
+}
+
+/// Safety issue item 4: the session grace ran from `started_at` alone, so a run that waited
+/// in a queue longer than the grace was failed the instant it took its slot.
+#[test]
+fn the_session_grace_runs_from_the_later_of_start_and_slot() {
+    let started = t0();
+    let r = row("running", started, None);
+    // Queued for an hour, slot taken 10 s ago: still in its grace.
+    let acquired = started + mins(60);
+    let now = acquired + TimeDelta::seconds(10);
+    let s = slot(acquired, SlotTimeout::Declared(3600));
+    assert_eq!(
+        decide(Some(&s), Some(&r), now, &policy()),
+        Verdict::Healthy {
+            recheck_at: Some(acquired + TimeDelta::seconds(60))
+        }
+    );
+    // Past the grace from the slot: failed, the grace's start reported.
+    let later = acquired + TimeDelta::seconds(61);
+    assert_eq!(
+        decide(Some(&s), Some(&r), later, &policy()),
+        Verdict::FailNeverLaunched {
+            since: acquired,
+            release_slot: true
+        }
+    );
+    // A slot older than the row changes nothing: the row's start counts.
+    let s = slot(started - mins(5), SlotTimeout::Declared(3600));
+    assert!(matches!(
+        decide(
+            Some(&s),
+            Some(&r),
+            started + TimeDelta::seconds(30),
+            &policy()
+        ),
+        Verdict::Healthy { .. }
+    ));
+}
+
+#[test]
+fn timestamps_at_the_edge_of_time_never_panic() {
+    let far = chrono::DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(1);
+    for status in ["running", "skipped"] {
+        for session in [None, Some("dispatched")] {
+            let r = row(status, far, session);
+            let _ = decide(None, Some(&r), far, &policy());
+        }
+    }
+}
+
 #[test]
 fn row_targets_and_errors() {
     let d = t0();
@@ -460,6 +566,7 @@ fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
                     None => parse_timestamp("garbage"),
                 },
                 session,
+                started_at_raw: String::new(),
                 effective_timeout: timeout,
             }),
     )
@@ -467,12 +574,17 @@ fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
 
 /// The slot's own deadline, computed independently of the code under test.
 fn own_deadline(slot: &SlotObservation, row: Option<&RowObservation>, p: &Policy) -> Timestamp {
+    let from_row = row
+        .and_then(|r| r.effective_timeout)
+        .filter(|t| (1..=MAX_TIMEOUT_SECS).contains(t));
     let ttl = match slot.timeout {
         SlotTimeout::Declared(t) => t,
-        _ => row
-            .and_then(|r| r.effective_timeout)
-            .filter(|t| *t >= 1)
-            .unwrap_or(p.default_timeout_secs),
+        // Corrupt: never shorter than any candidate.
+        SlotTimeout::Corrupt(_) => [from_row.unwrap_or(0), p.default_timeout_secs, 7200]
+            .into_iter()
+            .max()
+            .unwrap(),
+        SlotTimeout::Missing => from_row.unwrap_or(p.default_timeout_secs),
     };
     from_unix_seconds(slot.score).unwrap() + TimeDelta::seconds(ttl + p.ttl_buffer_secs)
 }

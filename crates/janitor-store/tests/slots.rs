@@ -75,6 +75,7 @@ fn running(
         status: Status::Running,
         started_at: Ok(started),
         session: Some("dispatched".into()),
+        started_at_raw: String::new(),
         effective_timeout: Some(3600),
     }
 }

@@ -133,6 +133,7 @@ impl RawRow {
                 agent,
                 status: Status::parse(&self.status),
                 started_at: parse_timestamp(&self.started_at),
+                started_at_raw: self.started_at,
                 session: self.session,
                 effective_timeout: self.timeout,
             }),
