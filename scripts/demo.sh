@@ -33,7 +33,7 @@ export JANITOR_QUEUE="demo:janitor:cleanup" JANITOR_LOG_FORMAT=text
 janitor=target/debug/janitor
 
 target/debug/janitor-demo seed
-$janitor migrate
+$janitor migrate --create-platform-tables
 printf '\n== before ==\n'
 $janitor stuck
 target/debug/janitor-demo query

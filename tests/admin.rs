@@ -24,7 +24,7 @@ fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: &str) -
 #[tokio::test]
 async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     seed_incident(&env).await;
     let server = env.serve(
         &["serve", "--listen", "127.0.0.1:0"],
@@ -212,7 +212,7 @@ fn wait_for(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
 #[tokio::test]
 async fn metrics_count_what_the_producer_found_and_the_workers_did() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let verdicts = seed_incident(&env).await;
     let long = [("JANITOR_SWEEP_INTERVAL_SECS", "3600")];
 

@@ -215,7 +215,7 @@ async fn the_page_shows_a_dead_job_and_its_retry_button_re_drives_it() {
         return;
     };
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     seed_incident(&env).await;
     env.run(&["sweep"]).ok();
     let dead = "reclaim_slot:agent:one:stale900:";

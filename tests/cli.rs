@@ -55,7 +55,7 @@ async fn migrate_keeps_a_trinity_database_intact() {
 
     let first = env.run(&["migrate"]);
     first.ok();
-    assert!(first.stdout.contains("applied 1, 2, 3"), "{}", first.stdout);
+    assert!(first.stdout.contains("applied 2, 3"), "{}", first.stdout);
     let again = env.run(&["migrate"]);
     again.ok();
     assert!(again.stdout.contains("up to date"), "{}", again.stdout);
@@ -97,7 +97,7 @@ fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
 
 async fn stuck_judges_the_incident(kind: Kind) {
     let env = Env::new(kind).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let want = seed_incident(&env).await;
     let report = env.run(&["stuck", "--json", "--scan-batch", "2"]);
     report.ok();
@@ -158,6 +158,56 @@ async fn stuck_judges_the_incident_on_sqlite() {
 #[tokio::test]
 async fn stuck_judges_the_incident_on_postgres() {
     stuck_judges_the_incident(Kind::Postgres).await;
+}
+
+/// Safety issue item 1: `migrate` created the platform's tables on any database, so an
+/// empty file (or a relative `sqlite://janitor.db` opened from another directory) became a
+/// "platform" whose every live slot had no row. Now it refuses unless asked.
+#[tokio::test]
+async fn migrate_refuses_a_database_that_is_not_the_platforms() {
+    for kind in [Kind::Sqlite, Kind::Postgres] {
+        let env = Env::new(kind).await;
+        if kind == Kind::Postgres {
+            env.sql("CREATE TABLE unrelated (x INTEGER)").await.unwrap();
+        }
+        let out = env.run(&["migrate"]);
+        assert_eq!(out.code, Some(1), "{kind:?}: {}", out.stdout);
+        let needle = match kind {
+            // No file: not created.
+            Kind::Sqlite => "does not exist",
+            Kind::Postgres => "the platform's table schedule_executions is missing: is DATABASE_URL the platform's database?",
+        };
+        assert!(out.stderr.contains(needle), "{kind:?}: {}", out.stderr);
+        if let Some(path) = env.db.sqlite_path() {
+            assert!(!path.exists(), "migrate created {}", path.display());
+            // An empty file that exists is refused too, and gains no table.
+            std::fs::write(&path, b"").unwrap();
+            let out = env.run(&["migrate"]);
+            assert_eq!(out.code, Some(1));
+            assert!(
+                out.stderr
+                    .contains("is DATABASE_URL the platform's database?"),
+                "{}",
+                out.stderr
+            );
+        }
+        let tables = env
+            .sql_text(match kind {
+                Kind::Sqlite => "SELECT CAST(COUNT(*) AS TEXT) FROM sqlite_master WHERE type = 'table'",
+                Kind::Postgres => "SELECT CAST(COUNT(*) AS TEXT) FROM information_schema.tables WHERE table_schema = current_schema()",
+            })
+            .await
+            .unwrap();
+        let expected = if kind == Kind::Postgres { "1" } else { "0" };
+        assert_eq!(
+            tables.as_deref(),
+            Some(expected),
+            "{kind:?}: tables were created"
+        );
+        // Asked, it creates them.
+        env.run(&["migrate", "--create-platform-tables"]).ok();
+        env.run(&["stuck"]).ok();
+    }
 }
 
 #[tokio::test]
@@ -270,7 +320,7 @@ async fn config_layers_flags_env_file_defaults_and_redacts() {
 #[tokio::test]
 async fn the_http_intake_enqueues_skips_behind_a_token() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     env.seed_run("sk1", "agent", "skipped", "2026-05-01T15:30:00", None)
         .await
         .unwrap();
@@ -364,7 +414,7 @@ async fn the_http_intake_enqueues_skips_behind_a_token() {
 #[tokio::test]
 async fn queue_stats_and_retry_re_drive_a_dead_job() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let empty = env.run(&["queue", "stats", "--json"]).ok().json();
     assert_eq!(empty["scheduled_due"], 0);
     assert_eq!(empty["dead"], 0);

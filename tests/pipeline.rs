@@ -38,7 +38,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 
 async fn the_incident_end_to_end(kind: Kind) {
     let env = Env::new(kind).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let now = env.redis_now().await.unwrap();
     let min = 60.0;
     // The incident: a slot past its own deadline, its row still running/dispatched.
@@ -149,7 +149,7 @@ async fn the_incident_end_to_end_on_postgres() {
 #[tokio::test]
 async fn one_cycle_applies_every_verdict_and_leaves_the_rest_alone() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let want = seed_incident(&env).await;
     env.run(&["run", "--once"]).ok();
     let expect: BTreeMap<&str, Option<&str>> = BTreeMap::from([
@@ -255,7 +255,7 @@ async fn seed_fleet(env: &Env) {
 #[tokio::test]
 async fn three_workers_and_two_sweeps_apply_every_change_exactly_once() {
     let env = Env::new(Kind::Postgres).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     seed_fleet(&env).await;
 
     let sweeps = [
@@ -329,7 +329,7 @@ async fn three_workers_and_two_sweeps_apply_every_change_exactly_once() {
 #[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing() {
     let env = Env::new(Kind::Postgres).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let now = env.redis_now().await.unwrap();
     let runs: Vec<_> = (0..2000)
         .map(|i| {
@@ -343,7 +343,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         })
         .collect();
     env.seed_runs(&runs).await;
-    env.run(&["sweep"]).ok();
+    env.run(&["sweep", "--force"]).ok();
 
     let fast = [
         "--heartbeat-secs",
@@ -464,7 +464,7 @@ impl Drop for PrivateRedis {
 #[tokio::test]
 async fn workers_recover_from_a_redis_restart_by_themselves() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let redis = PrivateRedis::start();
     let with_redis = |args: &[&str]| {
         let mut cmd = env.command();
@@ -535,7 +535,7 @@ async fn workers_recover_from_a_redis_restart_by_themselves() {
 #[tokio::test]
 async fn the_breaker_stops_mass_reclaims_unless_forced() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let now = env.redis_now().await.unwrap();
     // A fleet outage: 150 slots, every one past its deadline.
     let slots: Vec<_> = (0..150)
@@ -570,10 +570,122 @@ async fn the_breaker_stops_mass_reclaims_unless_forced() {
     assert_eq!(forced["kinds"]["reclaim_slot"]["enqueued"], 150);
 }
 
+/// 150 runs dead at once, their slots past their deadlines.
+async fn seed_fleet_outage(env: &Env, n: usize) {
+    let now = env.redis_now().await.unwrap();
+    let slots: Vec<_> = (0..n)
+        .map(|i| (format!("agent-{}", i % 15), format!("r{i}"), 7200.0, 600))
+        .collect();
+    let runs: Vec<_> = (0..n)
+        .map(|i| {
+            (
+                format!("r{i}"),
+                format!("agent-{}", i % 15),
+                "running",
+                ts_ago(now, 7200.0, "naive"),
+                Some("dispatched"),
+            )
+        })
+        .collect();
+    env.seed_slots(&slots).await;
+    env.seed_runs(&runs).await;
+}
+
+/// Safety issue item 1: a tripped breaker latched — what it held back stayed stale, so it
+/// tripped on every later pass and only `--force` ended it. Now it holds for the cool-off,
+/// then drains at the configured rate and closes by itself.
+#[tokio::test]
+async fn a_tripped_breaker_drains_at_its_rate_and_closes_by_itself() {
+    // No cool-off, so the passes follow each other; `rate` guarded jobs a minute.
+    async fn passes(rate: &str, n: usize) -> Vec<serde_json::Value> {
+        let env = Env::new(Kind::Sqlite).await;
+        env.run(&["migrate", "--create-platform-tables"]).ok();
+        seed_fleet_outage(&env, 150).await;
+        (0..n)
+            .map(|_| {
+                let mut cmd = env.command();
+                cmd.env("JANITOR_BREAKER_COOL_OFF_SECS", "0")
+                    .env("JANITOR_BREAKER_DRAIN_PER_MINUTE", rate)
+                    .args(["sweep", "--json"]);
+                janitor_e2e::run(&mut cmd).ok().json()
+            })
+            .collect()
+    }
+    let enqueued = |r: &serde_json::Value| r["kinds"]["reclaim_slot"]["enqueued"].as_u64().unwrap();
+
+    let slow = passes("40", 3).await;
+    assert_eq!(slow[0]["breaker"]["state"], "holding", "{:#}", slow[0]);
+    assert_eq!(slow[0]["breaker"]["tripped"], true);
+    assert_eq!(enqueued(&slow[0]), 0);
+    // The held backlog is not new: the next pass drains a minute's allowance, oldest first.
+    assert_eq!(slow[1]["breaker"]["state"], "draining", "{:#}", slow[1]);
+    assert_eq!(slow[1]["breaker"]["guarded_new"], 0);
+    assert_eq!(enqueued(&slow[1]), 40);
+    assert_eq!(slow[1]["breaker"]["held"], 110);
+    // Right after, the bucket is (nearly) empty: the rate holds across passes, and the jobs
+    // already queued cost no allowance.
+    assert!(enqueued(&slow[2]) <= 2, "{:#}", slow[2]);
+    assert_eq!(slow[2]["kinds"]["reclaim_slot"]["already_queued"], 40);
+
+    // With room for the whole backlog the breaker closes by itself on the first drain.
+    let fast = passes("6000", 2).await;
+    assert_eq!(fast[0]["breaker"]["state"], "holding");
+    assert_eq!(fast[1]["breaker"]["state"], "closed", "{:#}", fast[1]);
+    assert_eq!(fast[1]["breaker_tripped"], false);
+    assert_eq!(enqueued(&fast[1]), 150);
+}
+
+/// Safety issue item 1: with 1,000 live slots and `DATABASE_URL` pointing at an empty
+/// database, one `janitor run --once` released all 1,000. The sweep now refuses and says why.
+async fn a_wrong_database_releases_nothing(kind: Kind) {
+    let env = Env::new(kind).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let slots: Vec<_> = (0..1000)
+        .map(|i| (format!("agent-{}", i % 100), format!("live{i}"), 30.0, 3600))
+        .collect();
+    env.seed_slots(&slots).await;
+    let out = env.run(&["run", "--once"]);
+    out.ok();
+    assert!(
+        out.stdout.contains("1000 of 1000 slots have no row in")
+            && out
+                .stdout
+                .contains("is DATABASE_URL the platform's database?"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("janitor_wrong_database"),
+        "{}",
+        out.stderr
+    );
+    let mut left = 0;
+    for a in 0..100 {
+        left += env.slot_members(&format!("agent-{a}")).await.unwrap().len();
+    }
+    assert_eq!(left, 1000, "a live slot was released");
+    // Still refused on the next pass; --force overrides.
+    let again = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(again["breaker"]["state"], "refused");
+    assert_eq!(again["kinds"]["release_slot"]["enqueued"], 0);
+    let forced = env.run(&["sweep", "--json", "--force"]).ok().json();
+    assert_eq!(forced["kinds"]["release_slot"]["enqueued"], 1000);
+}
+
+#[tokio::test]
+async fn a_wrong_sqlite_database_releases_nothing() {
+    a_wrong_database_releases_nothing(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_wrong_postgres_database_releases_nothing() {
+    a_wrong_database_releases_nothing(Kind::Postgres).await;
+}
+
 #[tokio::test]
 async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let now = env.redis_now().await.unwrap();
     let runs: Vec<_> = (0..30)
         .map(|i| {
@@ -626,7 +738,7 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
 #[tokio::test]
 async fn a_skip_is_enqueued_at_skip_time_and_the_sweep_finds_it_queued() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let now = env.redis_now().await.unwrap();
     env.seed_run(
         "sk1",

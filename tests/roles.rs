@@ -76,7 +76,7 @@ fn terminate(mut child: Child, logs: impl Iterator<Item = String>) -> String {
 #[tokio::test]
 async fn a_producer_and_a_worker_split_the_cycle_and_report_health() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     seed_incident(&env).await;
     let failed = "SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'";
     let failed_before = env.count(failed).await;
@@ -172,7 +172,7 @@ fn bad_role_and_listen_values_are_clear_errors() {
 #[tokio::test]
 async fn a_closed_log_pipe_does_not_crash_the_process() {
     let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate"]).ok();
+    env.run(&["migrate", "--create-platform-tables"]).ok();
     let (mut producer, watchdog) = start(&env, &["run", "--role", "producer", "--listen", "off"]);
     let mut logs = stderr_lines(&mut producer);
     wait_for_line(&mut logs, "sweep done");

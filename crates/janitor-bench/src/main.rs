@@ -187,7 +187,7 @@ impl Stage {
     async fn new(kind: Kind, backlog_cap: u64) -> anyhow::Result<Self> {
         let sandbox = Sandbox::new(kind).await?;
         let db = Database::connect(&sandbox.db.url, true).await?;
-        db.migrate().await?;
+        db.migrate(true).await?;
         let rows = ExecutionStore::open(db).await?;
         let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
         let slots = SlotStore::connect(&redis_url(), keys, 300).await?;
@@ -302,6 +302,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         batch: 1_000,
         breaker: Breaker::default(),
         dry_run: false,
+        database: String::new(),
     };
     let start = Instant::now();
     let concurrency = args.concurrency.to_string();

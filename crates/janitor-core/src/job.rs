@@ -17,7 +17,7 @@ use crate::{
 pub const JOB_VERSION: u32 = 1;
 
 /// One kind of job per verdict that changes something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Rule 1: reclaim a slot past its deadline, and fail its row if still in progress.

@@ -188,6 +188,39 @@ impl Verdict {
         )
     }
 
+    /// Whether the verdict removes a slot or fails a run on evidence a wrong view of the
+    /// world could fake (a stale slot, a missing row, a missing slot, a missing session):
+    /// the effects the blast-radius breaker guards. Releasing the slot of a finished run and
+    /// finalizing a skipped one are not (a terminal row stays terminal).
+    pub fn is_guarded(&self) -> bool {
+        matches!(
+            self,
+            Self::ReclaimStaleSlot { .. }
+                | Self::ReleaseLeakedSlot {
+                    reason: LeakReason::RowMissing
+                }
+                | Self::FailOrphan { .. }
+                | Self::FailNeverLaunched { .. }
+        )
+    }
+
+    /// The instant this verdict became actionable: the deadline or grace end that passed.
+    pub fn due_since(&self, slot: Option<&SlotObservation>, policy: &Policy) -> Option<Timestamp> {
+        match self {
+            Self::ReclaimStaleSlot { deadline, .. } | Self::FailOrphan { deadline } => {
+                Some(*deadline)
+            }
+            Self::FailNeverLaunched { since, .. } => plus(*since, policy.session_grace_secs),
+            Self::ReleaseLeakedSlot {
+                reason: LeakReason::RowMissing,
+            } => slot
+                .and_then(|s| from_unix_seconds(s.score))
+                .and_then(|at| plus(at, policy.missing_row_grace_secs)),
+            Self::FinalizeSkipped { since } => plus(*since, policy.skipped_after_secs),
+            _ => None,
+        }
+    }
+
     /// A short stable name, for reports, metrics and logs.
     pub fn name(&self) -> &'static str {
         match self {

@@ -32,10 +32,16 @@ pub const ENQUEUED: &str = "janitor_jobs_enqueued_total";
 pub const DEDUPLICATED: &str = "janitor_jobs_deduplicated_total";
 /// Jobs not pushed because the queue was at its backlog cap, by `kind`.
 pub const DEFERRED: &str = "janitor_jobs_deferred_total";
-/// 1 while the last sweep's blast-radius breaker held its reclaims back, else 0.
+/// 1 while the last sweep's blast-radius breaker held guarded work back (holding, draining
+/// or refused), else 0.
 pub const BREAKER_TRIPPED: &str = "janitor_breaker_tripped";
-/// Sweeps whose breaker tripped.
+/// 1 for the breaker's state after the last sweep, by `state` (`closed` | `holding` |
+/// `draining` | `refused`), 0 for the others.
+pub const BREAKER_STATE: &str = "janitor_breaker_state";
+/// Times the breaker tripped.
 pub const BREAKER_TRIPS: &str = "janitor_breaker_trips_total";
+/// The breaker's states, as [`BREAKER_STATE`] labels them.
+pub const BREAKER_STATES: [&str; 4] = ["closed", "holding", "draining", "refused"];
 /// Job deliveries handled, by `kind` and `outcome` (`applied` | `no_longer_needed` | `error`).
 pub const ACTIONS: &str = "janitor_actions_total";
 /// Changes made, by `effect` (`slot_reclaimed` | `slot_released` | `run_failed` |
@@ -97,9 +103,13 @@ pub fn describe() {
     );
     describe_gauge!(
         BREAKER_TRIPPED,
-        "1 while the last sweep's blast-radius breaker held its reclaims back."
+        "1 while the last sweep's blast-radius breaker held guarded work back."
     );
-    describe_counter!(BREAKER_TRIPS, "Sweeps whose blast-radius breaker tripped.");
+    describe_gauge!(
+        BREAKER_STATE,
+        "The breaker's state after the last sweep (1 for the current state)."
+    );
+    describe_counter!(BREAKER_TRIPS, "Times the blast-radius breaker tripped.");
     describe_counter!(
         ACTIONS,
         "Job deliveries handled, by kind and outcome (applied, no_longer_needed, error)."
@@ -201,6 +211,10 @@ pub struct SweepFigures {
     pub corrupt_slots: u64,
     pub corrupt_rows: u64,
     pub breaker_tripped: bool,
+    /// The breaker's state after the sweep (one of [`BREAKER_STATES`]).
+    pub breaker_state: &'static str,
+    /// Whether it tripped on this sweep.
+    pub breaker_trip: bool,
     /// Unix time the sweep judged at.
     pub at_unix: f64,
 }
@@ -215,7 +229,11 @@ pub fn sweep_finished(f: &SweepFigures) {
     counter!(CORRUPT_ITEMS, "store" => "sql").increment(f.corrupt_rows);
     gauge!(LAST_SWEEP).set(f.at_unix);
     gauge!(BREAKER_TRIPPED).set(if f.breaker_tripped { 1.0 } else { 0.0 });
-    if f.breaker_tripped {
+    for state in BREAKER_STATES {
+        let on = if state == f.breaker_state { 1.0 } else { 0.0 };
+        gauge!(BREAKER_STATE, "state" => state).set(on);
+    }
+    if f.breaker_trip {
         counter!(BREAKER_TRIPS).increment(1);
     }
 }

@@ -5,12 +5,14 @@
 //! slot (pairing each with its row), then every open row that holds no slot, and run the
 //! same [`janitor_core::decide`] on each pair. [`sweep`] turns its verdicts into jobs.
 
+pub mod breaker;
 mod lease;
 mod observe;
 mod skip;
 mod sweep;
 
+pub use breaker::{Breaker, BreakerState, Decision, Mode};
 pub use lease::{LeaseLost, LeaseOrRedis, SweepLease};
 pub use observe::{judge, observe, Finding, ObserveStats, Pair};
 pub use skip::{enqueue_skip, SkipError, SkipReceipt};
-pub use sweep::{sweep, Breaker, KindReport, SweepError, SweepOptions, SweepReport};
+pub use sweep::{sweep, BreakerReport, KindReport, SweepError, SweepOptions, SweepReport};

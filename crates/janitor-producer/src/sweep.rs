@@ -1,49 +1,24 @@
 //! One sweep: observe both stores, turn every actionable verdict into a job, enqueue.
 //!
-//! Jobs are pushed in batches as they are found (memory bounded by the batch), except
-//! reclaims: those wait for the end of the pass so the blast-radius breaker can see
-//! how many there are before any is pushed. At most as many are held as the queue has
-//! room for (the backlog cap), so memory never grows with the number of slots or rows.
+//! Jobs are held until the end of the pass, so the blast-radius breaker ([`crate::breaker`])
+//! sees every guarded effect before any goes out. No more are held than the queue has room
+//! for (the backlog cap), so memory never grows with the number of slots or rows.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use janitor_core::{CleanupJob, JobKind, Policy, Timestamp};
-use janitor_queue::{EnqueueReport, Queue, QueueError};
+use janitor_core::{to_unix_seconds, CleanupJob, JobKind, Policy, Timestamp};
+use janitor_queue::{EnqueueReport, Existing, Queue, QueueError};
 use janitor_store::{ExecutionStore, SlotStore, StoreError};
 use serde::Serialize;
 
+use crate::breaker::{self, Breaker, BreakerState, Decision, PassFigures};
 use crate::lease::{LeaseOrRedis, SweepLease};
 use crate::{observe, Finding, ObserveStats};
 
 /// Jobs pushed per `batch_push` call.
 const PUSH_BATCH: usize = 500;
-
-/// Stops a sweep from reclaiming too much at once: a fleet-wide outage looks like every
-/// slot going stale, and mass reaping then does harm.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Breaker {
-    /// Trip when reclaims exceed this fraction of the slots seen…
-    pub max_fraction: f64,
-    /// …and this absolute number.
-    pub min_reclaims: u64,
-}
-
-impl Default for Breaker {
-    fn default() -> Self {
-        Self {
-            max_fraction: 0.5,
-            min_reclaims: 100,
-        }
-    }
-}
-
-impl Breaker {
-    pub fn trips(&self, reclaims: u64, slots: u64) -> bool {
-        reclaims > self.min_reclaims && (reclaims as f64) > self.max_fraction * slots as f64
-    }
-}
 
 /// How to sweep.
 #[derive(Debug, Clone, Default)]
@@ -55,6 +30,9 @@ pub struct SweepOptions {
     pub breaker: Breaker,
     /// Slots / rows read per batch.
     pub batch: usize,
+    /// The database as the operator named it (password redacted), for the breaker's
+    /// wrong-database message.
+    pub database: String,
 }
 
 /// Per job kind: what was found and what became of it.
@@ -81,7 +59,10 @@ pub struct SweepReport {
     pub elapsed_ms: u64,
     /// The sweep lease's fencing token, when the sweep held one.
     pub fence: Option<u64>,
+    /// Whether the breaker held guarded work back this pass (holding, draining or refused).
     pub breaker_tripped: bool,
+    /// What the breaker decided, and on what.
+    pub breaker: BreakerReport,
     /// Stats of the observation; `stats.truncated` means the pass stopped early because the
     /// queue was full, so more work may remain than was found.
     pub stats: ObserveStats,
@@ -89,6 +70,27 @@ pub struct SweepReport {
     /// With `dry_run`: the jobs that would have been enqueued.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub would_enqueue: Vec<CleanupJob>,
+}
+
+/// The breaker's side of one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct BreakerReport {
+    /// `closed`, `holding`, `draining`, or `refused` (the wrong-database signature).
+    pub state: &'static str,
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Guarded effects found, and those that became due since the previous pass.
+    pub guarded: u64,
+    pub guarded_new: u64,
+    /// Slots seen, and those whose run has no row at all.
+    pub slots: u64,
+    pub rowless_slots: u64,
+    /// Guarded jobs pushed this pass, and held back for a later one.
+    pub pushed: u64,
+    pub held: u64,
+    /// Why the sweep refused to act, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Why a sweep stopped.
@@ -113,17 +115,20 @@ struct Pusher<'a> {
 }
 
 impl Pusher<'_> {
-    async fn push(&mut self, jobs: &mut Vec<CleanupJob>) -> Result<(), SweepError> {
+    /// Pushes `jobs` (emptying it); returns how many were enqueued.
+    async fn push(&mut self, jobs: &mut Vec<CleanupJob>) -> Result<u64, SweepError> {
         if jobs.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         if self.dry_run {
+            let n = jobs.len() as u64;
             self.would_enqueue.append(jobs);
-            return Ok(());
+            return Ok(n);
         }
         if let Some(lease) = self.lease {
             lease.ensure().await?;
         }
+        let mut enqueued = 0;
         for chunk in jobs.chunks(PUSH_BATCH) {
             // One call per kind keeps the per-kind report exact.
             for kind in JobKind::ALL {
@@ -134,6 +139,7 @@ impl Pusher<'_> {
                 }
                 let report = self.queue.enqueue(&of_kind, Duration::ZERO).await?;
                 self.room = self.room.saturating_sub(report.enqueued);
+                enqueued += report.enqueued;
                 self.kinds
                     .entry(kind.as_str())
                     .or_default()
@@ -142,15 +148,23 @@ impl Pusher<'_> {
             }
         }
         jobs.clear();
-        Ok(())
+        Ok(enqueued)
+    }
+
+    /// Counts `n` jobs of `kind` as deferred (found, not handed to the queue this pass).
+    fn defer(&mut self, kind: JobKind, n: u64) {
+        if n > 0 {
+            self.kinds.entry(kind.as_str()).or_default().queue.deferred += n;
+        }
     }
 }
 
 /// Runs one sweep at `slots`' Redis time. With a lease, re-checks it before every push.
 ///
 /// With `force`, the pass stops early once the queue is full — what does not fit is found
-/// again by the next one. Without it the pass always completes, so the breaker judges every
-/// reclaim. A sweep that is not a dry run is recorded in the metrics.
+/// again by the next one — and the breaker is overridden. Without it the pass always
+/// completes, so the breaker judges every guarded effect. A sweep that is not a dry run is
+/// recorded in the metrics.
 pub async fn sweep(
     slots: &SlotStore,
     rows: &ExecutionStore,
@@ -177,6 +191,11 @@ fn record(report: &SweepReport) {
         corrupt_slots: report.stats.corrupt_slots,
         corrupt_rows: report.stats.corrupt_rows,
         breaker_tripped: report.breaker_tripped,
+        breaker_state: report.breaker.state,
+        breaker_trip: matches!(
+            report.breaker.decision,
+            Decision::Hold { tripped: true, .. }
+        ),
         at_unix: janitor_core::to_unix_seconds(report.now),
     });
     for (kind, k) in &report.kinds {
@@ -191,6 +210,14 @@ fn record(report: &SweepReport) {
             },
         );
     }
+}
+
+/// A job held until the end of the pass.
+struct Held {
+    job: CleanupJob,
+    /// Guarded by the breaker, and the instant it became due (unix seconds).
+    guarded: bool,
+    due: f64,
 }
 
 async fn sweep_pass(
@@ -211,6 +238,10 @@ async fn sweep_pass(
             .backlog_cap
             .saturating_sub(queue.backlog().await?)
     };
+    let mut state: BreakerState = breaker::load(&queue.connection(), queue.keys().name())
+        .await
+        .map_err(QueueError::from)?;
+    let previous = state.previous_pass.unwrap_or(f64::NEG_INFINITY);
     let mut pusher = Pusher {
         queue,
         lease,
@@ -219,102 +250,168 @@ async fn sweep_pass(
         kinds: BTreeMap::new(),
         would_enqueue: Vec::new(),
     };
-    let mut pending: Vec<CleanupJob> = Vec::with_capacity(PUSH_BATCH);
-    // Reclaims wait for the end of the pass (the breaker sees them all first); no
-    // more are held than the queue has room for.
-    let mut reclaims: Vec<CleanupJob> = Vec::new();
-    let mut reclaims_found = 0u64;
-    let mut slots_seen = 0u64;
-    let mut breaker_tripped = false;
-    let mut reclaims_pushed = 0u64;
-    let stats = observe::<SweepError>(slots, rows, policy, now, options.batch.max(1), async |finding| {
-        let pair = match finding {
-            Finding::Pair(pair) => pair,
-            Finding::End => {
-                pusher.push(&mut pending).await?;
-                breaker_tripped = options.breaker.trips(reclaims_found, slots_seen);
-                if breaker_tripped && !options.force {
-                    tracing::error!(
-                        alert = "janitor_breaker_tripped",
-                        reclaims = reclaims_found,
-                        slots = slots_seen,
-                        "blast-radius breaker tripped: not enqueueing any reclaim this pass (re-run with --force to override)"
-                    );
-                } else {
-                    reclaims_pushed += reclaims.len() as u64;
-                    pusher.push(&mut reclaims).await?;
-                }
+    // Every job waits for the end of the pass (the breaker sees them all first); no more
+    // are held than the queue has room for.
+    let mut held: Vec<Held> = Vec::new();
+    let mut overflow: BTreeMap<JobKind, u64> = BTreeMap::new();
+    let mut figures = PassFigures {
+        now: to_unix_seconds(now),
+        ..PassFigures::default()
+    };
+    let stats = observe::<SweepError>(
+        slots,
+        rows,
+        policy,
+        now,
+        options.batch.max(1),
+        async |finding| {
+            let Finding::Pair(pair) = finding else {
                 return Ok(ControlFlow::Continue(()));
+            };
+            figures.judged += 1;
+            if pair.slot.is_some() {
+                figures.slots += 1;
+                if pair.row.is_none() {
+                    figures.rowless_slots += 1;
+                }
             }
-            Finding::CorruptSlot(_) | Finding::CorruptRow(_) => return Ok(ControlFlow::Continue(())),
-        };
-        if pair.slot.is_some() {
-            slots_seen += 1;
-        }
-        let Some(job) = CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref()) else {
-            return Ok(ControlFlow::Continue(()));
-        };
-        pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-        if job.kind == JobKind::ReclaimSlot {
-            reclaims_found += 1;
-            if (reclaims.len() as u64) < pusher.room {
-                reclaims.push(job);
+            let Some(job) =
+                CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
+            else {
+                return Ok(ControlFlow::Continue(()));
+            };
+            pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+            let guarded = pair.verdict.is_guarded();
+            let due = pair
+                .verdict
+                .due_since(pair.slot.as_ref(), policy)
+                .map_or(f64::NEG_INFINITY, to_unix_seconds);
+            if guarded {
+                figures.guarded += 1;
+                if due > previous {
+                    figures.guarded_new += 1;
+                }
+            }
+            if (held.len() as u64) < pusher.room {
+                held.push(Held { job, guarded, due });
             } else if options.force {
                 // Full, and the breaker is overridden: nothing more can be used this pass.
+                *overflow.entry(job.kind).or_default() += 1;
                 return Ok(ControlFlow::Break(()));
+            } else {
+                *overflow.entry(job.kind).or_default() += 1;
             }
+            Ok(ControlFlow::Continue(()))
+        },
+    )
+    .await?;
+
+    let decision = options.breaker.judge(&mut state, &figures, options.force);
+    let refused = match decision {
+        Decision::Refuse { rowless, slots } => Some(format!(
+            "{rowless} of {slots} slots have no row in {}: is DATABASE_URL the platform's database?",
+            options.database
+        )),
+        _ => None,
+    };
+    match (&decision, &refused) {
+        (_, Some(reason)) => tracing::error!(
+            alert = "janitor_wrong_database",
+            rowless = figures.rowless_slots,
+            slots = figures.slots,
+            "sweep refused to act: {reason} (fix the setting, or re-run with --force)"
+        ),
+        (Decision::Hold { until, tripped: true }, _) => tracing::error!(
+            alert = "janitor_breaker_tripped",
+            newly_due = figures.guarded_new,
+            judged = figures.judged,
+            hold_until = until,
+            "blast-radius breaker tripped: holding every reclaim, release and fail back for the cool-off, then draining at the configured rate (--force overrides)"
+        ),
+        _ => {}
+    }
+
+    // Unguarded jobs go out unless the sweep refused; guarded ones within the allowance,
+    // oldest deadline first.
+    let mut allowance = decision.allowance();
+    let (mut guarded, unguarded): (Vec<Held>, Vec<Held>) =
+        held.into_iter().partition(|h| h.guarded);
+    let mut out: Vec<CleanupJob> = Vec::new();
+    let mut kept_back: BTreeMap<JobKind, u64> = BTreeMap::new();
+    for h in unguarded {
+        if refused.is_some() {
+            *kept_back.entry(h.job.kind).or_default() += 1;
         } else {
-            pending.push(job);
-            if pending.len() >= PUSH_BATCH || pusher.room <= pending.len() as u64 {
-                pusher.push(&mut pending).await?;
-                // Only with the breaker overridden may a full queue end the pass early:
-                // otherwise it runs to its end so the breaker judges every reclaim.
-                if pusher.room == 0 && options.force {
-                    return Ok(ControlFlow::Break(()));
-                }
+            out.push(h.job);
+        }
+    }
+    pusher.push(&mut out).await?;
+    guarded.sort_by(|a, b| a.due.total_cmp(&b.due));
+    let mut guarded_pushed = 0u64;
+    let mut guarded_held = 0u64;
+    let mut batch: Vec<CleanupJob> = Vec::new();
+    if matches!(decision, Decision::Drain { .. }) && !options.dry_run {
+        // Jobs already queued (or dead) cost no allowance: pushing them is a no-op the
+        // report counts; the allowance goes to work not yet queued.
+        let ids: Vec<String> = guarded.iter().map(|h| h.job.task_id()).collect();
+        let existing = queue.classify(&ids).await?;
+        let (mut known, mut rest) = (Vec::new(), Vec::new());
+        for (h, e) in guarded.into_iter().zip(existing) {
+            match e {
+                Existing::Queued | Existing::Dead => known.push(h.job),
+                _ => rest.push(h),
             }
         }
-        Ok(ControlFlow::Continue(()))
-    })
-    .await?;
-    // Stopped early (force only): the held reclaims still go out.
-    if stats.truncated && !reclaims.is_empty() {
-        reclaims_pushed += reclaims.len() as u64;
-        pusher.push(&mut reclaims).await?;
+        pusher.push(&mut known).await?;
+        guarded = rest;
     }
-    pusher.push(&mut pending).await?;
-    // Reclaims found but never handed to the queue (no room) are deferred too.
-    if (options.force || !breaker_tripped) && reclaims_found > reclaims_pushed {
-        pusher
-            .kinds
-            .entry(JobKind::ReclaimSlot.as_str())
-            .or_default()
-            .queue
-            .deferred += reclaims_found - reclaims_pushed;
+    for h in guarded {
+        if allowance == 0 {
+            guarded_held += 1;
+            *kept_back.entry(h.job.kind).or_default() += 1;
+            continue;
+        }
+        allowance -= 1;
+        batch.push(h.job);
     }
+    guarded_pushed += pusher.push(&mut batch).await?;
+    Breaker::spent(&mut state, guarded_pushed);
+    // Found but never handed to the queue (no room, or the breaker) are deferred.
+    for (kind, n) in overflow.into_iter().chain(kept_back) {
+        pusher.defer(kind, n);
+    }
+    if !options.dry_run {
+        breaker::store(&queue.connection(), queue.keys().name(), &state)
+            .await
+            .map_err(QueueError::from)?;
+    }
+    let state_name = if refused.is_some() {
+        "refused"
+    } else {
+        state.mode.as_str()
+    };
     Ok(SweepReport {
         now,
         dry_run: options.dry_run,
         elapsed_ms: started.elapsed().as_millis() as u64,
         fence: lease.map(SweepLease::token),
-        breaker_tripped,
+        breaker_tripped: decision.holds_back(),
+        breaker: BreakerReport {
+            state: state_name,
+            decision,
+            guarded: figures.guarded,
+            guarded_new: figures.guarded_new,
+            slots: figures.slots,
+            rowless_slots: figures.rowless_slots,
+            pushed: guarded_pushed,
+            held: guarded_held
+                + figures
+                    .guarded
+                    .saturating_sub(guarded_pushed + guarded_held),
+            refused,
+        },
         stats,
         kinds: pusher.kinds,
         would_enqueue: pusher.would_enqueue,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Breaker;
-
-    #[test]
-    fn breaker_needs_both_thresholds() {
-        let b = Breaker::default();
-        assert!(!b.trips(100, 100), "not more than 100");
-        assert!(b.trips(101, 150));
-        assert!(!b.trips(101, 300), "not more than half");
-        assert!(!b.trips(50, 60));
-        assert!(b.trips(1_000, 1_000));
-    }
 }

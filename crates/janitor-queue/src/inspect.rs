@@ -14,6 +14,8 @@ use serde::Serialize;
 use crate::{Queue, QueueError};
 
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/purge.lua")));
+static RETRY_DEAD: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/retry_dead.lua")));
 
 /// Ids read per page when walking a set.
 const PAGE: usize = 500;
@@ -452,24 +454,21 @@ impl Queue {
         let (due_until, _) = server_now(&mut conn).await?;
         let mut outcomes = Vec::with_capacity(ids.len());
         for id in ids {
-            // SREM decides who moves it: of two concurrent re-drives, one wins.
-            let removed: u64 = conn.srem(keys.dead(), id).await?;
-            if removed == 0 {
-                outcomes.push(RetryOutcome::NotDead);
-                continue;
-            }
-            redis::pipe()
-                .atomic()
-                .hset_multiple(
-                    keys.meta(id),
-                    &[("attempts", "0"), ("status", "Pending"), ("result", "")],
-                )
-                .ignore()
-                .zadd(keys.scheduled(), id, due_until)
-                .ignore()
-                .exec_async(&mut conn)
+            // One script: the SREM decides who moves it (of two concurrent re-drives, one
+            // wins) and the rest cannot be cut off from it.
+            let moved: i64 = RETRY_DEAD
+                .key(keys.dead())
+                .key(keys.meta(id))
+                .key(keys.scheduled())
+                .arg(id)
+                .arg(due_until)
+                .invoke_async(&mut conn)
                 .await?;
-            outcomes.push(RetryOutcome::Moved);
+            outcomes.push(if moved == 1 {
+                RetryOutcome::Moved
+            } else {
+                RetryOutcome::NotDead
+            });
         }
         Ok(outcomes)
     }

@@ -19,5 +19,5 @@ pub use codec::RawJson;
 pub use inspect::{JobInfo, JobPage, JobState, PurgeReport, QueueStats, RetryOutcome};
 pub use keys::QueueKeys;
 pub use queue::{
-    EnqueueReport, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,
+    EnqueueReport, Existing, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,
 };

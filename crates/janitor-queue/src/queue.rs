@@ -13,6 +13,22 @@ use crate::QueueKeys;
 
 static PROMOTE_DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/promote_due.lua")));
+static CLASSIFY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/classify.lua")));
+
+/// Where a task id is, by membership in the queue's sets (`classify.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// The queue does not know it.
+    New,
+    /// Scheduled, active or in flight: its work will be done.
+    Queued,
+    /// Dead: left for an operator (and for the sweep's re-enqueue after a cool-off).
+    Dead,
+    /// Finished: its record is recycled if its work is needed again.
+    Done,
+    /// Stored but in no set (cut off between two steps): recycled like a finished one.
+    Stranded,
+}
 
 /// The default queue name (the library's default is a Rust type name; never rely on it).
 pub const DEFAULT_QUEUE: &str = "janitor:cleanup";
@@ -144,16 +160,52 @@ impl Queue {
         self.conn.clone()
     }
 
-    /// Jobs waiting (scheduled, due or not, plus active).
+    /// Jobs that can be fetched now: due in the schedule, plus active. Jobs due later
+    /// (skip-time finalizers, retries backing off) do not count: they cannot wedge a fetch
+    /// until they come due, and counting them let them fill the cap and defer every sweep
+    /// job. `promote_due` keeps what comes due in bounded chunks.
     pub async fn backlog(&self) -> Result<u64, QueueError> {
-        let (scheduled, active): (u64, u64) = redis::pipe()
-            .cmd("ZCARD")
+        let mut conn = self.conn.clone();
+        let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let (due, active): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
             .arg(self.keys.scheduled())
+            .arg("-inf")
+            .arg(secs)
             .cmd("LLEN")
             .arg(self.keys.active())
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut conn)
             .await?;
-        Ok(scheduled + active)
+        Ok(due + active)
+    }
+
+    /// Where each id is (one script call).
+    pub async fn classify(&self, ids: &[String]) -> Result<Vec<Existing>, QueueError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = CLASSIFY.prepare_invoke();
+        call.key(self.keys.scheduled())
+            .key(self.keys.active())
+            .key(self.keys.workers())
+            .key(self.keys.dead())
+            .key(self.keys.done())
+            .key(self.keys.data())
+            .arg(self.keys.inflight(""));
+        for id in ids {
+            call.arg(id);
+        }
+        let codes: Vec<i64> = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(codes
+            .into_iter()
+            .map(|c| match c {
+                1 => Existing::Queued,
+                2 => Existing::Dead,
+                3 => Existing::Done,
+                4 => Existing::Stranded,
+                _ => Existing::New,
+            })
+            .collect())
     }
 
     /// Pushes jobs, each under its deterministic id, after `delay`. Never pushes past the
@@ -171,25 +223,17 @@ impl Queue {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = jobs.iter().map(CleanupJob::task_id).collect();
 
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HEXISTS").arg(self.keys.data()).arg(id);
-            pipe.cmd("SISMEMBER").arg(self.keys.done()).arg(id);
-            pipe.cmd("SISMEMBER").arg(self.keys.dead()).arg(id);
-        }
-        let flags: Vec<bool> = pipe.query_async(&mut conn).await?;
-
         let mut fresh = Vec::new();
         let mut recycle = Vec::new();
-        for ((job, id), f) in jobs.iter().zip(&ids).zip(flags.chunks(3)) {
-            match f {
-                [false, _, _] => fresh.push((job, id)),
-                [true, _, true] => report.dead += 1,
-                [true, true, false] => {
+        for ((job, id), existing) in jobs.iter().zip(&ids).zip(self.classify(&ids).await?) {
+            match existing {
+                Existing::New => fresh.push((job, id)),
+                Existing::Dead => report.dead += 1,
+                Existing::Done | Existing::Stranded => {
                     recycle.push(id.as_str());
                     fresh.push((job, id));
                 }
-                _ => report.already_queued += 1,
+                Existing::Queued => report.already_queued += 1,
             }
         }
 
@@ -215,6 +259,7 @@ impl Queue {
                 pipe.cmd("DEL").arg(self.keys.meta(id)).ignore();
                 pipe.cmd("SREM").arg(self.keys.done()).arg(*id).ignore();
             }
+            pipe.atomic();
             pipe.query_async::<()>(&mut conn).await?;
             report.recycled = recycled.len() as u64;
         }

@@ -33,7 +33,7 @@ impl Fixture {
     async fn new(kind: Kind) -> Self {
         let db = TestDb::new(kind).await.unwrap();
         let database = Database::connect(&db.url, true).await.unwrap();
-        database.migrate().await.unwrap();
+        database.migrate(true).await.unwrap();
         let store = ExecutionStore::open(database).await.unwrap();
         Self { _db: db, store }
     }
@@ -143,7 +143,7 @@ async fn migrate_is_idempotent(kind: Kind) {
         Some("dispatched"),
     )
     .await;
-    let again = f.db().migrate().await.unwrap();
+    let again = f.db().migrate(true).await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
     assert_eq!(again.latest, 3);
     assert_eq!(f.count("SELECT COUNT(*) FROM schedule_executions").await, 1);

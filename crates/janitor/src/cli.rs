@@ -125,7 +125,8 @@ pub struct GlobalArgs {
         value_name = "SECS"
     )]
     pub sweep_interval_secs: Option<u64>,
-    /// The breaker trips when one pass would reclaim more than this fraction of slots…
+    /// The breaker trips when the reclaims, releases and fails that became due since the
+    /// previous pass exceed this fraction of the pairs judged…
     #[arg(
         long,
         global = true,
@@ -141,6 +142,22 @@ pub struct GlobalArgs {
         value_name = "N"
     )]
     pub breaker_min_reclaims: Option<u64>,
+    /// How long a tripped breaker holds guarded effects back, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_BREAKER_COOL_OFF_SECS",
+        value_name = "SECS"
+    )]
+    pub breaker_cool_off_secs: Option<u64>,
+    /// After the cool-off, at most this many guarded jobs per minute until the backlog fits.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_BREAKER_DRAIN_PER_MINUTE",
+        value_name = "N"
+    )]
+    pub breaker_drain_per_minute: Option<u64>,
     /// Bearer token for mutating HTTP endpoints; without one they are disabled.
     #[arg(
         long = "admin-token-from-env-only",
@@ -171,9 +188,9 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create janitor's table and indexes (and the platform's tables when missing). Never
-    /// alters or drops an existing table.
-    Migrate,
+    /// Create janitor's table and indexes on the platform's database. Never alters or drops
+    /// an existing table.
+    Migrate(MigrateArgs),
     /// Every open run and every slot without a live run, with the verdict the rules give.
     Stuck(StuckArgs),
     /// Print the effective settings (passwords redacted) and where each came from.
@@ -470,4 +487,12 @@ pub struct ConfigArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Also create the platform's own tables where missing (and a missing SQLite file): for
+    /// a demo or a test. Without it a database with no `schedule_executions` is refused.
+    #[arg(long)]
+    pub create_platform_tables: bool,
 }

@@ -50,7 +50,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = Settings::load(&cli.global)?;
     match &cli.command {
-        Command::Migrate => commands::migrate::run(&settings).await,
+        Command::Migrate(args) => commands::migrate::run(&settings, args).await,
         Command::Stuck(args) => commands::stuck::run(&settings, args).await,
         Command::Config(args) => commands::config::run(&settings, args),
         Command::Sweep(args) => commands::sweep::run(&settings, args).await,

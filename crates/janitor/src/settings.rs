@@ -48,6 +48,8 @@ struct FileSettings {
     sweep_interval_secs: Option<u64>,
     breaker_max_fraction: Option<f64>,
     breaker_min_reclaims: Option<u64>,
+    breaker_cool_off_secs: Option<u64>,
+    breaker_drain_per_minute: Option<u64>,
 }
 
 /// Where a setting's value came from.
@@ -227,6 +229,20 @@ impl Settings {
             file.breaker_min_reclaims,
             bd.min_reclaims,
         );
+        let breaker_cool_off_secs = layer(
+            s,
+            "breaker_cool_off_secs",
+            args.breaker_cool_off_secs,
+            file.breaker_cool_off_secs,
+            bd.cool_off_secs,
+        );
+        let breaker_drain_per_minute = layer(
+            s,
+            "breaker_drain_per_minute",
+            args.breaker_drain_per_minute,
+            file.breaker_drain_per_minute,
+            bd.drain_per_minute,
+        );
         let policy = Policy {
             default_timeout_secs,
             ttl_buffer_secs,
@@ -262,6 +278,9 @@ impl Settings {
         if heartbeat_secs == 0 || missed_heartbeats == 0 || sweep_interval_secs == 0 {
             anyhow::bail!("invalid settings: heartbeat_secs, missed_heartbeats and sweep_interval_secs must be at least 1");
         }
+        if breaker_drain_per_minute == 0 {
+            anyhow::bail!("invalid settings: breaker_drain_per_minute must be at least 1 (a tripped breaker must drain by itself)");
+        }
         if !(0.0..=1.0).contains(&breaker_max_fraction) {
             anyhow::bail!("invalid settings: breaker_max_fraction must be between 0 and 1, got {breaker_max_fraction}");
         }
@@ -287,6 +306,8 @@ impl Settings {
             breaker: Breaker {
                 max_fraction: breaker_max_fraction,
                 min_reclaims: breaker_min_reclaims,
+                cool_off_secs: breaker_cool_off_secs,
+                drain_per_minute: breaker_drain_per_minute,
             },
             admin_token: {
                 let token = args.admin_token.clone().filter(|t| !t.is_empty());
@@ -332,6 +353,8 @@ impl Settings {
             self.sweep_interval.as_secs().to_string(),
             self.breaker.max_fraction.to_string(),
             self.breaker.min_reclaims.to_string(),
+            self.breaker.cool_off_secs.to_string(),
+            self.breaker.drain_per_minute.to_string(),
             if self.admin_token.is_some() {
                 "(set)"
             } else {

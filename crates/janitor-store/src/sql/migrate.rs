@@ -3,6 +3,12 @@
 //! The SQL files are compiled into the binary, so `janitor migrate` needs nothing on disk.
 //! Every statement is `CREATE … IF NOT EXISTS`: run against an existing platform database it
 //! adds janitor's own table and indexes and leaves every platform row and column as it was.
+//!
+//! The platform's own tables (`0001_platform_tables.sql`) are created only when asked
+//! (`janitor migrate --create-platform-tables`, for a demo or a test): created anywhere else
+//! they would turn an empty file or the wrong database into one that looks like the
+//! platform's, where every live slot has no row — and janitor would release them all.
+//! Databases that recorded version 1 as applied keep it (the migrator ignores it).
 
 use std::borrow::Cow;
 
@@ -13,14 +19,17 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use super::{with_pool, Backend, Database};
 use crate::StoreError;
 
+/// The platform's tables as the demo and tests create them: (SQLite text, PostgreSQL text).
+const PLATFORM_TABLES: (&str, &str) = (
+    include_str!("../../../../migrations/sqlite/0001_platform_tables.sql"),
+    include_str!("../../../../migrations/postgres/0001_platform_tables.sql"),
+);
+
+/// The platform tables janitor's own migrations need (they index them).
+pub(crate) const REQUIRED_PLATFORM_TABLES: [&str; 2] = ["schedule_executions", "agent_activities"];
+
 /// (version, description, SQLite text, PostgreSQL text)
 const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
-    (
-        1,
-        "platform tables",
-        include_str!("../../../../migrations/sqlite/0001_platform_tables.sql"),
-        include_str!("../../../../migrations/postgres/0001_platform_tables.sql"),
-    ),
     (
         2,
         "janitor audit",
@@ -70,10 +79,30 @@ pub struct MigrationReport {
     pub latest: i64,
 }
 
-pub(super) async fn run(db: &Database) -> Result<MigrationReport, StoreError> {
-    let migrator = Migrator::new(Embedded(db.backend()))
+pub(super) async fn run(
+    db: &Database,
+    create_platform_tables: bool,
+) -> Result<MigrationReport, StoreError> {
+    if create_platform_tables {
+        let sql = match db.backend() {
+            Backend::Sqlite => PLATFORM_TABLES.0,
+            Backend::Postgres => PLATFORM_TABLES.1,
+        };
+        with_pool!(db, pool => sqlx::raw_sql(sql).execute(pool).await.map(drop))?;
+    }
+    let found = db.existing_tables(&REQUIRED_PLATFORM_TABLES).await?;
+    if let Some(missing) = REQUIRED_PLATFORM_TABLES
+        .into_iter()
+        .find(|t| !found.iter().any(|f| f == t))
+    {
+        return Err(StoreError::NotPlatformDatabase(missing));
+    }
+    let mut migrator = Migrator::new(Embedded(db.backend()))
         .await
         .map_err(StoreError::Migrate)?;
+    // Version 1 (the platform's tables) is no longer a migration; databases that applied
+    // it keep their record.
+    migrator.set_ignore_missing(true);
     let applied_before: Vec<i64> = with_pool!(db, pool => {
         let table: Option<String> = match db.backend() {
             Backend::Sqlite => sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'").fetch_optional(pool).await?,

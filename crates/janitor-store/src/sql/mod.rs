@@ -173,13 +173,18 @@ impl Database {
         }
     }
 
-    /// Applies janitor's migrations for this backend.
-    pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
-        migrate::run(self).await
+    /// Applies janitor's migrations for this backend. The platform's own tables are
+    /// created only with `create_platform_tables` (a demo or a test); without it a
+    /// database that lacks them is refused with [`StoreError::NotPlatformDatabase`].
+    pub async fn migrate(
+        &self,
+        create_platform_tables: bool,
+    ) -> Result<MigrationReport, StoreError> {
+        migrate::run(self, create_platform_tables).await
     }
 
     /// The names of the tables that exist, among `names`.
-    async fn existing_tables(&self, names: &[&str]) -> Result<Vec<String>, StoreError> {
+    pub(crate) async fn existing_tables(&self, names: &[&str]) -> Result<Vec<String>, StoreError> {
         let mut found = Vec::new();
         for name in names {
             let exists: bool = match self {

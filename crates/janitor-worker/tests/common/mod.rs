@@ -19,7 +19,7 @@ impl World {
     pub async fn new(kind: Kind) -> Self {
         let sandbox = Sandbox::new(kind).await.unwrap();
         let db = Database::connect(&sandbox.db.url, true).await.unwrap();
-        db.migrate().await.unwrap();
+        db.migrate(true).await.unwrap();
         let rows = ExecutionStore::open(db).await.unwrap();
         let keys = SlotKeys::new(sandbox.slot_prefix.clone(), sandbox.meta_prefix.clone());
         let slots = SlotStore::connect(&redis_url(), keys, 300).await.unwrap();

@@ -70,6 +70,7 @@ pub async fn sweep_once(
         force,
         breaker: settings.breaker,
         batch: settings.scan_batch,
+        database: janitor_store::redact_url(&settings.database_url),
     };
     if dry_run {
         return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
@@ -129,7 +130,13 @@ pub fn print_report(report: &SweepReport) {
             s.corrupt_slots, s.corrupt_rows
         );
     }
-    if report.breaker_tripped {
-        println!("  BREAKER TRIPPED: reclaims were not enqueued (use --force to override)");
+    let b = &report.breaker;
+    if let Some(reason) = &b.refused {
+        println!("  REFUSED: {reason} Nothing was enqueued (use --force to override).");
+    } else if report.breaker_tripped {
+        println!(
+            "  BREAKER TRIPPED ({}): {} of {} guarded reclaims/releases/fails held back, {} pushed; {} became due since the previous pass (use --force to override)",
+            b.state, b.held, b.guarded, b.pushed, b.guarded_new
+        );
     }
 }
