@@ -682,6 +682,105 @@ async fn a_wrong_postgres_database_releases_nothing() {
     a_wrong_database_releases_nothing(Kind::Postgres).await;
 }
 
+/// Safety issue item 2: one row whose id is not UTF-8 made `stuck` and every sweep exit 1
+/// ("invalid utf-8 sequence"), and one metadata key of the wrong type failed the whole
+/// pipelined read it was in. Each is now reported on its own and everything else proceeds.
+#[tokio::test]
+async fn undecodable_rows_and_keys_are_reported_and_everything_else_proceeds() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let old = ts_ago(now, 7200.0, "naive");
+    // A stale run (reclaimed), and a row with invalid UTF-8 in its id, in the same page.
+    env.seed_slot("ops", "stale", 7200.0, Some(600))
+        .await
+        .unwrap();
+    env.seed_run("stale", "ops", "running", &old, Some("dispatched"))
+        .await
+        .unwrap();
+    env.sql(&format!(
+        "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by) \
+         VALUES (CAST(x'626164ff' AS TEXT), '__manual__', 'ops', 'running', '{old}', 'm', 'schedule')"
+    ))
+    .await
+    .unwrap();
+    // A live 2-hour run whose slot hash is a string, not a hash: unreadable metadata, so the
+    // deadline takes the longest candidate and the run is alive at 65 minutes.
+    env.seed_slot("ops", "long", 65.0 * 60.0, None)
+        .await
+        .unwrap();
+    env.seed_run(
+        "long",
+        "ops",
+        "running",
+        &ts_ago(now, 65.0 * 60.0, "naive"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    let mut redis = env.redis().await.unwrap();
+    redis::cmd("SET")
+        .arg(format!("{}ops:long", env.meta_prefix))
+        .arg("not a hash")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    // An agent whose slot key is not a ZSET: its run is reported, never judged slotless.
+    redis::cmd("SET")
+        .arg(format!("{}broken", env.slot_prefix))
+        .arg("x")
+        .exec_async(&mut redis)
+        .await
+        .unwrap();
+    env.seed_run("blind", "broken", "running", &old, Some("dispatched"))
+        .await
+        .unwrap();
+
+    let stuck = env.run(&["stuck"]);
+    stuck.ok();
+    assert!(
+        stuck.stdout.contains(r#"corrupt row: id "bad\\xff""#)
+            && stuck.stdout.contains("not UTF-8"),
+        "{}",
+        stuck.stdout
+    );
+    assert!(stuck.stdout.contains("WRONGTYPE"), "{}", stuck.stdout);
+    let cycle = env.run(&["run", "--once", "--json"]);
+    cycle.ok();
+    let report = cycle.json();
+    assert_eq!(report["sweep"]["stats"]["corrupt_rows"], 1, "{report:#}");
+    assert_eq!(report["sweep"]["stats"]["corrupt_slots"], 1, "{report:#}");
+    assert_eq!(
+        report["jobs"]["kinds"]["reclaim_slot"]["slots_reclaimed"],
+        1
+    );
+    assert_eq!(
+        env.status("stale").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    assert_eq!(
+        env.status("long").await.unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        env.slot_members("ops").await.unwrap(),
+        vec!["long".to_owned()]
+    );
+    assert_eq!(
+        env.status("blind").await.unwrap().as_deref(),
+        Some("running")
+    );
+    let bad = env
+        .sql_text("SELECT status FROM schedule_executions WHERE id = CAST(x'626164ff' AS TEXT)")
+        .await
+        .unwrap();
+    assert_eq!(
+        bad.as_deref(),
+        Some("running"),
+        "the corrupt row was changed"
+    );
+}
+
 #[tokio::test]
 async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
     let env = Env::new(Kind::Sqlite).await;

@@ -10,7 +10,8 @@ use janitor_core::{
     Status, TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry, SlotStore, StoreError,
+    CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry, SlotRead, SlotStore,
+    StoreError,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -55,8 +56,8 @@ pub struct ObserveStats {
 /// a few batches while Redis reads, SQL reads and judging overlap.
 const READ_AHEAD: usize = 2;
 
-/// A page of open rows, each with its run's slot when it holds one.
-type RowBatch = Vec<(RowEntry, Option<SlotObservation>)>;
+/// A page of open rows, each with its run's slot when it holds one (or why it is unreadable).
+type RowBatch = Vec<(RowEntry, SlotRead)>;
 /// A batch of slots not paired from the row side, with the rows of their runs (by id,
 /// whatever their status).
 type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
@@ -127,9 +128,11 @@ async fn observe_with<E: From<StoreError>>(
         let page = read.map_err(E::from)?;
         stats.rows_scanned += page.len() as u64;
         for (entry, slot) in page {
-            match entry {
-                RowEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
-                RowEntry::Row(row) => {
+            match (entry, slot) {
+                (RowEntry::Corrupt(c), _) => emit!(Finding::CorruptRow(c), stats),
+                // The run's slot cannot be read: never judge the run as slotless.
+                (RowEntry::Row(_), Err(c)) => emit!(Finding::CorruptSlot(c), stats),
+                (RowEntry::Row(row), Ok(slot)) => {
                     emit!(Finding::Pair(judge(slot, Some(row), now, policy)), stats)
                 }
             }
@@ -237,8 +240,8 @@ async fn pair_page(
         .into_iter()
         .map(|entry| {
             let slot = match entry {
-                RowEntry::Row(_) => found.next().flatten(),
-                RowEntry::Corrupt(_) => None,
+                RowEntry::Row(_) => found.next().unwrap_or(Ok(None)),
+                RowEntry::Corrupt(_) => Ok(None),
             };
             (entry, slot)
         })

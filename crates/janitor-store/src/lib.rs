@@ -15,11 +15,11 @@ pub use error::StoreError;
 pub use keys::{SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
 pub use redact::redact_url;
 pub use slots::{
-    Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot, SlotEntry, SlotStore,
-    MESSAGE_PREVIEW_CHARS,
+    Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot, SlotEntry, SlotRead,
+    SlotStore, MESSAGE_PREVIEW_CHARS,
 };
 pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{
-    CasOutcome, CorruptRow, ExecutionStore, RowCursor, RowEntry, RowPage, Transition,
+    escape_bytes, CasOutcome, CorruptRow, ExecutionStore, RowCursor, RowEntry, RowPage, Transition,
 };
 pub use sql::{Backend, Database, MigrationReport, Schema};

@@ -15,6 +15,7 @@ use janitor_core::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, Value};
 
+use crate::sql::executions::escape_bytes;
 use crate::{SlotKeys, StoreError};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/acquire.lua")));
@@ -49,6 +50,15 @@ type KeyMembers = (Vec<u8>, Vec<(Vec<u8>, f64)>);
 
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
+
+/// A run's slot as looked up: none, one, or unreadable (its ZSET is not a ZSET): a run whose
+/// slot cannot be read is reported, never judged as slotless.
+pub type SlotRead = Result<Option<SlotObservation>, CorruptSlot>;
+
+/// The reason text for a command Redis refused on one key (e.g. `WRONGTYPE`).
+fn unreadable(e: &redis::RedisError) -> String {
+    format!("unreadable: {e}")
+}
 
 /// Keys examined per `SCAN` call: large enough to keep round trips few, small enough that
 /// one call never blocks Redis for long.
@@ -412,8 +422,17 @@ impl SlotStore {
         for key in &keys {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
         }
-        let members: Vec<Vec<(Vec<u8>, f64)>> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(keys.into_iter().zip(members).collect())
+        // A key that changed type since SCAN saw it reads as empty: its members are not
+        // slots any more.
+        let members: Vec<redis::RedisResult<Vec<(Vec<u8>, f64)>>> = pipe
+            .ignore_errors()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(keys
+            .into_iter()
+            .zip(members)
+            .map(|(k, m)| (k, m.unwrap_or_default()))
+            .collect())
     }
 
     /// The members of those of these slot ZSETs that hold slots not counted in `paired`
@@ -454,16 +473,24 @@ impl SlotStore {
         let mut corrupt = Vec::new();
         let mut pending = Vec::new();
         for (key, members) in members {
-            let key = String::from_utf8_lossy(&key).into_owned();
-            let agent = self
-                .keys
-                .agent_of(&key)
-                .map(AgentName::parse)
-                .transpose()
-                .map_err(|e| e.to_string());
+            let key_text = String::from_utf8(key.clone()).ok();
+            let key = key_text.clone().unwrap_or_else(|| escape_bytes(&key));
+            let agent = match &key_text {
+                None => Err("key is not UTF-8".to_owned()),
+                Some(text) => self
+                    .keys
+                    .agent_of(text)
+                    .map(AgentName::parse)
+                    .transpose()
+                    .map_err(|e| e.to_string()),
+            };
             for (member, score) in members {
-                let member = String::from_utf8_lossy(&member).into_owned();
+                let (member, utf8) = match String::from_utf8(member) {
+                    Ok(text) => (text, true),
+                    Err(e) => (escape_bytes(e.as_bytes()), false),
+                };
                 let parsed = match (&agent, ExecutionId::parse(member.clone())) {
+                    _ if !utf8 => Err("member is not UTF-8".to_owned()),
                     (Ok(Some(agent)), Ok(execution)) => Ok((agent.clone(), execution)),
                     (Ok(None), _) => Err("key does not start with the slot prefix".to_owned()),
                     (Err(e), _) => Err(format!("bad agent name in key: {e}")),
@@ -497,14 +524,25 @@ impl SlotStore {
                 .arg("timeout_seconds")
                 .arg("started_at");
         }
-        let fields: Vec<(RawField, RawField)> = pipe.query_async(&mut conn).await?;
+        // Errors per command: one hash of the wrong type must not fail the batch.
+        let fields: Vec<redis::RedisResult<(RawField, RawField)>> =
+            pipe.ignore_errors().query_async(&mut conn).await?;
         let text = |v: Option<Vec<u8>>| v.map(|raw| String::from_utf8_lossy(&raw).into_owned());
-        for ((agent, execution_id, score), (timeout, started)) in pending.into_iter().zip(fields) {
+        for ((agent, execution_id, score), read) in pending.into_iter().zip(fields) {
+            let (timeout, has_meta, started) = match read {
+                Ok((timeout, started)) => (
+                    SlotTimeout::parse(text(timeout.clone()).as_deref()),
+                    timeout.is_some() || started.is_some(),
+                    text(started),
+                ),
+                // Unreadable metadata: the deadline takes the longest candidate.
+                Err(e) => (SlotTimeout::Corrupt(unreadable(&e)), true, None),
+            };
             entries.push(SlotEntry::Slot(ScannedSlot {
-                has_meta: timeout.is_some() || started.is_some(),
-                meta_started_at: text(started),
+                has_meta,
+                meta_started_at: started,
                 observation: SlotObservation {
-                    timeout: SlotTimeout::parse(text(timeout).as_deref()),
+                    timeout,
                     agent,
                     execution_id,
                     score,
@@ -556,7 +594,7 @@ impl SlotStore {
     pub async fn lookup_at(
         &self,
         runs: &[(AgentName, ExecutionId)],
-    ) -> Result<(Timestamp, Vec<Option<SlotObservation>>), StoreError> {
+    ) -> Result<(Timestamp, Vec<SlotRead>), StoreError> {
         let mut pipe = redis::pipe();
         pipe.cmd("TIME");
         for (agent, execution) in runs {
@@ -567,7 +605,10 @@ impl SlotStore {
                 .arg(self.keys.meta(agent, execution))
                 .arg("timeout_seconds");
         }
-        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        let values: Vec<Value> = pipe
+            .ignore_errors()
+            .query_async(&mut self.conn.clone())
+            .await?;
         let mut values = values.into_iter();
         let (secs, micros) = values
             .next()
@@ -577,7 +618,7 @@ impl SlotStore {
             .ok_or_else(|| StoreError::Protocol("no TIME reply".into()))?;
         let now = from_unix_seconds(secs as f64 + micros as f64 / 1e6)
             .ok_or_else(|| StoreError::Protocol(format!("TIME returned {secs}.{micros}")))?;
-        let found = decode_lookup(runs, values)?;
+        let found = decode_lookup(&self.keys, runs, values)?;
         Ok((now, found))
     }
 
@@ -612,7 +653,7 @@ impl SlotStore {
         &self,
         paired: &PairedSet,
         runs: &[(AgentName, ExecutionId)],
-    ) -> Result<Vec<Option<SlotObservation>>, StoreError> {
+    ) -> Result<Vec<SlotRead>, StoreError> {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
@@ -639,15 +680,26 @@ impl SlotStore {
                 .arg(self.keys.meta(agent, execution))
                 .arg("timeout_seconds");
         }
-        let values: Vec<Value> = pipe.query_async(&mut self.conn.clone()).await?;
+        // Errors per command: one key of the wrong type must not fail the page.
+        let values: Vec<Value> = pipe
+            .ignore_errors()
+            .query_async(&mut self.conn.clone())
+            .await?;
         if values.len() != agents.len() + runs.len() {
             return Err(StoreError::Protocol("short pipeline reply".into()));
         }
         let protocol = |e: redis::ParsingError| StoreError::Protocol(e.to_string());
         let mut values = values.into_iter();
-        let mut scores: Vec<Option<f64>> = vec![None; runs.len()];
+        let mut scores: Vec<Result<Option<f64>, String>> = vec![Ok(None); runs.len()];
         let mut counts: Vec<(&AgentName, i64)> = Vec::new();
         for ((agent, of_agent), members) in agents.iter().zip(values.by_ref()) {
+            if let Value::ServerError(e) = &members {
+                let reason = unreadable(&redis::RedisError::from(e.clone()));
+                for &i in of_agent {
+                    scores[i] = Err(reason.clone());
+                }
+                continue;
+            }
             let members: HashMap<Vec<u8>, f64> = Vec::<(Vec<u8>, f64)>::from_redis_value(members)
                 .map_err(protocol)?
                 .into_iter()
@@ -655,7 +707,7 @@ impl SlotStore {
             let mut count = 0;
             for &i in of_agent {
                 if let Some(score) = members.get(runs[i].1.as_str().as_bytes()) {
-                    scores[i] = Some(*score);
+                    scores[i] = Ok(Some(*score));
                     count += 1;
                 }
             }
@@ -665,7 +717,14 @@ impl SlotStore {
         }
         let mut found = Vec::with_capacity(runs.len());
         for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
-            found.push(observed(agent, execution, score, timeout)?);
+            found.push(match score {
+                Ok(score) => Ok(observed(agent, execution, score, timeout)?),
+                Err(reason) => Err(CorruptSlot {
+                    key: self.keys.slots(agent),
+                    member: execution.to_string(),
+                    reason,
+                }),
+            });
         }
         if !counts.is_empty() {
             let mut pipe = redis::pipe();
@@ -702,23 +761,41 @@ impl SlotStore {
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.lookup_at(runs).await?.1)
+        self.lookup_at(runs)
+            .await?
+            .1
+            .into_iter()
+            .map(|read| {
+                read.map_err(|c| {
+                    StoreError::Protocol(format!("slot {} {}: {}", c.key, c.member, c.reason))
+                })
+            })
+            .collect()
     }
 }
 
 /// Pairs `ZSCORE`, `HGET timeout_seconds` replies with the runs they were asked for.
 fn decode_lookup(
+    keys: &SlotKeys,
     runs: &[(AgentName, ExecutionId)],
     mut values: impl Iterator<Item = Value>,
-) -> Result<Vec<Option<SlotObservation>>, StoreError> {
+) -> Result<Vec<SlotRead>, StoreError> {
     let mut found = Vec::with_capacity(runs.len());
     for (agent, execution) in runs {
         let (Some(score), Some(timeout)) = (values.next(), values.next()) else {
             return Err(StoreError::Protocol("short pipeline reply".into()));
         };
+        if let Value::ServerError(e) = &score {
+            found.push(Err(CorruptSlot {
+                key: keys.slots(agent),
+                member: execution.to_string(),
+                reason: unreadable(&redis::RedisError::from(e.clone())),
+            }));
+            continue;
+        }
         let score = Option::<f64>::from_redis_value(score)
             .map_err(|e| StoreError::Protocol(e.to_string()))?;
-        found.push(observed(agent, execution, score, timeout)?);
+        found.push(Ok(observed(agent, execution, score, timeout)?));
     }
     Ok(found)
 }
@@ -731,14 +808,21 @@ fn observed(
     score: Option<f64>,
     timeout: Value,
 ) -> Result<Option<SlotObservation>, StoreError> {
-    let timeout = Option::<Vec<u8>>::from_redis_value(timeout)
-        .map_err(|e| StoreError::Protocol(e.to_string()))?
-        .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+    let timeout = match timeout {
+        // A hash of the wrong type: unreadable metadata, judged by the longest candidate.
+        Value::ServerError(e) => SlotTimeout::Corrupt(unreadable(&redis::RedisError::from(e))),
+        other => {
+            let raw = Option::<Vec<u8>>::from_redis_value(other)
+                .map_err(|e| StoreError::Protocol(e.to_string()))?
+                .map(|raw| String::from_utf8_lossy(&raw).into_owned());
+            SlotTimeout::parse(raw.as_deref())
+        }
+    };
     Ok(score.map(|score| SlotObservation {
         agent: agent.clone(),
         execution_id: execution.clone(),
         score,
-        timeout: SlotTimeout::parse(timeout.as_deref()),
+        timeout,
     }))
 }
 

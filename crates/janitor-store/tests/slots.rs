@@ -441,14 +441,22 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
 
     let paired = store.paired_set();
     // Two pages, as the row pass sends them; "b2" is an open run without a slot.
-    let first = store
-        .pair_open(&paired, &[(a.clone(), exec("a1")), (b.clone(), exec("b1"))])
-        .await
-        .unwrap();
-    let second = store
-        .pair_open(&paired, &[(a.clone(), exec("a2")), (b.clone(), exec("b2"))])
-        .await
-        .unwrap();
+    let readable =
+        |reads: Vec<janitor_store::SlotRead>| -> Vec<Option<janitor_core::SlotObservation>> {
+            reads.into_iter().map(|r| r.unwrap()).collect()
+        };
+    let first = readable(
+        store
+            .pair_open(&paired, &[(a.clone(), exec("a1")), (b.clone(), exec("b1"))])
+            .await
+            .unwrap(),
+    );
+    let second = readable(
+        store
+            .pair_open(&paired, &[(a.clone(), exec("a2")), (b.clone(), exec("b2"))])
+            .await
+            .unwrap(),
+    );
     let a1_slot = first[0].as_ref().expect("a1 holds a slot");
     assert_eq!(a1_slot.score, a1);
     assert_eq!(a1_slot.timeout, SlotTimeout::Declared(90));

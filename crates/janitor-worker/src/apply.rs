@@ -44,6 +44,8 @@ pub enum Moot {
     OtherJob(String),
     /// The row cannot be read safely (corrupt id or agent): left alone.
     CorruptRow(String),
+    /// The run's slot cannot be read (its key is not a ZSET): left alone.
+    CorruptSlot(String),
 }
 
 impl Moot {
@@ -59,6 +61,7 @@ impl Moot {
             Self::Gone => "gone",
             Self::OtherJob(_) => "other_job",
             Self::CorruptRow(_) => "corrupt_row",
+            Self::CorruptSlot(_) => "corrupt_slot",
         }
     }
 }
@@ -162,6 +165,14 @@ impl Applier {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
         let mut plans: Vec<Option<Plan>> = Vec::with_capacity(jobs.len());
         for (i, ((job, job_id), slot)) in jobs.iter().zip(slots).enumerate() {
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(c) => {
+                    outcomes[i] = Some(moot(Moot::CorruptSlot(c.reason)));
+                    plans.push(None);
+                    continue;
+                }
+            };
             let row = match rows.remove(job.execution_id.as_str()) {
                 Some(RowEntry::Row(row)) => Some(row),
                 Some(RowEntry::Corrupt(c)) => {

@@ -55,11 +55,12 @@ pub struct RowPage {
     pub next: Option<RowCursor>,
 }
 
-/// Where a page of open rows ended: the last row's (agent, id), as stored.
+/// Where a page of open rows ended: the last row's (agent, id), as stored (bytes: a key
+/// that is not UTF-8 must still sort where SQLite sorts it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RowCursor {
-    agent: String,
-    id: String,
+    agent: Vec<u8>,
+    id: Vec<u8>,
 }
 
 /// Result of a compare-and-set status write.
@@ -101,6 +102,57 @@ struct RawRow {
     started_at: String,
     session: Option<String>,
     timeout: Option<i64>,
+    /// Why a column could not be read as text (its bytes are not UTF-8): the row is
+    /// reported as corrupt, and its other columns hold the bytes escaped.
+    undecodable: Option<String>,
+    /// (agent, id) exactly as stored, for the page cursor.
+    key: (Vec<u8>, Vec<u8>),
+}
+
+/// `bytes` as text, with every byte that is not part of valid UTF-8 written `\xNN`.
+pub fn escape_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Reads one SQLite row of [`ExecutionStore::select_sql`]'s columns byte by byte: SQLite
+/// stores whatever bytes it was given as TEXT, and one value that is not UTF-8 must make
+/// its own row corrupt, not fail the statement (and with it every sweep).
+fn raw_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<RawRow, sqlx::Error> {
+    let mut undecodable = None;
+    let key: (Option<Vec<u8>>, Option<Vec<u8>>) = (row.try_get("agent_name")?, row.try_get("id")?);
+    let mut text = |column: &str| -> Result<Option<String>, sqlx::Error> {
+        let bytes: Option<Vec<u8>> = row.try_get(column)?;
+        Ok(bytes.map(|b| match String::from_utf8(b) {
+            Ok(text) => text,
+            Err(e) => {
+                let escaped = escape_bytes(e.as_bytes());
+                undecodable.get_or_insert_with(|| format!("{column} is not UTF-8: {escaped:?}"));
+                escaped
+            }
+        }))
+    };
+    let id = text("id")?.unwrap_or_default();
+    let agent = text("agent_name")?.unwrap_or_default();
+    let status = text("status")?.unwrap_or_default();
+    let started_at = text("started_at")?.unwrap_or_default();
+    let session = text("session")?;
+    Ok(RawRow {
+        id,
+        agent,
+        status,
+        started_at,
+        session,
+        timeout: row.try_get("timeout")?,
+        undecodable,
+        key: (key.0.unwrap_or_default(), key.1.unwrap_or_default()),
+    })
 }
 
 /// Decodes the columns of [`ExecutionStore::select_sql`] on either driver.
@@ -119,12 +171,31 @@ macro_rules! raw_row {
                 .unwrap_or_default(),
             session: $row.try_get("session")?,
             timeout: $row.try_get("timeout")?,
+            undecodable: None,
+            key: (Vec::new(), Vec::new()),
         }
+        .keyed()
     };
 }
 
 impl RawRow {
+    /// Sets the cursor key from the decoded text (rows read as text are valid UTF-8).
+    fn keyed(mut self) -> Self {
+        self.key = (self.agent.as_bytes().to_vec(), self.id.as_bytes().to_vec());
+        self
+    }
+}
+
+impl RawRow {
     fn into_entry(self) -> RowEntry {
+        if let Some(reason) = self.undecodable {
+            return RowEntry::Corrupt(CorruptRow {
+                id: self.id,
+                agent: self.agent,
+                status: self.status,
+                reason,
+            });
+        }
         let ids = ExecutionId::parse(self.id.clone())
             .and_then(|id| AgentName::parse(self.agent.clone()).map(|agent| (id, agent)));
         match ids {
@@ -164,7 +235,7 @@ impl ExecutionStore {
     pub async fn open(db: Database) -> Result<Self, StoreError> {
         let schema = db.schema().await?;
         let open_rows_sql = format!(
-            "{} WHERE {OPEN_FILTER} AND (e.agent_name, e.id) > ($1, $2) \
+            "{} WHERE {OPEN_FILTER} AND (e.agent_name, e.id) > (CAST($1 AS TEXT), CAST($2 AS TEXT)) \
              ORDER BY e.agent_name, e.id LIMIT $3",
             select_sql(&schema, "schedule_executions e")
         );
@@ -201,12 +272,14 @@ impl ExecutionStore {
         limit: u32,
     ) -> Result<RowPage, StoreError> {
         let limit = limit.max(1);
-        let (agent, id) = after.map_or(("", ""), |c| (c.agent.as_str(), c.id.as_str()));
+        let (agent, id): (&[u8], &[u8]) = after.map_or((b"", b""), |c| (&c.agent, &c.id));
         let raw = match &self.db {
+            // PostgreSQL text is UTF-8 by the server's own rule.
             Database::Postgres(pool) => {
+                let (agent, id) = (String::from_utf8_lossy(agent), String::from_utf8_lossy(id));
                 let rows = sqlx::query(&self.open_rows_sql)
-                    .bind(agent)
-                    .bind(id)
+                    .bind(agent.as_ref())
+                    .bind(id.as_ref())
                     .bind(i64::from(limit))
                     .fetch_all(pool)
                     .await?;
@@ -220,12 +293,28 @@ impl ExecutionStore {
             // of a thousand rows crosses once. The array keeps the page's order (SQLite
             // aggregates an ordered subquery in order), so its last row is the cursor.
             Database::Sqlite(pool) => {
-                let page: Option<String> = sqlx::query_scalar(&self.open_rows_json_sql)
+                let page: Option<Vec<u8>> = sqlx::query_scalar(&self.open_rows_json_sql)
                     .bind(agent)
                     .bind(id)
                     .bind(i64::from(limit))
                     .fetch_one(pool)
                     .await?;
+                let page = match page.map(String::from_utf8).transpose() {
+                    Ok(page) => page,
+                    // A value in the page is not UTF-8: read this page row by row, so
+                    // only its own row is reported corrupt.
+                    Err(_) => {
+                        let sql = marks(Backend::Sqlite, &self.open_rows_sql);
+                        let rows = sqlx::query(&sql)
+                            .bind(agent)
+                            .bind(id)
+                            .bind(i64::from(limit))
+                            .fetch_all(pool)
+                            .await?;
+                        let raw = rows.iter().map(raw_sqlite).collect::<Result<Vec<_>, _>>()?;
+                        return Ok(page_of(raw, limit));
+                    }
+                };
                 type Columns = (
                     Option<String>,
                     Option<String>,
@@ -237,29 +326,23 @@ impl ExecutionStore {
                 let rows: Vec<Columns> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
                     .map_err(|e| StoreError::Protocol(format!("a page of open rows: {e}")))?;
                 rows.into_iter()
-                    .map(|(id, agent, status, started_at, session, timeout)| RawRow {
-                        id: id.unwrap_or_default(),
-                        agent: agent.unwrap_or_default(),
-                        status: status.unwrap_or_default(),
-                        started_at: started_at.unwrap_or_default(),
-                        session,
-                        timeout,
+                    .map(|(id, agent, status, started_at, session, timeout)| {
+                        RawRow {
+                            id: id.unwrap_or_default(),
+                            agent: agent.unwrap_or_default(),
+                            status: status.unwrap_or_default(),
+                            started_at: started_at.unwrap_or_default(),
+                            session,
+                            timeout,
+                            undecodable: None,
+                            key: (Vec::new(), Vec::new()),
+                        }
+                        .keyed()
                     })
                     .collect()
             }
         };
-        let next = (raw.len() as u32 == limit)
-            .then(|| {
-                raw.last().map(|r| RowCursor {
-                    agent: r.agent.clone(),
-                    id: r.id.clone(),
-                })
-            })
-            .flatten();
-        Ok(RowPage {
-            rows: raw.into_iter().map(RawRow::into_entry).collect(),
-            next,
-        })
+        Ok(page_of(raw, limit))
     }
 
     /// The rows with these ids, whatever their status. Missing ids are simply absent.
@@ -294,7 +377,7 @@ impl ExecutionStore {
                         query = query.bind(id.as_str());
                     }
                     for row in &query.fetch_all(pool).await? {
-                        entries.push(raw_row!(row).into_entry());
+                        entries.push(raw_sqlite(row)?.into_entry());
                     }
                 }
             }
@@ -546,6 +629,22 @@ impl ExecutionStore {
             .into_iter()
             .map(|o| o.unwrap_or(CasOutcome::NotFound))
             .collect())
+    }
+}
+
+/// A page of rows and the cursor after it (the last row's key as stored).
+fn page_of(raw: Vec<RawRow>, limit: u32) -> RowPage {
+    let next = (raw.len() as u32 == limit)
+        .then(|| {
+            raw.last().map(|r| RowCursor {
+                agent: r.key.0.clone(),
+                id: r.key.1.clone(),
+            })
+        })
+        .flatten();
+    RowPage {
+        rows: raw.into_iter().map(RawRow::into_entry).collect(),
+        next,
     }
 }
 
