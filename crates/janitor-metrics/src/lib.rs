@@ -156,12 +156,13 @@ pub fn describe() {
 }
 
 /// Every compare-and-set conflict, as [`cas_conflict`] records it.
-pub const CAS_REASONS: [(&str, &str); 6] = [
+pub const CAS_REASONS: [(&str, &str); 7] = [
     ("redis", "renewed"),
     ("redis", "not_yet_due"),
     ("redis", "slot_already_gone"),
     ("sql", "already_terminal"),
     ("sql", "status_changed"),
+    ("sql", "row_changed"),
     ("sql", "not_found"),
 ];
 

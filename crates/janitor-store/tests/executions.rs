@@ -273,6 +273,8 @@ async fn fail_run_closes_the_activity_and_audits_once(kind: Kind) {
         error: "Stale execution — slot expired",
         now: now(),
         started_at: Some(started()),
+        started_at_raw: "2026-05-01T15:30:00.000000",
+        require_no_session: false,
         evidence: &ev,
     };
     let outcome = f.store.fail_run(&change).await.unwrap();
@@ -367,6 +369,8 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
             error: "stale",
             now: now(),
             started_at: Some(started()),
+            started_at_raw: "2026-05-01T15:30:00Z",
+            require_no_session: false,
             evidence: &ev,
         })
         .await
@@ -388,6 +392,8 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
             error: "x",
             now: now(),
             started_at: Some(started()),
+            started_at_raw: "2026-05-01T15:30:00Z",
+            require_no_session: false,
             evidence: &ev,
         })
         .await
@@ -408,6 +414,8 @@ async fn conflicts_and_missing_rows_write_nothing(kind: Kind) {
         error: "x",
         now: now(),
         started_at: Some(started()),
+        started_at_raw: "2026-05-01T15:30:00Z",
+        require_no_session: false,
         evidence: Box::leak(Box::new(ev.clone())),
     };
     assert_eq!(
@@ -447,6 +455,8 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         now: now(),
         // Its started_at is unreadable: the caller passes none.
         started_at: None,
+        started_at_raw: "garbage-time",
+        require_no_session: false,
         evidence: &ev,
     };
     assert!(matches!(
@@ -472,6 +482,8 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         error: "x",
         now: now(),
         started_at: Some(started()),
+        started_at_raw: "2026-05-01T15:30:00Z",
+        require_no_session: false,
         evidence: &ev,
     };
     assert!(matches!(
@@ -518,6 +530,8 @@ async fn concurrent_fails_apply_exactly_once(kind: Kind) {
                     error: "stale",
                     now: now(),
                     started_at: Some(started()),
+                    started_at_raw: "2026-05-01T15:30:00Z",
+                    require_no_session: false,
                     evidence: &ev,
                 })
                 .await
@@ -596,6 +610,8 @@ async fn audit_filters(kind: Kind) {
                 error: "x",
                 now: at,
                 started_at: Some(started()),
+                started_at_raw: "2026-05-01T15:30:00Z",
+                require_no_session: false,
                 evidence: &ev,
             })
             .await

@@ -124,26 +124,13 @@ impl Sandbox {
 
     /// Runs SQL statements on the sandbox database (creating a SQLite file if needed).
     pub async fn sql(&self, sql: &str) -> anyhow::Result<()> {
-        match self.db.kind {
-            Kind::Sqlite => {
-                let mut conn =
-                    sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", self.db.url)).await?;
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .context("running sql")?;
-                conn.close().await?;
-            }
-            Kind::Postgres => {
-                let mut conn = sqlx::PgConnection::connect(&self.db.url).await?;
-                sqlx::raw_sql(sql)
-                    .execute(&mut conn)
-                    .await
-                    .context("running sql")?;
-                conn.close().await?;
-            }
-        }
-        Ok(())
+        run_sql(self.db.kind, &self.db.url, sql).await
+    }
+
+    /// The database's kind and URL, for code that must outlive the sandbox's borrow (a
+    /// fault-injection hook).
+    pub fn db_handle(&self) -> (Kind, String) {
+        (self.db.kind, self.db.url.clone())
     }
 
     /// One text value (first column of the first row), or `None` for NULL / no row.
@@ -217,4 +204,27 @@ pub fn ts_ago(now: f64, secs: f64, style: &str) -> String {
         "sqlite" => t.format("%Y-%m-%d %H:%M:%S").to_string(),
         _ => t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
     }
+}
+
+/// Runs SQL statements on a test database (creating a SQLite file if needed).
+pub async fn run_sql(kind: Kind, url: &str, sql: &str) -> anyhow::Result<()> {
+    match kind {
+        Kind::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc")).await?;
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .context("running sql")?;
+            conn.close().await?;
+        }
+        Kind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            sqlx::raw_sql(sql)
+                .execute(&mut conn)
+                .await
+                .context("running sql")?;
+            conn.close().await?;
+        }
+    }
+    Ok(())
 }

@@ -99,13 +99,29 @@ impl Outcome {
 }
 
 /// Applies cleanup jobs against the two stores.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Applier {
     slots: SlotStore,
     rows: ExecutionStore,
     policy: Policy,
     worker: String,
+    /// Fault injection: awaited between the re-check and the row writes (tests, the soak).
+    before_write: Option<Hook>,
 }
+
+impl std::fmt::Debug for Applier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Applier")
+            .field("worker", &self.worker)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An async callback, for [`Applier::with_before_write`].
+pub type Hook = std::sync::Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
 
 impl Applier {
     pub fn new(
@@ -119,7 +135,15 @@ impl Applier {
             rows,
             policy,
             worker: worker.into(),
+            before_write: None,
         }
+    }
+
+    /// Awaits `hook` after every batch's fresh verdicts (and Redis removals), right before
+    /// its row writes: where a platform write racing janitor lands in the worst case.
+    pub fn with_before_write(mut self, hook: Hook) -> Self {
+        self.before_write = Some(hook);
+        self
     }
 
     pub fn worker(&self) -> &str {
@@ -222,12 +246,14 @@ impl Applier {
             }));
         }
 
-        // Redis first: every slot that is still dead, in one atomic call.
+        // Redis first: every slot that is still dead, in one atomic call. A never-launched
+        // run's slot is the exception: only its row's failure proves it leaked, so it goes
+        // after the row's compare-and-set (a session written meanwhile keeps both).
         let mut removals = Vec::new();
         let mut removal_of = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
             let Some(plan) = plan else { continue };
-            if !plan.verdict.removes_slot() {
+            if !plan.verdict.removes_slot() || never_launched(&plan.verdict) {
                 continue;
             }
             match &plan.slot {
@@ -299,6 +325,8 @@ impl Applier {
                         error: errors[i].as_deref().unwrap_or_default(),
                         now,
                         started_at: row.started_at.as_ref().ok().copied(),
+                        started_at_raw: &row.started_at_raw,
+                        require_no_session: never_launched(&plan.verdict),
                         evidence: &plan.evidence,
                     },
                     target,
@@ -306,12 +334,63 @@ impl Applier {
                 change_of.push(i);
             }
         }
+        if let Some(hook) = &self.before_write {
+            hook().await;
+        }
         let cas = if changes.is_empty() && slot_audits.is_empty() {
             Vec::new()
         } else {
             self.rows.transitions(&changes, &slot_audits, now).await?
         };
         let mut row_outcome: HashMap<usize, CasOutcome> = change_of.into_iter().zip(cas).collect();
+
+        // The slots of never-launched runs whose rows were failed just now.
+        let mut releases = Vec::new();
+        let mut release_of = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            let Some(plan) = plan else { continue };
+            if !(plan.verdict.removes_slot() && never_launched(&plan.verdict)) {
+                continue;
+            }
+            if let (Some(CasOutcome::Applied { .. }), Some(s)) = (row_outcome.get(&i), &plan.slot) {
+                releases.push((s.agent.clone(), s.execution_id.clone(), s.score, None));
+                release_of.push(i);
+            }
+        }
+        let mut late_audits = Vec::new();
+        let mut late_effects: HashMap<usize, Effect> = HashMap::new();
+        for (i, result) in release_of
+            .into_iter()
+            .zip(self.slots.compare_and_delete_many(&releases).await?)
+        {
+            let Some(plan) = plans[i].as_ref() else {
+                continue;
+            };
+            match (result, &plan.slot) {
+                (Reclaim::Reclaimed, Some(slot)) => {
+                    late_effects.insert(i, Effect::SlotReleased);
+                    late_audits.push(AuditRow {
+                        action: AuditAction::SlotReleased,
+                        execution_id: slot.execution_id.to_string(),
+                        agent: slot.agent.to_string(),
+                        status_before: plan.row.as_ref().map(|r| r.status.to_string()),
+                        status_after: None,
+                        evidence: plan.evidence.clone(),
+                    });
+                }
+                (other, _) => {
+                    let why = match other {
+                        Reclaim::Renewed { .. } => Moot::Renewed,
+                        Reclaim::NotYetDue => Moot::NotYetDue,
+                        _ => Moot::SlotAlreadyGone,
+                    };
+                    janitor_metrics::cas_conflict("redis", why.as_str());
+                }
+            }
+        }
+        if !late_audits.is_empty() {
+            janitor_store::sql::audit::record(self.rows.database(), &late_audits, now).await?;
+        }
         for (i, outcome) in &row_outcome {
             let reason = match outcome {
                 CasOutcome::Applied { .. } => continue,
@@ -320,6 +399,16 @@ impl Applier {
                         janitor_metrics::late_completion();
                     }
                     "already_terminal"
+                }
+                // Same status, other facts (a session written, the run rewritten).
+                CasOutcome::Conflict(s)
+                    if Some(s)
+                        == plans[*i]
+                            .as_ref()
+                            .and_then(|p| p.row.as_ref())
+                            .map(|r| &r.status) =>
+                {
+                    "row_changed"
                 }
                 CasOutcome::Conflict(_) => "status_changed",
                 CasOutcome::NotFound => "not_found",
@@ -345,6 +434,7 @@ impl Applier {
                     } else {
                         Effect::RunFailed
                     });
+                    plan.effects.extend(late_effects.remove(&i));
                     Outcome::Applied {
                         effects: plan.effects,
                     }
@@ -377,6 +467,11 @@ impl Applier {
             .map(|o| o.unwrap_or(Outcome::NoLongerNeeded { why: Moot::Healthy }))
             .collect())
     }
+}
+
+/// Rule 4's verdict: its slot is removed only once its row's failure is applied.
+fn never_launched(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::FailNeverLaunched { .. })
 }
 
 /// Whether `job` fails its run when it applies (so a terminal row beat it).

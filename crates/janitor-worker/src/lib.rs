@@ -6,5 +6,5 @@
 mod apply;
 pub mod runner;
 
-pub use apply::{Applier, Effect, Moot, Outcome};
+pub use apply::{Applier, Effect, Hook, Moot, Outcome};
 pub use runner::{KindTally, Tally, WorkerOptions};

@@ -16,7 +16,96 @@ janitor_testkit::both_backends!(
     a_late_success_wins_but_the_dead_slot_is_still_reclaimed,
     a_crash_between_effects_is_repaired_by_the_retry,
     duplicate_deliveries_apply_exactly_once,
+    a_session_written_between_recheck_and_write_keeps_the_run_and_its_slot,
 );
+
+/// Safety issue item 4: the row's compare-and-set named only its status, and a
+/// never-launched run's slot went first. A run that got its session between the worker's
+/// re-check and its write was failed and its slot freed. Now the write names every fact the
+/// verdict used (no session, `started_at`), and the slot goes only once the row is failed.
+async fn a_session_written_between_recheck_and_write_keeps_the_run_and_its_slot(kind: Kind) {
+    let w = World::new(kind).await;
+    let now = w.now().await;
+    w.sandbox
+        .seed_slot("agent:one", "mute", 120.0, Some(3600))
+        .await
+        .unwrap();
+    w.sandbox
+        .seed_run(
+            "mute",
+            "agent:one",
+            "running",
+            &ts_ago(now, 120.0, "naive"),
+            None,
+        )
+        .await
+        .unwrap();
+    let job = w.job("agent:one", "mute").await;
+    assert_eq!(job.kind, JobKind::FailRun);
+    // The platform hands the run over right between janitor's read and its write.
+    let (db_kind, url) = w.sandbox.db_handle();
+    let hook: janitor_worker::Hook = std::sync::Arc::new(move || {
+        let url = url.clone();
+        Box::pin(async move {
+            // On a thread of its own: sqlx's connection futures are not `Send` for every
+            // lifetime, which a boxed hook needs.
+            tokio::task::spawn_blocking(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(janitor_testkit::run_sql(
+                    db_kind,
+                    &url,
+                    "UPDATE schedule_executions SET claude_session_id = 'dispatched' WHERE id = 'mute'",
+                ))
+                .unwrap();
+            })
+            .await
+            .unwrap();
+        })
+    });
+    let racing = w.applier.clone().with_before_write(hook);
+    let outcome = racing.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::NoLongerNeeded {
+            why: Moot::StatusChanged("running".into())
+        }
+    );
+    assert_eq!(
+        w.sandbox.status("mute").await.unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        w.sandbox.slot_members("agent:one").await.unwrap(),
+        vec!["mute".to_owned()],
+        "the live run's slot was freed"
+    );
+    assert_eq!(w.audit_count("run_failed").await, 0);
+    assert_eq!(w.audit_count("slot_released").await, 0);
+
+    // Without the race the same job fails the run, then frees its slot, both audited.
+    w.sandbox
+        .sql("UPDATE schedule_executions SET claude_session_id = NULL WHERE id = 'mute'")
+        .await
+        .unwrap();
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            effects: vec![Effect::RunFailed, Effect::SlotReleased]
+        }
+    );
+    assert!(w
+        .sandbox
+        .slot_members("agent:one")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(w.audit_count("run_failed").await, 1);
+    assert_eq!(w.audit_count("slot_released").await, 1);
+}
 
 async fn the_incident_ends_with_slot_gone_row_failed_activity_closed(kind: Kind) {
     let w = World::new(kind).await;
@@ -277,7 +366,7 @@ async fn each_rule_applies_its_own_effects() {
         (
             "mute",
             JobKind::FailRun,
-            vec![Effect::SlotReleased, Effect::RunFailed],
+            vec![Effect::RunFailed, Effect::SlotReleased],
             Some("failed"),
         ),
         (

@@ -91,6 +91,12 @@ pub struct Transition<'a> {
     pub now: Timestamp,
     /// The run's `started_at`, for `duration_ms` (NULL when unknown).
     pub started_at: Option<Timestamp>,
+    /// `started_at` exactly as read: the row must still have it (a re-queued or rewritten
+    /// run is not the run the verdict judged).
+    pub started_at_raw: &'a str,
+    /// The verdict relied on the run having no session (rule 4): the row must still have
+    /// none, or a session written since the read would be failed.
+    pub require_no_session: bool,
     pub evidence: &'a Evidence,
 }
 
@@ -454,12 +460,17 @@ impl ExecutionStore {
                 // MATERIALIZED: the list is evaluated once and drives a key lookup per row;
                 // inlined, a nested loop may re-evaluate it for every row of the table side
                 // (quadratic in the batch: 5 ms of 7 for 64 rows).
-                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur) AS MATERIALIZED (VALUES ");
-                push_rows(&mut sql, todo.len(), 6, &[5]);
+                // Every fact the verdict used is compared: the status, `started_at` as
+                // read, and for a never-launched run that it still has no session.
+                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess) AS MATERIALIZED (VALUES ");
+                push_rows(&mut sql, todo.len(), 8, &[5, 7]);
                 sql.push_str(
                     ") UPDATE schedule_executions SET status = v.target, error = v.err, \
                      completed_at = v.done_at, duration_ms = v.dur FROM v \
                      WHERE schedule_executions.id = v.id AND schedule_executions.status = v.expected \
+                     AND COALESCE(CAST(schedule_executions.started_at AS TEXT), '') = v.started \
+                     AND (v.nosess = 0 OR schedule_executions.claude_session_id IS NULL \
+                          OR TRIM(CAST(schedule_executions.claude_session_id AS TEXT)) = '') \
                      RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
                      CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
                 );
@@ -474,7 +485,9 @@ impl ExecutionStore {
                         .bind(to.as_str())
                         .bind(change.error)
                         .bind(&done_at)
-                        .bind(duration);
+                        .bind(duration)
+                        .bind(change.started_at_raw)
+                        .bind(i64::from(change.require_no_session));
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     let id: Option<String> = row.try_get("id")?;
