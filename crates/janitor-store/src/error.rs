@@ -22,8 +22,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying later may succeed (the service was unreachable or busy), as opposed
-    /// to an error that will repeat until someone changes data or configuration.
+    /// Whether retrying later may succeed (the service was unreachable, busy, read-only for
+    /// a while, restarting or still loading), as opposed to an error that will repeat until
+    /// someone changes data or configuration. Transient errors never make a job dead: an
+    /// outage is not poison.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Redis(e) => {
@@ -32,6 +34,17 @@ impl StoreError {
                     || e.is_connection_refusal()
                     || e.is_timeout()
                     || e.is_cluster_error()
+                    || matches!(
+                        e.code(),
+                        Some(
+                            "LOADING"
+                                | "READONLY"
+                                | "BUSY"
+                                | "TRYAGAIN"
+                                | "MASTERDOWN"
+                                | "CLUSTERDOWN"
+                        )
+                    )
             }
             Self::Sql(e) => {
                 matches!(
@@ -40,12 +53,56 @@ impl StoreError {
                         | sqlx::Error::PoolTimedOut
                         | sqlx::Error::PoolClosed
                         | sqlx::Error::WorkerCrashed
-                ) || e.as_database_error().is_some_and(|d| {
-                    // SQLite BUSY/LOCKED, PostgreSQL serialization failure / deadlock.
-                    matches!(d.code().as_deref(), Some("5" | "6" | "40001" | "40P01"))
-                })
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|code| transient_sql_code(&code))
             }
             _ => false,
+        }
+    }
+}
+
+/// SQLite: BUSY and LOCKED (with their extended codes) and READONLY (a file or database
+/// opened read-only for a while). PostgreSQL: serialization failure, deadlock, admin or
+/// crash shutdown, cannot connect now (starting up, recovery), read-only transaction (a
+/// standby, `default_transaction_read_only`), too many connections, and every connection
+/// exception (class 08).
+fn transient_sql_code(code: &str) -> bool {
+    matches!(
+        code,
+        "5" | "6"
+            | "261"
+            | "262"
+            | "517"
+            | "773"
+            | "8"
+            | "264"
+            | "520"
+            | "40001"
+            | "40P01"
+            | "57P01"
+            | "57P02"
+            | "57P03"
+            | "25006"
+            | "53300"
+    ) || code.starts_with("08")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transient_sql_code;
+
+    #[test]
+    fn outage_codes_are_transient_and_data_errors_are_not() {
+        for code in [
+            "5", "6", "517", "8", "40001", "57P01", "57P03", "25006", "53300", "08006",
+        ] {
+            assert!(transient_sql_code(code), "{code}");
+        }
+        // Constraint violations, syntax, undefined table, data exceptions.
+        for code in ["19", "1", "23505", "42601", "42P01", "22P02"] {
+            assert!(!transient_sql_code(code), "{code}");
         }
     }
 }

@@ -28,7 +28,8 @@ use crate::{Applier, Effect, Outcome};
 pub struct WorkerOptions {
     /// Jobs handled at once by this process.
     pub concurrency: usize,
-    /// Deliveries of one job before it is dead (the library's own cap is ignored).
+    /// Deliveries of one job that failed on a permanent error before it is dead (the
+    /// library's own cap is ignored; transient errors never count).
     pub max_attempts: usize,
     /// Tries within one delivery for a transient store error, with exponential backoff.
     pub tries_per_attempt: u32,
@@ -43,7 +44,7 @@ impl Default for WorkerOptions {
         Self {
             concurrency: 128,
             max_attempts: 5,
-            tries_per_attempt: 3,
+            tries_per_attempt: 6,
             exit_when_idle: false,
             name_prefix: "janitor-worker".to_owned(),
         }
@@ -261,14 +262,17 @@ async fn handle(
                 return Ok(());
             }
             Err(err) if err.transient && tries < handler.options.tries_per_attempt => {
-                let wait = backoff(tries, Duration::from_millis(100), Duration::from_secs(2));
+                let wait = backoff(tries, Duration::from_millis(200), Duration::from_secs(20));
                 tracing::warn!(job.id = %id, job.kind = job.kind.as_str(), error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
                 tokio::time::sleep(wait).await;
             }
             Err(err) => break err,
         }
     };
-    let dead = delivery >= handler.options.max_attempts;
+    // The dead set is for poison, not for outages: a transient error (a store down, busy,
+    // read-only or restarting) never counts toward `max_attempts`; the delivery is retried
+    // by the queue (after `attempt` seconds, up to the library's own cap of 25).
+    let dead = !error.transient && delivery >= handler.options.max_attempts;
     handler.tally().failed(job.kind, dead);
     if dead {
         tracing::error!(job.id = %id, job.kind = job.kind.as_str(), execution.id = %job.execution_id, agent.name = %job.agent, attempt = delivery, error = %error, "job is dead");

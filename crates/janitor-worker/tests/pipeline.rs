@@ -262,3 +262,112 @@ async fn a_job_that_keeps_failing_is_dead_after_max_attempts_with_its_reason() {
         Some("running")
     );
 }
+
+/// Polls `check` until it holds, for at most `limit` (a condition on the queue or the
+/// database, which a running worker changes).
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Safety issue item 3: a job that failed on a database outage went dead after
+/// `max_attempts` deliveries (about 15 s by default) and its run stayed `running` for good.
+/// Transient errors no longer count: the job outlives an outage longer than that budget and
+/// the run is failed once the database is writable again, with no operator.
+#[tokio::test]
+async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
+    let w = World::new(Kind::Postgres).await;
+    let now = w.sandbox.redis_now().await.unwrap();
+    w.sandbox
+        .seed_run(
+            "o1",
+            "a",
+            "running",
+            &ts_ago(now, 3.0 * 3600.0, "naive"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    let job = w.job("a", "o1").await;
+    w.queue
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    let name = w.sandbox.db.url.rsplit('/').next().unwrap().to_owned();
+    let admin = janitor_testkit::pg_admin_url();
+    // Read-only for new transactions, janitor's sessions cut: what a failover looks like.
+    let outage = |read_only: &str| {
+        format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {read_only}; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+        )
+    };
+    janitor_testkit::run_sql(Kind::Postgres, &admin, &outage("on"))
+        .await
+        .unwrap();
+
+    let applier = Applier::new(
+        w.slots.clone(),
+        w.rows.clone(),
+        Policy::default(),
+        "w-outage",
+    );
+    let options = WorkerOptions {
+        max_attempts: 2,
+        tries_per_attempt: 1,
+        concurrency: 2,
+        ..WorkerOptions::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(runner::run(applier, w.queue.clone(), options, async {
+        let _ = stopped.await;
+    }));
+    let id = job.task_id();
+    let mut conn = w.queue.connection();
+    // Past the old budget: more failed deliveries than max_attempts, and not dead.
+    until("four failed deliveries", Duration::from_secs(60), || {
+        let (mut conn, meta) = (conn.clone(), w.queue.keys().meta(&id));
+        async move {
+            let attempts: Option<u64> = redis::cmd("HGET")
+                .arg(meta)
+                .arg("attempts")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            attempts.unwrap_or(0) >= 4
+        }
+    })
+    .await;
+    let dead: bool = redis::cmd("SISMEMBER")
+        .arg(w.queue.keys().dead())
+        .arg(&id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!dead, "an outage made the job dead");
+    assert_eq!(
+        w.sandbox.status("o1").await.unwrap().as_deref(),
+        Some("running")
+    );
+
+    janitor_testkit::run_sql(Kind::Postgres, &admin, &outage("off"))
+        .await
+        .unwrap();
+    until("the run to be failed", Duration::from_secs(60), || async {
+        w.sandbox.status("o1").await.unwrap().as_deref() == Some("failed")
+    })
+    .await;
+    stop.send(()).unwrap();
+    let tally = worker.await.unwrap();
+    let fail = tally.kinds["fail_run"];
+    assert_eq!((fail.applied, fail.dead), (1, 0), "{tally:?}");
+    assert_eq!(w.audit_count("run_failed").await, 1);
+}
