@@ -124,3 +124,58 @@ proptest! {
         }
     }
 }
+
+/// Safety issue item 6: "already queued" was decided by the payload existing, so an id left
+/// in no set (a re-drive cut off between its two pipelines) was "already queued" forever and
+/// its work never done. Membership in the scheduled/active/in-flight sets decides now.
+#[tokio::test]
+async fn an_id_stranded_in_no_set_is_enqueued_again() {
+    let (q, mut conn) = queue(100).await;
+    let jobs = vec![job(0)];
+    assert_eq!(q.enqueue(&jobs, Duration::ZERO).await.unwrap().enqueued, 1);
+    assert_eq!(
+        q.enqueue(&jobs, Duration::ZERO)
+            .await
+            .unwrap()
+            .already_queued,
+        1
+    );
+    // Out of every set, payload still stored.
+    redis::cmd("ZREM")
+        .arg(q.keys().scheduled())
+        .arg(jobs[0].task_id())
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+    let again = q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    assert_eq!(
+        (again.enqueued, again.recycled, again.already_queued),
+        (1, 1, 0)
+    );
+    let scheduled: Option<f64> = redis::cmd("ZSCORE")
+        .arg(q.keys().scheduled())
+        .arg(jobs[0].task_id())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(scheduled.is_some());
+}
+
+/// Safety issue item 6: the backlog cap counted every scheduled id, so skip-time jobs due
+/// later (and retries backing off) filled it and every sweep job was deferred.
+#[tokio::test]
+async fn future_jobs_do_not_fill_the_backlog_cap() {
+    let (q, _) = queue(10).await;
+    let later: Vec<_> = (0..10).map(job).collect();
+    assert_eq!(
+        q.enqueue(&later, Duration::from_secs(600))
+            .await
+            .unwrap()
+            .enqueued,
+        10
+    );
+    assert_eq!(q.backlog().await.unwrap(), 0);
+    let now: Vec<_> = (10..15).map(job).collect();
+    let report = q.enqueue(&now, Duration::ZERO).await.unwrap();
+    assert_eq!((report.enqueued, report.deferred), (5, 0));
+}

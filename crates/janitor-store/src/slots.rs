@@ -45,8 +45,11 @@ struct ScanState {
     paired: Option<String>,
 }
 
+/// A ZSET's members with their scores, as read.
+type Members = Vec<(Vec<u8>, f64)>;
+
 /// A ZSET key and its members with their scores, as read.
-type KeyMembers = (Vec<u8>, Vec<(Vec<u8>, f64)>);
+type KeyMembers = (Vec<u8>, Members);
 
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
@@ -424,7 +427,7 @@ impl SlotStore {
         }
         // A key that changed type since SCAN saw it reads as empty: its members are not
         // slots any more.
-        let members: Vec<redis::RedisResult<Vec<(Vec<u8>, f64)>>> = pipe
+        let members: Vec<redis::RedisResult<Members>> = pipe
             .ignore_errors()
             .query_async(&mut self.conn.clone())
             .await?;
