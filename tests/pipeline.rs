@@ -536,24 +536,8 @@ async fn workers_recover_from_a_redis_restart_by_themselves() {
 async fn the_breaker_stops_mass_reclaims_unless_forced() {
     let env = Env::new(Kind::Sqlite).await;
     env.run(&["migrate", "--create-platform-tables"]).ok();
-    let now = env.redis_now().await.unwrap();
     // A fleet outage: 150 slots, every one past its deadline.
-    let slots: Vec<_> = (0..150)
-        .map(|i| (format!("agent-{}", i % 15), format!("r{i}"), 7200.0, 600))
-        .collect();
-    let runs: Vec<_> = (0..150)
-        .map(|i| {
-            (
-                format!("r{i}"),
-                format!("agent-{}", i % 15),
-                "running",
-                ts_ago(now, 7200.0, "naive"),
-                Some("dispatched"),
-            )
-        })
-        .collect();
-    env.seed_slots(&slots).await;
-    env.seed_runs(&runs).await;
+    seed_fleet_outage(&env, 150).await;
 
     let tripped = env.run(&["sweep", "--json"]).ok().json();
     assert_eq!(tripped["breaker_tripped"], true);
@@ -570,7 +554,7 @@ async fn the_breaker_stops_mass_reclaims_unless_forced() {
     assert_eq!(forced["kinds"]["reclaim_slot"]["enqueued"], 150);
 }
 
-/// 150 runs dead at once, their slots past their deadlines.
+/// `n` runs dead at once, their slots past their deadlines.
 async fn seed_fleet_outage(env: &Env, n: usize) {
     let now = env.redis_now().await.unwrap();
     let slots: Vec<_> = (0..n)
