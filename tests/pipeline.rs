@@ -7,6 +7,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use janitor_e2e::{seed_incident, ts_ago, Env, Kind};
+use janitor_testkit::eventually;
 
 /// Waits for a child and returns its captured output; fails the test on a non-zero exit.
 fn finish(child: Child) -> (String, String) {
@@ -21,19 +22,6 @@ fn finish(child: Child) -> (String, String) {
         out.status
     );
     (stdout, stderr)
-}
-
-/// Polls `check` until it holds (a condition on external processes, bounded in time).
-async fn eventually<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn the_incident_end_to_end(kind: Kind) {

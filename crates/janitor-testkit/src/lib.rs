@@ -148,3 +148,17 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// Polls `check` until it holds, failing the test after `limit`: for conditions that other
+/// processes or a running worker change (which no in-process signal can report).
+pub async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: std::time::Duration,
+    mut check: impl FnMut() -> F,
+) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -188,17 +188,7 @@ async fn nine_thousand_due_jobs_do_not_wedge_the_workers() {
 #[tokio::test]
 async fn a_job_that_keeps_failing_is_dead_after_max_attempts_with_its_reason() {
     let w = World::new(Kind::Sqlite).await;
-    let now = w.sandbox.redis_now().await.unwrap();
-    w.sandbox
-        .seed_run(
-            "o1",
-            "a",
-            "running",
-            &ts_ago(now, 3.0 * 3600.0, "naive"),
-            Some("dispatched"),
-        )
-        .await
-        .unwrap();
+    w.seed_orphan("a", "o1").await;
     let job = w.job("a", "o1").await;
     // Every write to the table now fails, as a broken database would.
     w.sandbox
@@ -263,20 +253,6 @@ async fn a_job_that_keeps_failing_is_dead_after_max_attempts_with_its_reason() {
     );
 }
 
-/// Polls `check` until it holds, for at most `limit` (a condition on the queue or the
-/// database, which a running worker changes).
-async fn until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> F,
-) {
-    let start = std::time::Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Safety issue item 3: a job that failed on a database outage went dead after
 /// `max_attempts` deliveries (about 15 s by default) and its run stayed `running` for good.
 /// Transient errors no longer count: the job outlives an outage longer than that budget and
@@ -284,17 +260,7 @@ async fn until<F: std::future::Future<Output = bool>>(
 #[tokio::test]
 async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
     let w = World::new(Kind::Postgres).await;
-    let now = w.sandbox.redis_now().await.unwrap();
-    w.sandbox
-        .seed_run(
-            "o1",
-            "a",
-            "running",
-            &ts_ago(now, 3.0 * 3600.0, "naive"),
-            Some("dispatched"),
-        )
-        .await
-        .unwrap();
+    w.seed_orphan("a", "o1").await;
     let job = w.job("a", "o1").await;
     w.queue
         .enqueue(std::slice::from_ref(&job), Duration::ZERO)
@@ -333,7 +299,7 @@ async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
     let id = job.task_id();
     let mut conn = w.queue.connection();
     // Past the old budget: more failed deliveries than max_attempts, and not dead.
-    until("four failed deliveries", Duration::from_secs(60), || {
+    janitor_testkit::eventually("four failed deliveries", Duration::from_secs(60), || {
         let (mut conn, meta) = (conn.clone(), w.queue.keys().meta(&id));
         async move {
             let attempts: Option<u64> = redis::cmd("HGET")
@@ -361,7 +327,7 @@ async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
     janitor_testkit::run_sql(Kind::Postgres, &admin, &outage("off"))
         .await
         .unwrap();
-    until("the run to be failed", Duration::from_secs(60), || async {
+    janitor_testkit::eventually("the run to be failed", Duration::from_secs(60), || async {
         w.sandbox.status("o1").await.unwrap().as_deref() == Some("failed")
     })
     .await;

@@ -68,6 +68,21 @@ impl World {
             .unwrap();
     }
 
+    /// An orphan: a `running`/`dispatched` run started three hours ago that holds no slot.
+    pub async fn seed_orphan(&self, agent: &str, id: &str) {
+        let now = self.now().await;
+        self.sandbox
+            .seed_run(
+                id,
+                agent,
+                "running",
+                &janitor_testkit::ts_ago(now, 3.0 * 3600.0, "naive"),
+                Some("dispatched"),
+            )
+            .await
+            .unwrap();
+    }
+
     /// The job a producer would enqueue for this pair right now.
     pub async fn job(&self, agent: &str, execution: &str) -> CleanupJob {
         let (agent, execution) = (
