@@ -55,7 +55,11 @@ async fn migrate_keeps_a_trinity_database_intact() {
 
     let first = env.run(&["migrate"]);
     first.ok();
-    assert!(first.stdout.contains("applied 2, 3"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("applied 2, 3, 4 "),
+        "{}",
+        first.stdout
+    );
     let again = env.run(&["migrate"]);
     again.ok();
     assert!(again.stdout.contains("up to date"), "{}", again.stdout);

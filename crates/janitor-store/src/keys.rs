@@ -17,6 +17,7 @@ pub const DEFAULT_SLOT_META_PREFIX: &str = "agent:slot:";
 pub struct SlotKeys {
     slot_prefix: String,
     meta_prefix: String,
+    outbox: String,
 }
 
 impl Default for SlotKeys {
@@ -27,10 +28,19 @@ impl Default for SlotKeys {
 
 impl SlotKeys {
     pub fn new(slot_prefix: impl Into<String>, meta_prefix: impl Into<String>) -> Self {
+        let slot_prefix = slot_prefix.into();
         Self {
-            slot_prefix: slot_prefix.into(),
+            outbox: format!("janitor:audit-outbox:{slot_prefix}"),
+            slot_prefix,
             meta_prefix: meta_prefix.into(),
         }
+    }
+
+    /// janitor's audit outbox STREAM for this layout: `janitor:audit-outbox:{slot prefix}`
+    /// (outside the platform's `agent:*` namespace, which its own sweeps scan, and shared by
+    /// every replica that reconciles the same slots).
+    pub fn outbox(&self) -> &str {
+        &self.outbox
     }
 
     pub fn slot_prefix(&self) -> &str {

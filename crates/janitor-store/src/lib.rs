@@ -15,8 +15,8 @@ pub use error::StoreError;
 pub use keys::{SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
 pub use redact::redact_url;
 pub use slots::{
-    Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot, SlotEntry, SlotRead,
-    SlotStore, MESSAGE_PREVIEW_CHARS,
+    drain_outbox, Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot,
+    SlotChange, SlotEntry, SlotRead, SlotStore, MESSAGE_PREVIEW_CHARS, OUTBOX_BATCH,
 };
 pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{

@@ -304,6 +304,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Tally {
     let (batches, requests) = mpsc::channel(MAX_BATCH * 4);
+    // Audit rows of removals whose batch could not write them (an outage, a crash of any
+    // replica): written from the outbox while the workers run, and once more at the end.
+    let drainer = tokio::spawn(drain_outbox(applier.clone()));
+    let finisher = applier.clone();
     let batcher = tokio::spawn(batch_loop(applier, requests));
     let handler = Arc::new(Handler {
         batches,
@@ -377,7 +381,30 @@ pub async fn run(
     let tally = handler.tally().clone();
     drop(handler);
     let _ = batcher.await;
+    drainer.abort();
+    if let Err(err) = finisher.drain_outbox(Duration::ZERO).await {
+        tracing::warn!(error = %err, "writing the audit outbox's leftovers failed; the next worker will");
+    }
     tally
+}
+
+/// How often a worker writes the audit outbox's leftovers, and how old an entry must be
+/// (younger ones belong to a batch still writing them).
+const OUTBOX_EVERY: Duration = Duration::from_secs(5);
+const OUTBOX_GRACE: Duration = Duration::from_secs(10);
+
+async fn drain_outbox(applier: Applier) {
+    let mut ticker = tokio::time::interval(OUTBOX_EVERY);
+    loop {
+        ticker.tick().await;
+        match applier.drain_outbox(OUTBOX_GRACE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "audit rows written from the outbox"),
+            Err(err) => {
+                tracing::warn!(error = %err, "writing audit rows from the outbox failed; retrying")
+            }
+        }
+    }
 }
 
 /// Keeps the queue inside the library's safe envelope (promoting due ids in bounded

@@ -427,3 +427,99 @@ async fn a_renewed_slot_survives_its_job() {
         Some("running")
     );
 }
+
+/// Safety issue item 7: a slot removal's audit row rode the batch's SQL transaction, so when
+/// that transaction failed after the Redis change the removal was never audited. The Lua
+/// script that removes the slot now records it in the outbox; the row is written from there
+/// (by the batch, or by any replica's drain), exactly once.
+#[tokio::test]
+async fn a_removal_whose_row_write_fails_is_audited_from_the_outbox_exactly_once() {
+    let w = World::new(Kind::Sqlite).await;
+    w.seed_dead_run("agent:one", "dead", "naive").await;
+    let job = w.job("agent:one", "dead").await;
+    assert_eq!(job.kind, JobKind::ReclaimSlot);
+    // The database refuses the row's write, after the slot is gone.
+    w.sandbox
+        .sql("CREATE TRIGGER boom BEFORE UPDATE ON schedule_executions BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
+        .await
+        .unwrap();
+    let err = w.applier.apply(&job, &job.task_id()).await.unwrap_err();
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+    assert!(w
+        .sandbox
+        .slot_members("agent:one")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(w.audit_count("slot_reclaimed").await, 0);
+
+    // Any replica writes it from the outbox, once however often it drains.
+    assert_eq!(
+        w.applier
+            .drain_outbox(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        w.applier
+            .drain_outbox(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(w.audit_count("slot_reclaimed").await, 1);
+    let worker = w
+        .sandbox
+        .sql_text("SELECT worker || ' ' || job_id || ' ' || CAST(slot_score AS TEXT) FROM janitor_audit WHERE action = 'slot_reclaimed'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        worker.starts_with(&format!("test-worker-1 {}", job.task_id())),
+        "{worker}"
+    );
+
+    // The retry, with the database healthy, finishes the row half; still one slot row.
+    w.sandbox.sql("DROP TRIGGER boom").await.unwrap();
+    let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Applied {
+            effects: vec![Effect::RunFailed]
+        }
+    );
+    assert_eq!(w.audit_count("slot_reclaimed").await, 1);
+    assert_eq!(w.audit_count("run_failed").await, 1);
+}
+
+/// The table's unique `change_key` makes one row per change the database's promise: the
+/// same change written twice is one row.
+async fn the_same_change_written_twice_is_one_audit_row(kind: Kind) {
+    let w = World::new(kind).await;
+    let row = janitor_store::AuditRow {
+        action: janitor_store::AuditAction::SlotReleased,
+        execution_id: "e1".into(),
+        agent: "a".into(),
+        status_before: None,
+        status_after: None,
+        evidence: janitor_store::Evidence {
+            worker: "w".into(),
+            ..Default::default()
+        },
+        change_key: Some("outbox:1-0".into()),
+        at: None,
+    };
+    let now = w.slots.server_time().await.unwrap();
+    for _ in 0..2 {
+        janitor_store::sql::audit::record(w.rows.database(), std::slice::from_ref(&row), now)
+            .await
+            .unwrap();
+    }
+    assert_eq!(w.audit_count("slot_released").await, 1);
+}
+
+mod unique_change {
+    janitor_testkit::both_backends!(the_same_change_written_twice_is_one_audit_row);
+    use super::the_same_change_written_twice_is_one_audit_row;
+}

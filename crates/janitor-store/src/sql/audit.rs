@@ -1,8 +1,13 @@
 //! The audit trail: one `janitor_audit` row per applied change, with the evidence acted on.
 //!
 //! Status changes write their row inside the compare-and-set transaction, so a change and
-//! its audit row exist together or not at all; Redis changes write theirs right after the
-//! Lua compare-and-delete succeeds.
+//! its audit row exist together or not at all. A slot removal is recorded by the Lua script
+//! that makes it, in an outbox stream in Redis (`crate::slots::changes`); its row is written
+//! from the entry, with the batch's row changes or by any replica's drain, keyed by the entry
+//! so it is written once whatever happens between.
+//!
+//! Every row carries a `change_key`, unique in the table, and inserts are `ON CONFLICT DO
+//! NOTHING`: one row per change is the database's promise, not only janitor's.
 
 use janitor_core::{format_timestamp, Timestamp};
 use serde::Serialize;
@@ -26,6 +31,11 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
+    /// The action named `name` (as [`Self::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
     pub const ALL: [AuditAction; 4] = [
         Self::SlotReclaimed,
         Self::SlotReleased,
@@ -66,6 +76,11 @@ pub struct AuditRow {
     pub status_before: Option<String>,
     pub status_after: Option<String>,
     pub evidence: Evidence,
+    /// What makes this change unique (the table's `change_key`).
+    pub change_key: Option<String>,
+    /// When the change was made, when it is known apart from the write (an outbox entry's
+    /// Redis time); else the write's time.
+    pub at: Option<janitor_core::Timestamp>,
 }
 
 /// Inserts many [`AuditRow`]s stamped `$now` in one statement, on any executor.
@@ -75,34 +90,27 @@ macro_rules! insert_audit_rows {
         let at = janitor_core::format_timestamp($now);
         let mut sql = String::from(
             "INSERT INTO janitor_audit (at, action, job_id, job_kind, execution_id, agent_name, \
-             status_before, status_after, slot_score, deadline, worker, detail) VALUES ",
+             status_before, status_after, slot_score, deadline, worker, detail, change_key) VALUES ",
         );
         for r in 0..rows.len() {
-            let b = r * 12;
             if r > 0 {
                 sql.push_str(", ");
             }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                b + 1,
-                b + 2,
-                b + 3,
-                b + 4,
-                b + 5,
-                b + 6,
-                b + 7,
-                b + 8,
-                b + 9,
-                b + 10,
-                b + 11,
-                b + 12
-            ));
+            sql.push('(');
+            for c in 1..=13 {
+                if c > 1 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("${}", r * 13 + c));
+            }
+            sql.push(')');
         }
+        sql.push_str(" ON CONFLICT (change_key) DO NOTHING");
         let sql = $crate::sql::marks($backend, &sql);
         let mut query = sqlx::query(&sql);
         for row in rows {
             query = query
-                .bind(at.clone())
+                .bind(row.at.map_or_else(|| at.clone(), janitor_core::format_timestamp))
                 .bind(row.action.as_str())
                 .bind(row.evidence.job_id.clone())
                 .bind(row.evidence.job_kind.clone())
@@ -113,7 +121,8 @@ macro_rules! insert_audit_rows {
                 .bind(row.evidence.slot_score)
                 .bind(row.evidence.deadline.map(janitor_core::format_timestamp))
                 .bind(row.evidence.worker.clone())
-                .bind(row.evidence.detail.clone());
+                .bind(row.evidence.detail.clone())
+                .bind(row.change_key.clone());
         }
         if rows.is_empty() {
             Ok(())

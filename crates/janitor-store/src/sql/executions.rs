@@ -608,6 +608,15 @@ impl ExecutionStore {
                         status_before: Some(change.expected.to_string()),
                         status_after: Some(to.to_string()),
                         evidence: change.evidence.clone(),
+                        // A run reaches a terminal status once: the run, the action and
+                        // the start it was judged on name the change.
+                        change_key: Some(format!(
+                            "{}:{}:{}",
+                            if *to == Status::Cancelled { "run_cancelled" } else { "run_failed" },
+                            change.execution_id,
+                            change.started_at_raw
+                        )),
+                        at: None,
                     });
                 }
             }

@@ -42,6 +42,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../../migrations/sqlite/0003_open_runs_by_agent.sql"),
         include_str!("../../../../migrations/postgres/0003_open_runs_by_agent.sql"),
     ),
+    (
+        4,
+        "audit change key",
+        include_str!("../../../../migrations/sqlite/0004_audit_change_key.sql"),
+        include_str!("../../../../migrations/postgres/0004_audit_change_key.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -1,30 +1,23 @@
-//! The Redis slot store: acquire, renew, release, scan and compare-and-delete.
-//!
-//! Every mutation is one Lua script, so it is atomic on the server, and every time it
-//! needs comes from Redis' own `TIME`: replicas with skewed clocks agree on what is stale.
+//! The reads a sweep and a worker make: every slot by `SCAN`, the slots of pages of open
+//! runs (counting what was paired, so the slot pass can skip it inside Redis), and the slots
+//! of specific runs. Every pipelined read takes its errors per command: one key of the
+//! wrong type is one unreadable item, never a failed batch.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use futures::Stream;
 use janitor_core::{
-    from_unix_seconds, to_unix_seconds, AgentName, ExecutionId, SlotObservation, SlotTimeout,
-    Timestamp,
+    from_unix_seconds, AgentName, ExecutionId, SlotObservation, SlotTimeout, Timestamp,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, Script, Value};
 
+use super::{CorruptSlot, PairedSet, ScannedSlot, SlotEntry, SlotStore};
 use crate::sql::executions::escape_bytes;
 use crate::{SlotKeys, StoreError};
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/acquire.lua")));
-static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/renew.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
-static RECLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/reclaim.lua")));
-static RECLAIM_MANY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("lua/reclaim_many.lua")));
-static UNPAIRED: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/unpaired.lua")));
+static UNPAIRED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/unpaired.lua")));
 
 /// How long a sweep's set of paired ids outlives its last write if the sweep dies before
 /// deleting it.
@@ -67,283 +60,7 @@ fn unreadable(e: &redis::RedisError) -> String {
 /// one call never blocks Redis for long.
 const SCAN_COUNT: usize = 1_000;
 
-/// Longest `message_preview` stored in a slot hash, as on the platform.
-pub const MESSAGE_PREVIEW_CHARS: usize = 100;
-
-/// Outcome of [`SlotStore::acquire`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Acquire {
-    Acquired {
-        slot_number: i64,
-        score: f64,
-    },
-    /// The execution already holds a slot; nothing changed.
-    AlreadyHeld {
-        slot_number: i64,
-        score: f64,
-    },
-    /// The agent is at capacity.
-    Full {
-        held: i64,
-    },
-}
-
-/// Outcome of [`SlotStore::renew`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Renew {
-    Renewed {
-        score: f64,
-    },
-    /// The slot is gone (released or reclaimed); it is not recreated.
-    NotHeld,
-}
-
-/// Outcome of [`SlotStore::release`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Release {
-    Released,
-    NotHeld,
-}
-
-/// Outcome of the compare-and-delete calls.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Reclaim {
-    /// Removed: the score was the observed one (and the deadline had passed).
-    Reclaimed,
-    /// Someone else removed it first.
-    AlreadyGone,
-    /// The score changed since it was observed: the slot was renewed and is alive.
-    Renewed { score: f64 },
-    /// Same score, but Redis' clock says the deadline has not passed.
-    NotYetDue,
-}
-
-/// A slot found by [`SlotStore::scan`], with what its hash says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScannedSlot {
-    pub observation: SlotObservation,
-    /// Whether the metadata hash still exists (it expires by itself).
-    pub has_meta: bool,
-    /// The hash's `started_at`, as written.
-    pub meta_started_at: Option<String>,
-}
-
-/// A ZSET member that cannot be a slot: reported, never touched.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorruptSlot {
-    pub key: String,
-    pub member: String,
-    pub reason: String,
-}
-
-/// One entry of a scan batch.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SlotEntry {
-    Slot(ScannedSlot),
-    Corrupt(CorruptSlot),
-}
-
-/// A sweep's scratch HASH counting, per slot ZSET, the slots already judged from the row
-/// side; held in Redis so the sweep's own memory grows with neither slots nor agents.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PairedSet {
-    key: String,
-}
-
-impl PairedSet {
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-}
-
-/// Slots in Redis under one [`SlotKeys`] layout.
-#[derive(Clone)]
-pub struct SlotStore {
-    conn: ConnectionManager,
-    keys: SlotKeys,
-    ttl_buffer_secs: i64,
-}
-
-impl std::fmt::Debug for SlotStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SlotStore")
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
-}
-
 impl SlotStore {
-    /// Connects (and checks the connection with `PING`). The connection reconnects by
-    /// itself after Redis restarts; calls made while it is down fail fast with a transient
-    /// error.
-    pub async fn connect(
-        url: &str,
-        keys: SlotKeys,
-        ttl_buffer_secs: i64,
-    ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(10)))
-            .set_number_of_retries(2);
-        let mut conn = ConnectionManager::new_with_config(client, config).await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
-        Ok(Self {
-            conn,
-            keys,
-            ttl_buffer_secs,
-        })
-    }
-
-    pub fn keys(&self) -> &SlotKeys {
-        &self.keys
-    }
-
-    /// A handle on the underlying connection, for callers that share it (e.g. the queue).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
-    /// "Now" for every decision: the Redis server's clock.
-    pub async fn server_time(&self) -> Result<Timestamp, StoreError> {
-        let (secs, micros): (i64, i64) = redis::cmd("TIME")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        from_unix_seconds(secs as f64 + micros as f64 / 1e6)
-            .ok_or_else(|| StoreError::Protocol(format!("TIME returned {secs}.{micros}")))
-    }
-
-    /// Takes a slot for `execution` if the agent has fewer than `max_parallel`.
-    pub async fn acquire(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-        max_parallel: u32,
-        timeout_secs: i64,
-        message: &str,
-    ) -> Result<Acquire, StoreError> {
-        let preview: String = message.chars().take(MESSAGE_PREVIEW_CHARS).collect();
-        let (code, number, score): (i64, i64, String) = ACQUIRE
-            .key(self.keys.slots(agent))
-            .key(self.keys.meta(agent, execution))
-            .arg(execution.as_str())
-            .arg(max_parallel)
-            .arg(timeout_secs)
-            .arg(self.ttl_buffer_secs)
-            .arg(preview)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(match code {
-            1 => Acquire::Acquired {
-                slot_number: number,
-                score: parse_score(&score)?,
-            },
-            2 => Acquire::AlreadyHeld {
-                slot_number: number,
-                score: parse_score(&score)?,
-            },
-            _ => Acquire::Full { held: number },
-        })
-    }
-
-    /// Re-anchors the slot's score to now (and its hash's expiry), only if it still exists.
-    /// `timeout_secs` replaces the slot's own timeout when given.
-    pub async fn renew(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-        timeout_secs: Option<i64>,
-    ) -> Result<Renew, StoreError> {
-        let (code, score): (i64, String) = RENEW
-            .key(self.keys.slots(agent))
-            .key(self.keys.meta(agent, execution))
-            .arg(execution.as_str())
-            .arg(self.ttl_buffer_secs)
-            .arg(timeout_secs.map(|t| t.to_string()).unwrap_or_default())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(if code == 1 {
-            Renew::Renewed {
-                score: parse_score(&score)?,
-            }
-        } else {
-            Renew::NotHeld
-        })
-    }
-
-    /// Releases the slot (the run finished). Idempotent.
-    pub async fn release(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-    ) -> Result<Release, StoreError> {
-        let removed: i64 = RELEASE
-            .key(self.keys.slots(agent))
-            .key(self.keys.meta(agent, execution))
-            .arg(execution.as_str())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(if removed == 1 {
-            Release::Released
-        } else {
-            Release::NotHeld
-        })
-    }
-
-    /// Removes a stale slot only if its score is still `observed_score` and Redis' clock is
-    /// past `deadline`. A renewal in between makes this return [`Reclaim::Renewed`].
-    pub async fn reclaim_if_expired(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-        observed_score: f64,
-        deadline: Timestamp,
-    ) -> Result<Reclaim, StoreError> {
-        self.compare_and_delete(agent, execution, observed_score, Some(deadline))
-            .await
-    }
-
-    /// Removes a leaked slot only if its score is still `observed_score`.
-    pub async fn release_if_unchanged(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-        observed_score: f64,
-    ) -> Result<Reclaim, StoreError> {
-        self.compare_and_delete(agent, execution, observed_score, None)
-            .await
-    }
-
-    async fn compare_and_delete(
-        &self,
-        agent: &AgentName,
-        execution: &ExecutionId,
-        observed_score: f64,
-        deadline: Option<Timestamp>,
-    ) -> Result<Reclaim, StoreError> {
-        let (code, current): (i64, String) = RECLAIM
-            .key(self.keys.slots(agent))
-            .key(self.keys.meta(agent, execution))
-            .arg(execution.as_str())
-            // Shortest round-trip text: Lua's tonumber() reads back the same double.
-            .arg(observed_score.to_string())
-            .arg(
-                deadline
-                    .map(|d| to_unix_seconds(d).to_string())
-                    .unwrap_or_default(),
-            )
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(match code {
-            1 => Reclaim::Reclaimed,
-            0 => Reclaim::AlreadyGone,
-            2 => Reclaim::Renewed {
-                score: parse_score(&current)?,
-            },
-            _ => Reclaim::NotYetDue,
-        })
-    }
-
     /// Streams every slot of every agent in batches of at most `batch` slots: `SCAN` for
     /// the ZSET keys, a pipeline of `ZRANGE … WITHSCORES` for the keys of each `SCAN` call,
     /// then one pipeline of `HMGET` (the hash fields the rules read) per batch. Memory is
@@ -553,44 +270,6 @@ impl SlotStore {
             }));
         }
         Ok(entries)
-    }
-
-    /// Compare-and-delete for many slots in one atomic call: `(agent, execution, observed
-    /// score, deadline)`; without a deadline only the score is compared (a leaked slot).
-    pub async fn compare_and_delete_many(
-        &self,
-        slots: &[(AgentName, ExecutionId, f64, Option<Timestamp>)],
-    ) -> Result<Vec<Reclaim>, StoreError> {
-        if slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut invocation = RECLAIM_MANY.prepare_invoke();
-        for (agent, execution, score, deadline) in slots {
-            invocation
-                .key(self.keys.slots(agent))
-                .key(self.keys.meta(agent, execution))
-                .arg(execution.as_str())
-                .arg(score.to_string())
-                .arg(
-                    deadline
-                        .map(|d| to_unix_seconds(d).to_string())
-                        .unwrap_or_default(),
-                );
-        }
-        let codes: Vec<i64> = invocation.invoke_async(&mut self.conn.clone()).await?;
-        if codes.len() != slots.len() {
-            return Err(StoreError::Protocol("short reclaim reply".into()));
-        }
-        Ok(codes
-            .into_iter()
-            .map(|code| match code {
-                1 => Reclaim::Reclaimed,
-                0 => Reclaim::AlreadyGone,
-                // The new score is not needed by batch callers.
-                2 => Reclaim::Renewed { score: f64::NAN },
-                _ => Reclaim::NotYetDue,
-            })
-            .collect())
     }
 
     /// Redis' clock and the slots of specific runs, in one round trip.
@@ -827,9 +506,4 @@ fn observed(
         score,
         timeout,
     }))
-}
-
-fn parse_score(text: &str) -> Result<f64, StoreError> {
-    text.parse()
-        .map_err(|_| StoreError::Protocol(format!("score {text:?} is not a number")))
 }
