@@ -178,21 +178,62 @@ async fn batch_loop(applier: Applier, mut requests: mpsc::Receiver<Request>) {
             .iter()
             .map(|r| (r.job.clone(), r.id.clone()))
             .collect();
-        match applier.apply_batch(&jobs).await {
+        match guarded(&applier, &jobs).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
                 }
             }
-            Err(err) => {
-                let failure = Failure {
-                    transient: err.is_transient(),
-                    message: err.to_string(),
-                };
+            // One job's failure must not fail its neighbours: split the batch and apply
+            // each job on its own before any delivery counts as failed. (A transient error
+            // is the store's, not a job's: every job fails alike and none counts.)
+            Err(failure) if !failure.transient && batch.len() > 1 => {
+                for (request, job) in batch.into_iter().zip(jobs) {
+                    let result = guarded(&applier, std::slice::from_ref(&job)).await;
+                    let _ = request.reply.send(result.and_then(|mut o| {
+                        o.pop().ok_or_else(|| Failure {
+                            transient: true,
+                            message: "no outcome for a job".into(),
+                        })
+                    }));
+                }
+            }
+            Err(failure) => {
                 for request in batch {
                     let _ = request.reply.send(Err(failure.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Applies a batch, turning a store error into each job's [`Failure`] and a panic into a
+/// failure of this batch only: the batch loop lives on (a dead loop would fail every job
+/// the worker fetched from then on).
+async fn guarded(
+    applier: &Applier,
+    jobs: &[(CleanupJob, String)],
+) -> Result<Vec<Outcome>, Failure> {
+    match std::panic::AssertUnwindSafe(applier.apply_batch(jobs))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err(err)) => Err(Failure {
+            transient: err.is_transient(),
+            message: err.to_string(),
+        }),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_owned());
+            tracing::error!(error = %message, jobs = jobs.len(), "applying a batch panicked; its jobs will be retried");
+            Err(Failure {
+                transient: false,
+                message: format!("applying the batch panicked: {message}"),
+            })
         }
     }
 }

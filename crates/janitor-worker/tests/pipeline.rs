@@ -337,3 +337,91 @@ async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
     assert_eq!((fail.applied, fail.dead), (1, 0), "{tally:?}");
     assert_eq!(w.audit_count("run_failed").await, 1);
 }
+
+/// Seeds `n` orphans `o0…` of agent "a" and enqueues their jobs.
+async fn enqueue_orphans(w: &World, n: usize) -> Vec<CleanupJob> {
+    let mut jobs = Vec::new();
+    for i in 0..n {
+        w.seed_orphan("a", &format!("o{i}")).await;
+        jobs.push(w.job("a", &format!("o{i}")).await);
+    }
+    w.queue.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    jobs
+}
+
+/// Safety issue item 3: one failing job failed its whole batch, and every neighbour lost a
+/// delivery (with one attempt allowed: went dead). A failed batch is now split and each job
+/// applied on its own first.
+#[tokio::test]
+async fn one_poisoned_job_does_not_fail_its_batch() {
+    let w = World::new(Kind::Sqlite).await;
+    let jobs = enqueue_orphans(&w, 30).await;
+    // Only o7's write fails, and not transiently.
+    w.sandbox
+        .sql("CREATE TRIGGER boom BEFORE UPDATE ON schedule_executions WHEN OLD.id = 'o7' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
+        .await
+        .unwrap();
+    let applier = Applier::new(
+        w.slots.clone(),
+        w.rows.clone(),
+        Policy::default(),
+        "w-split",
+    );
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        max_attempts: 1,
+        concurrency: 64,
+        ..WorkerOptions::default()
+    };
+    let tally = runner::run(applier, w.queue.clone(), options, std::future::pending()).await;
+    let fail = tally.kinds["fail_run"];
+    assert_eq!((fail.applied, fail.dead), (29, 1), "{tally:?}");
+    for job in &jobs {
+        let want = if job.execution_id.as_str() == "o7" {
+            "running"
+        } else {
+            "failed"
+        };
+        assert_eq!(
+            w.sandbox
+                .status(job.execution_id.as_str())
+                .await
+                .unwrap()
+                .as_deref(),
+            Some(want)
+        );
+    }
+}
+
+/// Safety issue item 6: a panic while applying killed the worker's batch task; the worker
+/// kept fetching and failed every job from then on. The panic now fails its batch only.
+#[tokio::test]
+async fn a_panic_while_applying_fails_one_batch_and_the_worker_goes_on() {
+    let w = World::new(Kind::Sqlite).await;
+    enqueue_orphans(&w, 10).await;
+    let panics = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = panics.clone();
+    let hook: janitor_worker::Hook = std::sync::Arc::new(move || {
+        let first = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+        Box::pin(async move {
+            assert!(!first, "injected panic");
+        })
+    });
+    let applier = Applier::new(
+        w.slots.clone(),
+        w.rows.clone(),
+        Policy::default(),
+        "w-panic",
+    )
+    .with_before_write(hook);
+    let options = WorkerOptions {
+        exit_when_idle: true,
+        max_attempts: 3,
+        concurrency: 16,
+        ..WorkerOptions::default()
+    };
+    let tally = runner::run(applier, w.queue.clone(), options, std::future::pending()).await;
+    let fail = tally.kinds["fail_run"];
+    assert_eq!((fail.applied, fail.dead), (10, 0), "{tally:?}");
+    assert!(panics.load(std::sync::atomic::Ordering::SeqCst) > 1);
+}
