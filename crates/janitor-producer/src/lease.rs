@@ -95,6 +95,31 @@ impl SweepLease {
         }
     }
 
+    /// Renews the lease every third of its TTL until the returned guard is dropped, so a
+    /// pass longer than the TTL keeps it (pushes still confirm it, the fence, each time).
+    /// A renewal that finds the lease gone stops: the next push then fails with
+    /// [`LeaseLost`].
+    pub fn keep_alive(&self) -> KeepAlive {
+        let lease = self.clone();
+        let every = (self.ttl / 3).max(Duration::from_millis(10));
+        KeepAlive(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                match lease.check(lease.ttl.as_millis() as u64).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(key = %lease.key, token = lease.token, "the sweep lease was lost; this sweep will stop at its next push");
+                        return;
+                    }
+                    // Redis unreachable: the next push's check decides.
+                    Err(e) => tracing::warn!(error = %e, "renewing the sweep lease failed"),
+                }
+            }
+        }))
+    }
+
     /// Releases the lease if it is still ours.
     pub async fn release(self) -> Result<(), redis::RedisError> {
         self.check(0).await.map(|_| ())
@@ -118,4 +143,45 @@ pub enum LeaseOrRedis {
     Lost(#[from] LeaseLost),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+}
+
+/// Renews a [`SweepLease`] in the background while it lives (see [`SweepLease::keep_alive`]).
+#[derive(Debug)]
+pub struct KeepAlive(tokio::task::JoinHandle<()>);
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Safety issue item 6: the lease was renewed only when pushing, and a pass longer than
+    /// its TTL (reclaims are pushed last) lost it and never enqueued them.
+    #[tokio::test]
+    async fn a_kept_alive_lease_outlives_its_ttl() {
+        let client = redis::Client::open(janitor_testkit::redis_url()).unwrap();
+        let conn = ConnectionManager::new(client).await.unwrap();
+        let queue = format!("jt{}:queue", janitor_testkit::unique());
+        let ttl = Duration::from_millis(300);
+        let lease = SweepLease::acquire(conn.clone(), &queue, "p1", ttl, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        let renewal = lease.keep_alive();
+        // Three TTLs pass: with renewals, still ours, and nobody else can take it.
+        tokio::time::sleep(ttl * 3).await;
+        assert!(lease.ensure().await.is_ok());
+        let other = SweepLease::acquire(conn.clone(), &queue, "p2", ttl, Duration::ZERO)
+            .await
+            .unwrap();
+        assert!(other.is_none());
+        // Without renewals it lapses.
+        drop(renewal);
+        tokio::time::sleep(ttl * 2).await;
+        assert!(matches!(lease.ensure().await, Err(LeaseOrRedis::Lost(_))));
+    }
 }

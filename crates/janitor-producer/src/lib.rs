@@ -12,7 +12,7 @@ mod skip;
 mod sweep;
 
 pub use breaker::{Breaker, BreakerState, Decision, Mode};
-pub use lease::{LeaseLost, LeaseOrRedis, SweepLease};
+pub use lease::{KeepAlive, LeaseLost, LeaseOrRedis, SweepLease};
 pub use observe::{judge, observe, Finding, ObserveStats, Pair};
 pub use skip::{enqueue_skip, SkipError, SkipReceipt};
 pub use sweep::{sweep, BreakerReport, KindReport, SweepError, SweepOptions, SweepReport};

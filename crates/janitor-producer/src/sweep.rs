@@ -173,6 +173,7 @@ pub async fn sweep(
     lease: Option<&SweepLease>,
     options: &SweepOptions,
 ) -> Result<SweepReport, SweepError> {
+    let _renewal = lease.map(SweepLease::keep_alive);
     let result = sweep_pass(slots, rows, queue, policy, lease, options).await;
     if !options.dry_run {
         match &result {
