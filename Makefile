@@ -46,6 +46,10 @@ lint: ## rustfmt check and clippy with warnings denied
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
+.PHONY: fuzz
+fuzz: ## Property-fuzz the parsers, the payload decoder and the verdict: 1,000,000 cases per target (release)
+	@time JANITOR_FUZZ_CASES=$${JANITOR_FUZZ_CASES:-1000000} $(CARGO) test --release -p janitor-core --test fuzz
+
 .PHONY: demo
 demo: ## The incident on a platform-shaped SQLite file: before, one janitor cycle, after
 	@bash scripts/demo.sh

@@ -347,7 +347,12 @@ async fn the_http_intake_enqueues_skips_behind_a_token() {
         }
         let child = cmd.spawn().unwrap();
         let begun = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Listening, then ready once it reaches its stores.
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            || http(&listen, "GET", "/readyz", None, "")
+                .1
+                .contains("starting")
+        {
             assert!(
                 begun.elapsed() < std::time::Duration::from_secs(20),
                 "serve did not start"

@@ -380,17 +380,22 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start() -> Self {
+        let redis = Self::unstarted();
+        redis.up();
+        redis
+    }
+
+    /// A free port and a data directory, with no Redis on it yet.
+    fn unstarted() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let redis = Self {
+        Self {
             port,
             dir: tempfile::tempdir().unwrap(),
-        };
-        redis.up();
-        redis
+        }
     }
 
     fn up(&self) {
@@ -860,4 +865,100 @@ async fn a_skip_is_enqueued_at_skip_time_and_the_sweep_finds_it_queued() {
         "{}",
         running.stderr
     );
+}
+
+/// Safety issue item 3, as an operator met it: the orphan's job went dead while the
+/// database was unwritable, and every later sweep said "dead 1" and enqueued nothing. Now a
+/// sweep past the cool-off re-drives the work under a new id and the run is failed, with no
+/// operator.
+#[tokio::test]
+async fn dead_work_is_redriven_by_a_later_sweep_without_an_operator() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let now = env.redis_now().await.unwrap();
+    env.seed_run(
+        "orphan",
+        "ops",
+        "running",
+        &ts_ago(now, 7200.0, "naive"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    let first = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(first["kinds"]["fail_run"]["enqueued"], 1);
+    let id = env
+        .run(&["queue", "list", "--state", "scheduled", "--json"])
+        .ok()
+        .json()["jobs"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.mark_dead(
+        &id,
+        5,
+        r#"{"Err":"gave up after 5 attempts: database: attempt to write a readonly database"}"#,
+    )
+    .await;
+    // Within the cool-off: left dead.
+    let held = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(held["kinds"]["fail_run"]["dead"], 1, "{held:#}");
+    assert_eq!(held["kinds"]["fail_run"]["enqueued"], 0);
+    // Past it (0 here): re-driven, the dead copy kept and linked.
+    let mut cmd = env.command();
+    cmd.env("JANITOR_DEAD_RETRY_AFTER_SECS", "0")
+        .args(["run", "--once", "--json"]);
+    let cycle = janitor_e2e::run(&mut cmd).ok().json();
+    assert_eq!(
+        cycle["sweep"]["kinds"]["fail_run"]["redriven"], 1,
+        "{cycle:#}"
+    );
+    assert_eq!(cycle["jobs"]["kinds"]["fail_run"]["runs_failed"], 1);
+    assert_eq!(
+        env.status("orphan").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    let dead = env.run(&["queue", "show", &id, "--json"]).ok().json();
+    assert_eq!(dead["job"]["state"], "dead");
+    let redrive = env
+        .run(&["queue", "show", &format!("{id}~r1"), "--json"])
+        .ok()
+        .json();
+    assert_eq!(redrive["job"]["state"], "done", "{redrive:#}");
+    assert_eq!(
+        redrive["job"]["job"]["redrive_of"],
+        id.as_str(),
+        "{redrive:#}"
+    );
+}
+
+/// Safety issue item 3: a worker or producer started while Redis was down (or still
+/// loading its data set) exited, and an orchestrator backs a crash loop off for minutes. It
+/// now listens at once (`/healthz` 200, `/readyz` 503 "starting"), waits with a log line per
+/// attempt, and becomes ready by itself once Redis answers.
+#[tokio::test]
+async fn a_process_started_before_redis_waits_and_becomes_ready() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let redis = PrivateRedis::unstarted();
+    let served = env.serve_starting(
+        &["run", "--role", "worker", "--listen", "127.0.0.1:0"],
+        &[("REDIS_URL", &redis.url())],
+    );
+    let get = |path: &str| janitor_e2e::http(&served.addr, "GET", path, None, "");
+    assert_eq!(get("/healthz").0, 200);
+    let (status, body) = get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("waiting for Redis and the database"),
+        "{body}"
+    );
+    redis.up();
+    eventually(
+        "ready once Redis answers",
+        Duration::from_secs(60),
+        || async { get("/readyz").0 == 200 },
+    )
+    .await;
+    served.stop();
 }

@@ -116,8 +116,9 @@ impl Env {
     }
 
     /// Leaves a queued job as apalis-redis does once it gives up on it: out of the schedule,
-    /// in the dead set, with its attempts and last result in its meta hash.
+    /// in the dead set, with its attempts, last result and finish time (now) in its meta hash.
     pub async fn mark_dead(&self, id: &str, attempts: u64, result: &str) {
+        let now = self.redis_now().await.unwrap() as u64;
         let mut redis = self.redis().await.unwrap();
         redis::pipe()
             .cmd("ZREM")
@@ -132,6 +133,8 @@ impl Env {
             .arg(attempts)
             .arg("result")
             .arg(result)
+            .arg("done_at")
+            .arg(now)
             .exec_async(&mut redis)
             .await
             .unwrap();
@@ -355,6 +358,14 @@ impl Env {
     /// Starts `janitor ARGS` (which must listen on `127.0.0.1:0`) with extra environment
     /// and returns once it said where it listens.
     pub fn serve(&self, args: &[&str], envs: &[(&str, &str)]) -> Served {
+        let served = self.serve_starting(args, envs);
+        served.wait_ready();
+        served
+    }
+
+    /// [`Env::serve`] without waiting for its stores: it returns as soon as the process
+    /// listens (while it may still answer `/readyz` with "starting").
+    pub fn serve_starting(&self, args: &[&str], envs: &[(&str, &str)]) -> Served {
         self.start_serving(args, envs, std::process::Stdio::null())
     }
 
@@ -369,6 +380,7 @@ impl Env {
         let mut envs = envs.to_vec();
         envs.push(("JANITOR_LOG", "info"));
         let mut served = self.start_serving(args, &envs, std::process::Stdio::piped());
+        served.wait_ready();
         let stderr = served.child.stderr.take().unwrap();
         let lines = std::io::BufReader::new(stderr)
             .lines()
@@ -420,6 +432,24 @@ impl Env {
 }
 
 impl Served {
+    /// Returns once the process has reached its stores (it listens before it does, and
+    /// answers "starting" meanwhile); bounded, so a process that never gets there fails the
+    /// test.
+    pub fn wait_ready(&self) {
+        let begun = std::time::Instant::now();
+        while http(&self.addr, "GET", "/readyz", None, "")
+            .1
+            .contains("starting")
+        {
+            assert!(
+                begun.elapsed() < std::time::Duration::from_secs(30),
+                "janitor at {} never reached its stores",
+                self.addr
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM; asserts a clean exit.
     pub fn stop(mut self) {
         Command::new("kill")

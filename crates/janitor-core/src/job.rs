@@ -91,6 +91,10 @@ pub struct CleanupJob {
     /// The row status the producer saw, when there was a row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_status: Option<Status>,
+    /// When this job re-drives the same work after an earlier copy went dead: that copy's
+    /// task id (left in the dead set for operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redrive_of: Option<String>,
 }
 
 impl CleanupJob {
@@ -120,6 +124,7 @@ impl CleanupJob {
             observed_score: slot.map(|s| s.score),
             deadline,
             observed_status: row.map(|r| r.status.clone()),
+            redrive_of: None,
         })
     }
 

@@ -30,6 +30,8 @@ pub const ENQUEUED: &str = "janitor_jobs_enqueued_total";
 /// Jobs not pushed because the same job already exists, by `kind` and `existing`
 /// (`queued` | `dead`).
 pub const DEDUPLICATED: &str = "janitor_jobs_deduplicated_total";
+/// Dead jobs' work pushed again under a new id after the cool-off, by `kind`.
+pub const REDRIVEN: &str = "janitor_jobs_redriven_total";
 /// Jobs not pushed because the queue was at its backlog cap, by `kind`.
 pub const DEFERRED: &str = "janitor_jobs_deferred_total";
 /// 1 while the last sweep's blast-radius breaker held guarded work back (holding, draining
@@ -96,6 +98,10 @@ pub fn describe() {
     describe_counter!(
         DEDUPLICATED,
         "Jobs not pushed because the same job exists, by kind and existing (queued, dead)."
+    );
+    describe_counter!(
+        REDRIVEN,
+        "Dead jobs' work pushed again under a new id after the cool-off, by kind."
     );
     describe_counter!(
         DEFERRED,
@@ -251,6 +257,7 @@ pub struct KindFigures {
     pub enqueued: u64,
     pub already_queued: u64,
     pub dead: u64,
+    pub redriven: u64,
     pub deferred: u64,
 }
 
@@ -261,6 +268,7 @@ pub fn sweep_kind(kind: &'static str, f: &KindFigures) {
     counter!(DEDUPLICATED, "kind" => kind, "existing" => "queued").increment(f.already_queued);
     counter!(DEDUPLICATED, "kind" => kind, "existing" => "dead").increment(f.dead);
     counter!(DEFERRED, "kind" => kind).increment(f.deferred);
+    counter!(REDRIVEN, "kind" => kind).increment(f.redriven);
 }
 
 /// How a job delivery ended.

@@ -86,6 +86,7 @@ pub async fn enqueue_skip(
         observed_score: None,
         deadline: None,
         observed_status: Some(Status::Skipped),
+        redrive_of: None,
     };
     let report = queue
         .enqueue(std::slice::from_ref(&job), Duration::from_secs(delay))

@@ -207,6 +207,7 @@ fn record(report: &SweepReport) {
                 enqueued: k.queue.enqueued,
                 already_queued: k.queue.already_queued,
                 dead: k.queue.dead,
+                redriven: k.queue.redriven,
                 deferred: k.queue.deferred,
             },
         );
@@ -352,14 +353,14 @@ async fn sweep_pass(
     let mut guarded_held = 0u64;
     let mut batch: Vec<CleanupJob> = Vec::new();
     if matches!(decision, Decision::Drain { .. }) && !options.dry_run {
-        // Jobs already queued (or dead) cost no allowance: pushing them is a no-op the
-        // report counts; the allowance goes to work not yet queued.
+        // Jobs already queued cost no allowance: pushing them is a no-op the report counts;
+        // the allowance goes to work not yet queued (dead work may be re-driven: it counts).
         let ids: Vec<String> = guarded.iter().map(|h| h.job.task_id()).collect();
         let existing = queue.classify(&ids).await?;
         let (mut known, mut rest) = (Vec::new(), Vec::new());
         for (h, e) in guarded.into_iter().zip(existing) {
             match e {
-                Existing::Queued | Existing::Dead => known.push(h.job),
+                Existing::Queued => known.push(h.job),
                 _ => rest.push(h),
             }
         }

@@ -50,6 +50,12 @@ impl QueueKeys {
         format!("{}:dead", self.name)
     }
 
+    /// janitor's HASH of re-driven work: the task id of a job that went dead → the id of
+    /// its latest re-drive.
+    pub fn redriven(&self) -> String {
+        format!("{}:janitor:redriven", self.name)
+    }
+
     /// `Q:workers` ZSET of heartbeats.
     pub fn workers(&self) -> String {
         format!("{}:workers", self.name)

@@ -35,6 +35,9 @@ pub const DEFAULT_QUEUE: &str = "janitor:cleanup";
 /// Most jobs that may wait in the queue (scheduled + active) before a push is deferred:
 /// well under the ~8,000 due ids that wedge the library's `fetch_next`.
 pub const DEFAULT_BACKLOG_CAP: u64 = 4_000;
+/// How long dead work waits before it is re-driven by default: an outage's dead jobs come
+/// back by themselves within this after the store does.
+pub const DEFAULT_DEAD_RETRY_AFTER_SECS: u64 = 300;
 /// Largest chunk moved by one promotion (and pushed by one `batch_push` call).
 const CHUNK: usize = 500;
 
@@ -49,6 +52,9 @@ pub struct QueueSettings {
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
     pub backlog_cap: u64,
+    /// How long a dead job's work waits before a sweep that still finds it needed enqueues
+    /// it again under a new id (the dead copy stays for operators).
+    pub dead_retry_after: Duration,
 }
 
 impl Default for QueueSettings {
@@ -60,6 +66,7 @@ impl Default for QueueSettings {
             heartbeat_interval: Duration::from_secs(2),
             missed_heartbeats: 5,
             backlog_cap: DEFAULT_BACKLOG_CAP,
+            dead_retry_after: Duration::from_secs(DEFAULT_DEAD_RETRY_AFTER_SECS),
         }
     }
 }
@@ -99,8 +106,12 @@ pub struct EnqueueReport {
     /// A task with the same id had finished, yet its work is needed again: the finished
     /// record was removed and the task pushed anew (counted in `enqueued` too).
     pub recycled: u64,
-    /// A task with the same id is dead: left for an operator to inspect and re-drive.
+    /// A task with the same id is dead (and died less than `dead_retry_after` ago): left
+    /// for an operator to inspect and re-drive.
     pub dead: u64,
+    /// The same work's task was dead for longer than `dead_retry_after`: pushed again under
+    /// a new id that links to it (counted in `enqueued` too).
+    pub redriven: u64,
     /// Not pushed because the backlog was at its cap; the next sweep finds them again.
     pub deferred: u64,
 }
@@ -111,6 +122,7 @@ impl EnqueueReport {
         self.already_queued += other.already_queued;
         self.recycled += other.recycled;
         self.dead += other.dead;
+        self.redriven += other.redriven;
         self.deferred += other.deferred;
     }
 }
@@ -223,17 +235,37 @@ impl Queue {
         let mut conn = self.conn.clone();
         let ids: Vec<String> = jobs.iter().map(CleanupJob::task_id).collect();
 
-        let mut fresh = Vec::new();
-        let mut recycle = Vec::new();
-        for ((job, id), existing) in jobs.iter().zip(&ids).zip(self.classify(&ids).await?) {
+        let mut fresh: Vec<(CleanupJob, String)> = Vec::new();
+        let mut recycle: Vec<String> = Vec::new();
+        let mut dead = Vec::new();
+        let states = self.classify(&ids).await?;
+        for ((job, id), existing) in jobs.iter().zip(ids).zip(states) {
             match existing {
-                Existing::New => fresh.push((job, id)),
-                Existing::Dead => report.dead += 1,
+                Existing::New => fresh.push((job.clone(), id)),
+                Existing::Dead => dead.push((job, id)),
                 Existing::Done | Existing::Stranded => {
-                    recycle.push(id.as_str());
-                    fresh.push((job, id));
+                    recycle.push(id.clone());
+                    fresh.push((job.clone(), id));
                 }
                 Existing::Queued => report.already_queued += 1,
+            }
+        }
+        // Dead work the sweep still finds needed: after the cool-off, again under a new id.
+        for step in self.redrives(&dead).await? {
+            match step {
+                Redrive::Wait => report.dead += 1,
+                Redrive::Queued => report.already_queued += 1,
+                Redrive::Push {
+                    job,
+                    id,
+                    recycle: again,
+                } => {
+                    if again {
+                        recycle.push(id.clone());
+                    }
+                    report.redriven += 1;
+                    fresh.push((job, id));
+                }
             }
         }
 
@@ -249,7 +281,8 @@ impl Queue {
         }
 
         let recycled: Vec<&str> = recycle
-            .into_iter()
+            .iter()
+            .map(String::as_str)
             .filter(|id| fresh.iter().any(|(_, f)| f.as_str() == *id))
             .collect();
         if !recycled.is_empty() {
@@ -269,7 +302,7 @@ impl Queue {
             for (job, id) in chunk {
                 tasks.push(
                     TaskBuilder::new(serde_json::to_vec(job)?)
-                        .task_id(TaskId::from_string((*id).clone()))
+                        .task_id(TaskId::from_string(id.clone()))
                         .run_after(delay)
                         .build(),
                 );
@@ -280,7 +313,76 @@ impl Queue {
             // Lost a race with another pusher of the same id: it is queued either way.
             report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
         }
+        let links: Vec<(&str, &str)> = fresh
+            .iter()
+            .filter_map(|(job, id)| Some((job.redrive_of.as_deref()?, id.as_str())))
+            .collect();
+        if !links.is_empty() {
+            let mut pipe = redis::pipe();
+            for (base, id) in links {
+                pipe.cmd("HSET")
+                    .arg(self.keys.redriven())
+                    .arg(base)
+                    .arg(id)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await?;
+        }
         Ok(report)
+    }
+
+    /// What to do with each dead job's work: the latest re-drive of its id decides (still
+    /// queued: nothing; finished: push it again; dead for longer than the cool-off: a new
+    /// re-drive; else wait).
+    async fn redrives(&self, dead: &[(&CleanupJob, String)]) -> Result<Vec<Redrive>, QueueError> {
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for (_, base) in dead {
+            pipe.cmd("HGET").arg(self.keys.redriven()).arg(base);
+        }
+        let latest: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let current: Vec<String> = dead
+            .iter()
+            .zip(&latest)
+            .map(|((_, base), latest)| latest.clone().unwrap_or_else(|| base.clone()))
+            .collect();
+        let states = self.classify(&current).await?;
+        let mut pipe = redis::pipe();
+        for id in &current {
+            pipe.cmd("HGET").arg(self.keys.meta(id)).arg("done_at");
+        }
+        let died: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await?;
+        let cool_off = i64::try_from(self.settings.dead_retry_after.as_secs()).unwrap_or(i64::MAX);
+        let mut out = Vec::with_capacity(dead.len());
+        for ((((job, base), id), state), died) in dead.iter().zip(current).zip(states).zip(died) {
+            let redrive = |id: String, recycle: bool| Redrive::Push {
+                job: CleanupJob {
+                    redrive_of: Some(base.clone()),
+                    ..(*job).clone()
+                },
+                id,
+                recycle,
+            };
+            out.push(match state {
+                Existing::Queued => Redrive::Queued,
+                Existing::New => redrive(id, false),
+                Existing::Done | Existing::Stranded => redrive(id, true),
+                Existing::Dead => {
+                    // Unknown death time: old enough (an outage must not strand it).
+                    let at = died.and_then(|d| d.parse::<f64>().ok()).unwrap_or(0.0) as i64;
+                    if secs.saturating_sub(at) >= cool_off {
+                        redrive(next_redrive_id(base, &id), false)
+                    } else {
+                        Redrive::Wait
+                    }
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Moves every due id to the active list in chunks (the wedge guard). Returns how many
@@ -357,6 +459,29 @@ impl Queue {
             .await?;
         Ok(true)
     }
+}
+
+/// One dead job's work, decided by [`Queue::redrives`].
+enum Redrive {
+    Wait,
+    Queued,
+    Push {
+        job: CleanupJob,
+        id: String,
+        /// The id exists finished (or stranded): its record goes first.
+        recycle: bool,
+    },
+}
+
+/// `{base}~r{n+1}` after `{base}~r{n}` (or after `base` itself): ids stay deterministic and
+/// never numeric.
+fn next_redrive_id(base: &str, current: &str) -> String {
+    let n = current
+        .strip_prefix(base)
+        .and_then(|rest| rest.strip_prefix("~r"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!("{base}~r{}", n + 1)
 }
 
 fn now_secs() -> u64 {

@@ -29,6 +29,7 @@ fn job(i: usize) -> CleanupJob {
         observed_score: None,
         deadline: None,
         observed_status: Some(Status::Skipped),
+        redrive_of: None,
     }
 }
 
@@ -71,6 +72,8 @@ async fn finished_ids_are_recycled_and_dead_ones_left_alone() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
+    // It died just now (the library records when): within the re-drive cool-off.
+    kill(&q, &mut conn, &dead, 0).await;
     let again = q.enqueue(&jobs, Duration::ZERO).await.unwrap();
     assert_eq!(
         (
@@ -178,4 +181,80 @@ async fn future_jobs_do_not_fill_the_backlog_cap() {
     let now: Vec<_> = (10..15).map(job).collect();
     let report = q.enqueue(&now, Duration::ZERO).await.unwrap();
     assert_eq!((report.enqueued, report.deferred), (5, 0));
+}
+
+/// Leaves `id` dead as the library does, finished `ago` seconds ago.
+async fn kill(q: &Queue, conn: &mut redis::aio::ConnectionManager, id: &str, ago: u64) {
+    let (secs, _): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    redis::pipe()
+        .cmd("ZREM")
+        .arg(q.keys().scheduled())
+        .arg(id)
+        .cmd("SADD")
+        .arg(q.keys().dead())
+        .arg(id)
+        .cmd("HSET")
+        .arg(q.keys().meta(id))
+        .arg("done_at")
+        .arg(secs - ago)
+        .exec_async(conn)
+        .await
+        .unwrap();
+}
+
+/// Safety issue item 3: once a job went dead (say, through an outage) every later sweep
+/// reported "dead 1" and enqueued nothing: the run stayed stuck until an operator acted.
+/// Work the sweep still finds needed is enqueued again after the cool-off, under a new id
+/// that links to the dead copy (which stays for operators).
+#[tokio::test]
+async fn dead_work_is_redriven_after_its_cool_off_under_a_new_id() {
+    let (q, mut conn) = queue(100).await;
+    let job = job(0);
+    let base = job.task_id();
+    q.enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    // Died just now: within the cool-off (default 300 s), left alone.
+    kill(&q, &mut conn, &base, 0).await;
+    let fresh = q
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((fresh.dead, fresh.enqueued, fresh.redriven), (1, 0, 0));
+    // Died long ago: re-driven as `~r1`, linked to the dead copy.
+    kill(&q, &mut conn, &base, 301).await;
+    let again = q
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((again.dead, again.enqueued, again.redriven), (0, 1, 1));
+    let first = format!("{base}~r1");
+    let payload = q.payload(&first).await.unwrap().unwrap();
+    assert_eq!(payload.redrive_of.as_deref(), Some(base.as_str()));
+    assert_eq!(
+        q.show(&base).await.unwrap().unwrap().state,
+        janitor_queue::JobState::Dead
+    );
+    // While the re-drive is queued, nothing more is pushed.
+    let queued = q
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!((queued.already_queued, queued.enqueued), (1, 0));
+    // The re-drive dies too: its own cool-off, then `~r2`.
+    kill(&q, &mut conn, &first, 0).await;
+    assert_eq!(
+        q.enqueue(std::slice::from_ref(&job), Duration::ZERO)
+            .await
+            .unwrap()
+            .dead,
+        1
+    );
+    kill(&q, &mut conn, &first, 400).await;
+    let third = q
+        .enqueue(std::slice::from_ref(&job), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(third.redriven, 1);
+    assert!(q.payload(&format!("{base}~r2")).await.unwrap().is_some());
 }

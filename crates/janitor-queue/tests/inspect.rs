@@ -27,6 +27,7 @@ fn job(kind: JobKind, i: usize) -> CleanupJob {
         observed_score: None,
         deadline: None,
         observed_status: Some(Status::Running),
+        redrive_of: None,
     }
 }
 

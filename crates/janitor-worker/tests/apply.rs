@@ -211,6 +211,7 @@ async fn a_live_21_minute_slot_is_untouched(kind: Kind) {
         observed_score: Some(now - 21.0 * 60.0),
         deadline: janitor_core::from_unix_seconds(now - 60.0),
         observed_status: Some(janitor_core::Status::Running),
+        redrive_of: None,
     };
     let outcome = w.applier.apply(&job, &job.task_id()).await.unwrap();
     assert_eq!(outcome, Outcome::NoLongerNeeded { why: Moot::Healthy });

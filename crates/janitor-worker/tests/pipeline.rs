@@ -151,6 +151,7 @@ async fn nine_thousand_due_jobs_do_not_wedge_the_workers() {
                     observed_score: None,
                     deadline: None,
                     observed_status: Some(janitor_core::Status::Skipped),
+                    redrive_of: None,
                 };
                 apalis_core::task::builder::TaskBuilder::new(serde_json::to_vec(&job).unwrap())
                     .task_id(apalis_core::task::task_id::TaskId::from_string(

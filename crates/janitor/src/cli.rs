@@ -98,7 +98,16 @@ pub struct GlobalArgs {
     /// Jobs handled at once by one worker process.
     #[arg(long, global = true, env = "JANITOR_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<usize>,
-    /// Deliveries of one job before it is dead.
+    /// Seconds a dead job's work waits before a sweep that still finds it needed enqueues it
+    /// again under a new id.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_DEAD_RETRY_AFTER_SECS",
+        value_name = "SECS"
+    )]
+    pub dead_retry_after_secs: Option<u64>,
+    /// Deliveries of one job that failed on a permanent error before it is dead.
     #[arg(long, global = true, env = "JANITOR_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<usize>,
     /// Worker heartbeat interval in seconds (every replica must use the same).

@@ -1,7 +1,9 @@
 //! Opening the stores from the settings, with errors that name the resource.
 
 use anyhow::Context as _;
-use janitor_store::{redact_url, Database, ExecutionStore, SlotStore};
+use std::time::Duration;
+
+use janitor_store::{redact_url, Database, ExecutionStore, SlotStore, StoreError};
 
 use crate::settings::Settings;
 
@@ -19,6 +21,56 @@ pub async fn database(settings: &Settings, create: bool) -> anyhow::Result<Datab
     Database::connect(&settings.database_url, create)
         .await
         .with_context(|| format!("opening database {}", redact_url(&settings.database_url)))
+}
+
+/// Both stores, waiting while either cannot be reached yet (down, still loading its data,
+/// refusing connections, read-only for a while): a log line per attempt, backoff up to 30 s,
+/// for as long as it takes — a crash loop instead would be backed off for minutes by an
+/// orchestrator. An error that waiting cannot cure (a bad URL or password, a missing
+/// table, no such database) is returned at once.
+pub async fn stores_when_ready(settings: &Settings) -> anyhow::Result<(SlotStore, ExecutionStore)> {
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let result = async {
+            let slots = slot_store(settings).await?;
+            let rows = execution_store(settings).await?;
+            anyhow::Ok((slots, rows))
+        }
+        .await;
+        match result {
+            Ok(stores) => {
+                if attempt > 1 {
+                    tracing::warn!(attempt, "stores reachable: starting");
+                }
+                return Ok(stores);
+            }
+            Err(err) if waiting_helps(&err) => {
+                let wait = janitor_worker::runner::backoff(
+                    attempt.min(8),
+                    Duration::from_millis(500),
+                    Duration::from_secs(30),
+                );
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = wait.as_millis() as u64,
+                    error = format!("{err:#}"),
+                    "waiting for the stores"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Whether an error opening a store may go away by itself.
+fn waiting_helps(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_transient)
+    })
 }
 
 pub async fn execution_store(settings: &Settings) -> anyhow::Result<ExecutionStore> {

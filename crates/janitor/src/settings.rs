@@ -43,6 +43,7 @@ struct FileSettings {
     backlog_cap: Option<u64>,
     concurrency: Option<usize>,
     max_attempts: Option<usize>,
+    dead_retry_after_secs: Option<u64>,
     heartbeat_secs: Option<u64>,
     missed_heartbeats: Option<usize>,
     sweep_interval_secs: Option<u64>,
@@ -193,6 +194,13 @@ impl Settings {
             file.max_attempts,
             DEFAULT_MAX_ATTEMPTS,
         );
+        let dead_retry_after_secs = layer(
+            s,
+            "dead_retry_after_secs",
+            args.dead_retry_after_secs,
+            file.dead_retry_after_secs,
+            qd.dead_retry_after.as_secs(),
+        );
         let heartbeat_secs = layer(
             s,
             "heartbeat_secs",
@@ -298,6 +306,7 @@ impl Settings {
                 backlog_cap,
                 heartbeat_interval: Duration::from_secs(heartbeat_secs),
                 missed_heartbeats,
+                dead_retry_after: Duration::from_secs(dead_retry_after_secs),
                 ..qd
             },
             concurrency,
@@ -348,6 +357,7 @@ impl Settings {
             self.queue.backlog_cap.to_string(),
             self.concurrency.to_string(),
             self.max_attempts.to_string(),
+            self.queue.dead_retry_after.as_secs().to_string(),
             self.queue.heartbeat_interval.as_secs().to_string(),
             self.queue.missed_heartbeats.to_string(),
             self.sweep_interval.as_secs().to_string(),

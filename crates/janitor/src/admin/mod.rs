@@ -56,6 +56,58 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
     Ok(listener)
 }
 
+/// The admin address while the stores are not reachable yet: `GET /healthz` answers (the
+/// process is up and waiting, so an orchestrator must not restart it), everything else 503
+/// (`/readyz` says what it waits for). [`Starting::ready`] hands the address back for
+/// [`serve`]: the same socket, so its port and its listeners' view never change.
+#[derive(Debug)]
+pub struct Starting {
+    listener: tokio::net::TcpListener,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Starting {
+    pub fn start(listener: tokio::net::TcpListener) -> anyhow::Result<Self> {
+        // A second handle on the same bound socket: the waiting server answers on one and
+        // stops; the real server takes the other over without a gap in the port's owner.
+        let std = listener.into_std()?;
+        let waiting = tokio::net::TcpListener::from_std(std.try_clone()?)?;
+        let listener = tokio::net::TcpListener::from_std(std)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = Router::new()
+            .route(
+                "/healthz",
+                get(|| async { Json(json!({ "status": "starting" })) }),
+            )
+            .fallback(|| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({ "error": "starting: waiting for Redis and the database" })),
+                )
+            });
+        let task = tokio::spawn(async move {
+            axum::serve(waiting, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Ok(Self {
+            listener,
+            stop,
+            task,
+        })
+    }
+
+    /// Stops the waiting server and returns the address for [`serve`].
+    pub async fn ready(self) -> anyhow::Result<tokio::net::TcpListener> {
+        let _ = self.stop.send(());
+        self.task.await??;
+        Ok(self.listener)
+    }
+}
+
 /// Serves the admin API on `listener` until `shutdown` completes.
 pub async fn serve(
     settings: &Settings,

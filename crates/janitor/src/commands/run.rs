@@ -23,8 +23,24 @@ struct CycleReport {
 }
 
 pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
-    let slots = context::slot_store(settings).await?;
-    let rows = context::execution_store(settings).await?;
+    let shutdown = context::shutdown_signal().boxed().shared();
+    // A long-running process listens at once and waits for its stores (`/readyz` says
+    // "starting" meanwhile); `--once` is a command: a store that is down is its error.
+    let starting = match (args.once, args.listen) {
+        (false, Listen::On(addr)) => Some(admin::Starting::start(admin::bind(addr).await?)?),
+        _ => None,
+    };
+    let (slots, rows) = if args.once {
+        (
+            context::slot_store(settings).await?,
+            context::execution_store(settings).await?,
+        )
+    } else {
+        tokio::select! {
+            stores = context::stores_when_ready(settings) => stores?,
+            () = shutdown.clone() => return Ok(()),
+        }
+    };
     let queue = context::queue(settings, &slots);
     let options = context::worker_options(settings, args.once);
     let applier = Applier::new(
@@ -50,11 +66,10 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let shutdown = context::shutdown_signal().boxed().shared();
-    let admin = match args.listen {
-        Listen::Off => None,
-        Listen::On(addr) => {
-            let listener = admin::bind(addr).await?;
+    let admin = match starting {
+        None => None,
+        Some(starting) => {
+            let listener = starting.ready().await?;
             // Before the first sweep or job, so the metrics miss nothing.
             admin::metrics::Exporter::install()?;
             let (settings, slots, rows, queue, stop) = (

@@ -4,10 +4,15 @@ use crate::cli::ServeArgs;
 use crate::{admin, context, settings::Settings};
 
 pub async fn run(settings: &Settings, args: &ServeArgs) -> anyhow::Result<()> {
-    let slots = context::slot_store(settings).await?;
-    let rows = context::execution_store(settings).await?;
+    // Listening at once: `/healthz` answers and `/readyz` says "starting" while the stores
+    // are still out of reach.
+    let starting = admin::Starting::start(admin::bind(args.listen).await?)?;
+    let (slots, rows) = tokio::select! {
+        stores = context::stores_when_ready(settings) => stores?,
+        () = context::shutdown_signal() => return Ok(()),
+    };
     let queue = context::queue(settings, &slots);
-    let listener = admin::bind(args.listen).await?;
+    let listener = starting.ready().await?;
     admin::serve(
         settings,
         listener,

@@ -119,6 +119,12 @@ pub fn print_report(report: &SweepReport) {
                 "  {kind:<17} found {:>6}  enqueued {:>6}  already queued {:>6}  deferred {:>6}  dead {:>4}",
                 k.found, k.queue.enqueued, k.queue.already_queued, k.queue.deferred, k.queue.dead
             );
+            if k.queue.redriven > 0 {
+                println!(
+                    "  {kind:<17} re-driven {:>5} (dead for longer than the cool-off: enqueued again under a new id)",
+                    k.queue.redriven
+                );
+            }
         }
     }
     for job in &report.would_enqueue {

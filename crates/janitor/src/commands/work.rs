@@ -6,8 +6,10 @@ use crate::cli::WorkArgs;
 use crate::{context, settings::Settings};
 
 pub async fn run(settings: &Settings, args: &WorkArgs) -> anyhow::Result<()> {
-    let slots = context::slot_store(settings).await?;
-    let rows = context::execution_store(settings).await?;
+    let (slots, rows) = tokio::select! {
+        stores = context::stores_when_ready(settings) => stores?,
+        () = context::shutdown_signal() => return Ok(()),
+    };
     let queue = context::queue(settings, &slots);
     let options = context::worker_options(settings, args.exit_when_idle);
     let applier = Applier::new(slots, rows, settings.policy, options.name_prefix.clone());
