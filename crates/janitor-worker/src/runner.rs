@@ -23,6 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{Applier, Effect, Outcome};
 
+/// The default cap of the in-delivery backoff: with 8 tries a delivery rides out about half
+/// a minute of outage before the queue redelivers it (and transient failures never count).
+pub const DEFAULT_RETRY_MAX_DELAY_SECS: u64 = 30;
+
 /// How a worker process runs.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -33,6 +37,9 @@ pub struct WorkerOptions {
     pub max_attempts: usize,
     /// Tries within one delivery for a transient store error, with exponential backoff.
     pub tries_per_attempt: u32,
+    /// The longest wait between two of those tries (the backoff doubles from 200 ms, with
+    /// jitter, up to this).
+    pub retry_max_delay: Duration,
     /// Stop once nothing is due and nothing is in flight.
     pub exit_when_idle: bool,
     /// Worker names are `{prefix}-{random}`.
@@ -44,7 +51,8 @@ impl Default for WorkerOptions {
         Self {
             concurrency: 128,
             max_attempts: 5,
-            tries_per_attempt: 6,
+            tries_per_attempt: 8,
+            retry_max_delay: Duration::from_secs(DEFAULT_RETRY_MAX_DELAY_SECS),
             exit_when_idle: false,
             name_prefix: "janitor-worker".to_owned(),
         }
@@ -303,7 +311,11 @@ async fn handle(
                 return Ok(());
             }
             Err(err) if err.transient && tries < handler.options.tries_per_attempt => {
-                let wait = backoff(tries, Duration::from_millis(200), Duration::from_secs(20));
+                let wait = backoff(
+                    tries,
+                    Duration::from_millis(200),
+                    handler.options.retry_max_delay,
+                );
                 tracing::warn!(job.id = %id, job.kind = job.kind.as_str(), error = %err, retry_in_ms = wait.as_millis() as u64, "store unavailable, retrying");
                 tokio::time::sleep(wait).await;
             }

@@ -107,6 +107,15 @@ pub struct GlobalArgs {
         value_name = "SECS"
     )]
     pub dead_retry_after_secs: Option<u64>,
+    /// Longest wait between two tries of a job within one delivery when a store is
+    /// unavailable (exponential from 200 ms, with jitter), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_RETRY_MAX_DELAY_SECS",
+        value_name = "SECS"
+    )]
+    pub retry_max_delay_secs: Option<u64>,
     /// Deliveries of one job that failed on a permanent error before it is dead.
     #[arg(long, global = true, env = "JANITOR_MAX_ATTEMPTS", value_name = "N")]
     pub max_attempts: Option<usize>,

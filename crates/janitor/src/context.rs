@@ -101,6 +101,7 @@ pub fn worker_options(settings: &Settings, exit_when_idle: bool) -> janitor_work
     janitor_worker::WorkerOptions {
         concurrency: settings.concurrency,
         max_attempts: settings.max_attempts,
+        retry_max_delay: settings.retry_max_delay,
         exit_when_idle,
         name_prefix: process_name("worker"),
         ..janitor_worker::WorkerOptions::default()

@@ -44,6 +44,7 @@ struct FileSettings {
     concurrency: Option<usize>,
     max_attempts: Option<usize>,
     dead_retry_after_secs: Option<u64>,
+    retry_max_delay_secs: Option<u64>,
     heartbeat_secs: Option<u64>,
     missed_heartbeats: Option<usize>,
     sweep_interval_secs: Option<u64>,
@@ -74,6 +75,8 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub concurrency: usize,
     pub max_attempts: usize,
+    /// Cap of the in-delivery backoff.
+    pub retry_max_delay: Duration,
     pub sweep_interval: Duration,
     pub breaker: Breaker,
     /// Bearer token for mutating HTTP endpoints (`JANITOR_ADMIN_TOKEN` only: never a flag,
@@ -201,6 +204,13 @@ impl Settings {
             file.dead_retry_after_secs,
             qd.dead_retry_after.as_secs(),
         );
+        let retry_max_delay_secs = layer(
+            s,
+            "retry_max_delay_secs",
+            args.retry_max_delay_secs,
+            file.retry_max_delay_secs,
+            janitor_worker::runner::DEFAULT_RETRY_MAX_DELAY_SECS,
+        );
         let heartbeat_secs = layer(
             s,
             "heartbeat_secs",
@@ -311,6 +321,7 @@ impl Settings {
             },
             concurrency,
             max_attempts,
+            retry_max_delay: Duration::from_secs(retry_max_delay_secs.max(1)),
             sweep_interval: Duration::from_secs(sweep_interval_secs),
             breaker: Breaker {
                 max_fraction: breaker_max_fraction,
@@ -358,6 +369,7 @@ impl Settings {
             self.concurrency.to_string(),
             self.max_attempts.to_string(),
             self.queue.dead_retry_after.as_secs().to_string(),
+            self.retry_max_delay.as_secs().to_string(),
             self.queue.heartbeat_interval.as_secs().to_string(),
             self.queue.missed_heartbeats.to_string(),
             self.sweep_interval.as_secs().to_string(),
