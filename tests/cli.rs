@@ -214,6 +214,25 @@ async fn migrate_refuses_a_database_that_is_not_the_platforms() {
     }
 }
 
+/// A binary newer than the database's janitor schema says so instead of failing every
+/// audit write (its inserts name the unique change key of migration 4).
+#[tokio::test]
+async fn an_outdated_janitor_schema_asks_for_migrate() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    env.sql("DROP INDEX janitor_audit_change; ALTER TABLE janitor_audit DROP COLUMN change_key;")
+        .await
+        .unwrap();
+    let out = env.run(&["run", "--once"]);
+    assert_eq!(out.code, Some(1), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("janitor_audit.change_key is missing")
+            && out.stderr.contains("run `janitor migrate`"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[tokio::test]
 async fn bad_input_is_a_clear_one_line_error() {
     let env = Env::new(Kind::Sqlite).await;

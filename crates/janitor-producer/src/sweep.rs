@@ -349,8 +349,7 @@ async fn sweep_pass(
     }
     pusher.push(&mut out).await?;
     guarded.sort_by(|a, b| a.due.total_cmp(&b.due));
-    let mut guarded_pushed = 0u64;
-    let mut guarded_held = 0u64;
+    let mut already_queued = 0u64;
     let mut batch: Vec<CleanupJob> = Vec::new();
     if matches!(decision, Decision::Drain { .. }) && !options.dry_run {
         // Jobs already queued cost no allowance: pushing them is a no-op the report counts;
@@ -364,19 +363,19 @@ async fn sweep_pass(
                 _ => rest.push(h),
             }
         }
+        already_queued = known.len() as u64;
         pusher.push(&mut known).await?;
         guarded = rest;
     }
     for h in guarded {
         if allowance == 0 {
-            guarded_held += 1;
             *kept_back.entry(h.job.kind).or_default() += 1;
             continue;
         }
         allowance -= 1;
         batch.push(h.job);
     }
-    guarded_pushed += pusher.push(&mut batch).await?;
+    let guarded_pushed = pusher.push(&mut batch).await?;
     Breaker::spent(&mut state, guarded_pushed);
     // Found but never handed to the queue (no room, or the breaker) are deferred.
     for (kind, n) in overflow.into_iter().chain(kept_back) {
@@ -406,10 +405,10 @@ async fn sweep_pass(
             slots: figures.slots,
             rowless_slots: figures.rowless_slots,
             pushed: guarded_pushed,
-            held: guarded_held
-                + figures
-                    .guarded
-                    .saturating_sub(guarded_pushed + guarded_held),
+            // Neither pushed nor already in the queue: for a later pass.
+            held: figures
+                .guarded
+                .saturating_sub(guarded_pushed + already_queued),
             refused,
         },
         stats,

@@ -15,6 +15,10 @@ pub enum StoreError {
     MissingDatabase(String),
     #[error("table {0} is missing: run `janitor migrate` first")]
     MissingTable(&'static str),
+    #[error(
+        "{0} is missing: the database has an older janitor schema; run `janitor migrate` first"
+    )]
+    Outdated(&'static str),
     #[error("the platform's table {0} is missing: is DATABASE_URL the platform's database? (`janitor migrate --create-platform-tables` creates the platform's tables, for a demo or a test)")]
     NotPlatformDatabase(&'static str),
     #[error("unexpected reply from redis: {0}")]

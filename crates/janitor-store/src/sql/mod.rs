@@ -226,6 +226,23 @@ impl Database {
                 return Err(StoreError::MissingTable(required));
             }
         }
+        // Migration 4: audit writes name the unique change key.
+        let change_key: bool = match self {
+            Self::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('janitor_audit') WHERE name = 'change_key')",
+            )
+            .fetch_one(pool)
+            .await?,
+            Self::Postgres(pool) => sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
+                 AND table_name = 'janitor_audit' AND column_name = 'change_key')",
+            )
+            .fetch_one(pool)
+            .await?,
+        };
+        if !change_key {
+            return Err(StoreError::Outdated("janitor_audit.change_key"));
+        }
         Ok(Schema {
             agent_schedules: has("agent_schedules"),
             agent_ownership: has("agent_ownership"),
