@@ -245,7 +245,10 @@ async fn bad_input_is_a_clear_one_line_error() {
             vec!["--redis-url", "redis://127.0.0.1:1", "stuck"],
             "connecting to Redis at redis://127.0.0.1:1",
         ),
-        (vec!["stuck"], "does not exist (run `janitor migrate`"),
+        (
+            vec!["stuck"],
+            "does not exist: is DATABASE_URL the platform's database?",
+        ),
         (
             vec!["--default-timeout-secs=-5", "config"],
             "default timeout must be between",

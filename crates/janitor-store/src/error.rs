@@ -11,7 +11,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url {0:?}: expected sqlite://PATH or postgres://…")]
     UnsupportedUrl(String),
-    #[error("database file {0} does not exist (run `janitor migrate` to create it)")]
+    #[error("database file {0} does not exist: is DATABASE_URL the platform's database? (a relative sqlite://PATH is read from the working directory; `janitor migrate --create-platform-tables` creates a new one, for a demo or a test)")]
     MissingDatabase(String),
     #[error("table {0} is missing: run `janitor migrate` first")]
     MissingTable(&'static str),
