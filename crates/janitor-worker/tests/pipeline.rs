@@ -7,9 +7,9 @@ use common::World;
 
 use std::time::Duration;
 
-use janitor_core::{AgentName, CleanupJob, ExecutionId, Policy};
+use janitor_core::{AgentName, CleanupJob, ExecutionId};
 use janitor_testkit::{ts_ago, Kind};
-use janitor_worker::{runner, Applier, WorkerOptions};
+use janitor_worker::{runner, WorkerOptions};
 
 #[tokio::test]
 async fn enqueued_jobs_are_applied_and_the_worker_exits_when_idle() {
@@ -201,7 +201,7 @@ async fn a_job_that_keeps_failing_is_dead_after_max_attempts_with_its_reason() {
         .await
         .unwrap();
 
-    let applier = Applier::new(w.slots.clone(), w.rows.clone(), Policy::default(), "w-cap");
+    let applier = w.applier("w-cap");
     let options = WorkerOptions {
         exit_when_idle: true,
         max_attempts: 2,
@@ -281,12 +281,7 @@ async fn a_database_outage_longer_than_the_attempt_budget_heals_by_itself() {
         .await
         .unwrap();
 
-    let applier = Applier::new(
-        w.slots.clone(),
-        w.rows.clone(),
-        Policy::default(),
-        "w-outage",
-    );
+    let applier = w.applier("w-outage");
     let options = WorkerOptions {
         max_attempts: 2,
         tries_per_attempt: 1,
@@ -362,12 +357,7 @@ async fn one_poisoned_job_does_not_fail_its_batch() {
         .sql("CREATE TRIGGER boom BEFORE UPDATE ON schedule_executions WHEN OLD.id = 'o7' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;")
         .await
         .unwrap();
-    let applier = Applier::new(
-        w.slots.clone(),
-        w.rows.clone(),
-        Policy::default(),
-        "w-split",
-    );
+    let applier = w.applier("w-split");
     let options = WorkerOptions {
         exit_when_idle: true,
         max_attempts: 1,
@@ -408,13 +398,7 @@ async fn a_panic_while_applying_fails_one_batch_and_the_worker_goes_on() {
             assert!(!first, "injected panic");
         })
     });
-    let applier = Applier::new(
-        w.slots.clone(),
-        w.rows.clone(),
-        Policy::default(),
-        "w-panic",
-    )
-    .with_before_write(hook);
+    let applier = w.applier("w-panic").with_before_write(hook);
     let options = WorkerOptions {
         exit_when_idle: true,
         max_attempts: 3,

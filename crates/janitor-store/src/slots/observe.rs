@@ -51,9 +51,30 @@ type RawField = Option<Vec<u8>>;
 /// slot cannot be read is reported, never judged as slotless.
 pub type SlotRead = Result<Option<SlotObservation>, CorruptSlot>;
 
-/// The reason text for a command Redis refused on one key (e.g. `WRONGTYPE`).
-fn unreadable(e: &redis::RedisError) -> String {
-    format!("unreadable: {e}")
+/// The reason text when Redis refused one command of a pipeline for its key (e.g.
+/// `WRONGTYPE`), `None` for a reply.
+fn refused(reply: &Value) -> Option<String> {
+    match reply {
+        Value::ServerError(e) => Some(format!(
+            "unreadable: {}",
+            redis::RedisError::from(e.clone())
+        )),
+        _ => None,
+    }
+}
+
+/// A run whose slot cannot be read.
+fn unreadable_slot(
+    keys: &SlotKeys,
+    agent: &AgentName,
+    execution: &ExecutionId,
+    reason: String,
+) -> CorruptSlot {
+    CorruptSlot {
+        key: keys.slots(agent),
+        member: execution.to_string(),
+        reason,
+    }
 }
 
 /// Keys examined per `SCAN` call: large enough to keep round trips few, small enough that
@@ -256,7 +277,7 @@ impl SlotStore {
                     text(started),
                 ),
                 // Unreadable metadata: the deadline takes the longest candidate.
-                Err(e) => (SlotTimeout::Corrupt(unreadable(&e)), true, None),
+                Err(e) => (SlotTimeout::Corrupt(format!("unreadable: {e}")), true, None),
             };
             entries.push(SlotEntry::Slot(ScannedSlot {
                 has_meta,
@@ -375,8 +396,7 @@ impl SlotStore {
         let mut scores: Vec<Result<Option<f64>, String>> = vec![Ok(None); runs.len()];
         let mut counts: Vec<(&AgentName, i64)> = Vec::new();
         for ((agent, of_agent), members) in agents.iter().zip(values.by_ref()) {
-            if let Value::ServerError(e) = &members {
-                let reason = unreadable(&redis::RedisError::from(e.clone()));
+            if let Some(reason) = refused(&members) {
                 for &i in of_agent {
                     scores[i] = Err(reason.clone());
                 }
@@ -401,11 +421,7 @@ impl SlotStore {
         for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
             found.push(match score {
                 Ok(score) => Ok(observed(agent, execution, score, timeout)?),
-                Err(reason) => Err(CorruptSlot {
-                    key: self.keys.slots(agent),
-                    member: execution.to_string(),
-                    reason,
-                }),
+                Err(reason) => Err(unreadable_slot(&self.keys, agent, execution, reason)),
             });
         }
         if !counts.is_empty() {
@@ -467,12 +483,8 @@ fn decode_lookup(
         let (Some(score), Some(timeout)) = (values.next(), values.next()) else {
             return Err(StoreError::Protocol("short pipeline reply".into()));
         };
-        if let Value::ServerError(e) = &score {
-            found.push(Err(CorruptSlot {
-                key: keys.slots(agent),
-                member: execution.to_string(),
-                reason: unreadable(&redis::RedisError::from(e.clone())),
-            }));
+        if let Some(reason) = refused(&score) {
+            found.push(Err(unreadable_slot(keys, agent, execution, reason)));
             continue;
         }
         let score = Option::<f64>::from_redis_value(score)
@@ -490,11 +502,11 @@ fn observed(
     score: Option<f64>,
     timeout: Value,
 ) -> Result<Option<SlotObservation>, StoreError> {
-    let timeout = match timeout {
+    let timeout = match refused(&timeout) {
         // A hash of the wrong type: unreadable metadata, judged by the longest candidate.
-        Value::ServerError(e) => SlotTimeout::Corrupt(unreadable(&redis::RedisError::from(e))),
-        other => {
-            let raw = Option::<Vec<u8>>::from_redis_value(other)
+        Some(reason) => SlotTimeout::Corrupt(reason),
+        None => {
+            let raw = Option::<Vec<u8>>::from_redis_value(timeout)
                 .map_err(|e| StoreError::Protocol(e.to_string()))?
                 .map(|raw| String::from_utf8_lossy(&raw).into_owned());
             SlotTimeout::parse(raw.as_deref())

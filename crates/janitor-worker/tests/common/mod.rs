@@ -119,14 +119,19 @@ impl World {
             .unwrap()
     }
 
-    /// Runs a worker until the queue is idle.
-    pub async fn work(&self, worker: &str) -> runner::Tally {
-        let applier = Applier::new(
+    /// An applier on this world's stores, named `worker`.
+    pub fn applier(&self, worker: &str) -> Applier {
+        Applier::new(
             self.slots.clone(),
             self.rows.clone(),
             Policy::default(),
             worker,
-        );
+        )
+    }
+
+    /// Runs a worker until the queue is idle.
+    pub async fn work(&self, worker: &str) -> runner::Tally {
+        let applier = self.applier(worker);
         let options = WorkerOptions {
             exit_when_idle: true,
             concurrency: 4,
