@@ -59,6 +59,11 @@ bench: services ## Catch-up and sweep benchmarks next to the sequential baseline
 	$(CARGO) build --release -p janitor -p janitor-bench
 	target/release/janitor-bench
 
+.PHONY: soak
+soak: services ## Chaos soak: 10,000 runs per database under kills, a Redis kill -9 and outages; the oracle's table (release build)
+	$(CARGO) build --release -p janitor -p janitor-soak
+	target/release/janitor-soak --db both $(SOAK_ARGS)
+
 .PHONY: clean
 clean: ## Remove build output
 	$(CARGO) clean

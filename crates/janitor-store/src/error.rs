@@ -6,7 +6,7 @@ pub enum StoreError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(#[source] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database url {0:?}: expected sqlite://PATH or postgres://…")]
@@ -23,6 +23,27 @@ pub enum StoreError {
     NotPlatformDatabase(&'static str),
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Every database error passes here: a refused write also tells the pools that the
+    /// sessions they hold may be stuck read-only (see [`crate::sql::saw_read_only`]).
+    fn from(e: sqlx::Error) -> Self {
+        let code = e.as_database_error().and_then(|d| d.code());
+        if code.is_some_and(|code| read_only_sql_code(&code)) {
+            crate::sql::saw_read_only();
+        }
+        Self::Sql(e)
+    }
+}
+
+/// The database refused a write because the session or the file is read-only: PostgreSQL
+/// `read_only_sql_transaction`; SQLite `READONLY` and its extended codes.
+fn read_only_sql_code(code: &str) -> bool {
+    matches!(
+        code,
+        "25006" | "8" | "264" | "520" | "776" | "1032" | "1288"
+    )
 }
 
 impl StoreError {

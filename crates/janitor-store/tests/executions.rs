@@ -661,3 +661,88 @@ async fn audit_filters(kind: Kind) {
         1
     );
 }
+
+/// PostgreSQL made read-only for new transactions (a failover, an operator's switch) and
+/// back: the sessions a pool opened meanwhile stay read-only for their whole lives. After
+/// the database is writable again a write may be refused once more (by a session opened
+/// after the last refusal), never again: before the fix the pool kept handing out its
+/// read-only sessions and every write failed for as long as they lived (up to 30 minutes).
+#[tokio::test]
+async fn sessions_opened_while_read_only_are_replaced_once_the_database_is_writable() {
+    use sqlx::Connection as _;
+    let f = Fixture::new(Kind::Postgres).await;
+    for run in ["e1", "e2", "e3", "e4"] {
+        f.insert_run(run, "a", "running", "2026-05-01T15:30:00Z", None)
+            .await;
+    }
+    let name = f._db.url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&f._db.url).await.unwrap();
+    let set = |on: bool| {
+        format!(
+            "ALTER DATABASE \"{name}\" {}",
+            if on {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            }
+        )
+    };
+    sqlx::raw_sql(&set(true)).execute(&mut admin).await.unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(&name)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let ev = evidence();
+    let runs: Vec<ExecutionId> = ["e1", "e2", "e3", "e4"].into_iter().map(id).collect();
+    let change = |i: usize| fail(&runs[i], &ev);
+    let refused = f.store.fail_run(&change(0)).await.unwrap_err();
+    assert!(refused.is_transient(), "{refused}");
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+    // Reads still work during the outage, and fill the pool with read-only sessions.
+    let Database::Postgres(pool) = f.db() else {
+        unreachable!()
+    };
+    let reads = (0..6).map(|_| sqlx::query("SELECT pg_sleep(0.05)").execute(pool));
+    for read in futures::future::join_all(reads).await {
+        read.unwrap();
+    }
+
+    sqlx::raw_sql(&set(false))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut refusals = 0;
+    for i in 0..runs.len() {
+        let mut outcome = f.store.fail_run(&change(i)).await;
+        if outcome.is_err() {
+            refusals += 1;
+            outcome = f.store.fail_run(&change(i)).await;
+        }
+        assert!(
+            matches!(outcome, Ok(CasOutcome::Applied { .. })),
+            "{i}: {outcome:?}"
+        );
+    }
+    assert!(
+        refusals <= 1,
+        "{refusals} refusals after the database was writable"
+    );
+}
+
+/// The change that fails `run` from `running`, as the worker would apply it.
+fn fail<'a>(run: &'a ExecutionId, evidence: &'a Evidence) -> Transition<'a> {
+    Transition {
+        execution_id: run,
+        expected: &Status::Running,
+        error: "x",
+        now: now(),
+        started_at: Some(started()),
+        started_at_raw: "2026-05-01T15:30:00Z",
+        require_no_session: false,
+        evidence,
+    }
+}

@@ -4,7 +4,9 @@
 //! DDL differ.
 
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -86,6 +88,40 @@ pub(crate) fn marks(backend: Backend, sql: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// A session opened while the database refused writes keeps refusing them after the
+/// database is writable again: PostgreSQL applies `default_transaction_read_only` (the
+/// switch operators and failovers flip) when a session starts, and a SQLite file opened
+/// read-only stays so. A pool would hand such a session out for as long as it lives (up to
+/// its 30-minute lifetime), every write failing as "read-only", every job retried and
+/// parked dead again after the store has long recovered (found by `make soak`). So every
+/// refused write stamps the time here, and a pooled connection opened before the latest
+/// refusal is discarded instead of handed out: the pool opens a fresh session, which sees
+/// the database as it is now. While the refusals go on this costs one reconnect per try
+/// (tries are backed off); afterwards each stale session is replaced once. Process-wide: a
+/// refusal is news about the database, not about one pool.
+static READ_ONLY_SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn clock() -> Duration {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed()
+}
+
+/// Records that a write was just refused as read-only.
+pub(crate) fn saw_read_only() {
+    let now = clock().as_nanos() as u64 + 1;
+    READ_ONLY_SEEN.fetch_max(now, Ordering::Relaxed);
+}
+
+/// Whether a pooled connection of this age was opened before the latest read-only refusal.
+fn opened_before_refusal(age: Duration) -> bool {
+    let seen = READ_ONLY_SEEN.load(Ordering::Relaxed);
+    if seen == 0 {
+        return false;
+    }
+    let opened = (clock().as_nanos() as u64 + 1).saturating_sub(age.as_nanos() as u64);
+    opened < seen
+}
+
 /// Which backend a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -142,6 +178,9 @@ impl Database {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
+                    .before_acquire(|_, meta| {
+                        Box::pin(async move { Ok(!opened_before_refusal(meta.age)) })
+                    })
                     .connect_with(options)
                     .await?;
                 Ok(Self::Sqlite(pool))
@@ -159,6 +198,9 @@ impl Database {
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .before_acquire(|_, meta| {
+                        Box::pin(async move { Ok(!opened_before_refusal(meta.age)) })
+                    })
                     .connect_with(options)
                     .await?;
                 Ok(Self::Postgres(pool))
