@@ -87,6 +87,12 @@ const RETRY_MAX_DELAY_SECS: u64 = 2;
 const DEAD_RETRY_AFTER_SECS: u64 = 8;
 /// A producer killed mid-sweep leaves its sweep lease for this long.
 const SWEEP_LEASE_SECS: f64 = 30.0;
+/// The blast-radius breaker in the soak: when an outage ends, every run it hid is due at
+/// once and the breaker trips (as it must: that is the fleet-outage pattern). It holds for
+/// this long, then drains at this rate; both shortened from 300 s and 100/min so the held
+/// work is done within the soak's bound.
+const BREAKER_COOL_OFF_SECS: u64 = 15;
+const BREAKER_DRAIN_PER_MINUTE: u64 = 3_000;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -106,6 +112,8 @@ struct FaultCounts {
     db_outage_secs: f64,
     connection_cuts: u32,
     started_while_down: u32,
+    /// Times the producer's breaker tripped (read from its logs).
+    breaker_trips: u32,
     unexpected_exits: Vec<String>,
 }
 
@@ -266,6 +274,14 @@ async fn soak(kind: Kind, seed: u64, args: &Args) -> anyhow::Result<Outcome> {
                 "JANITOR_DEAD_RETRY_AFTER_SECS".into(),
                 DEAD_RETRY_AFTER_SECS.to_string(),
             ),
+            (
+                "JANITOR_BREAKER_COOL_OFF_SECS".into(),
+                BREAKER_COOL_OFF_SECS.to_string(),
+            ),
+            (
+                "JANITOR_BREAKER_DRAIN_PER_MINUTE".into(),
+                BREAKER_DRAIN_PER_MINUTE.to_string(),
+            ),
             ("JANITOR_LOG_FORMAT".into(), "text".into()),
             ("RUST_LOG".into(), "info".into()),
         ],
@@ -321,7 +337,8 @@ async fn soak(kind: Kind, seed: u64, args: &Args) -> anyhow::Result<Outcome> {
         .fold(0.0, f64::max)
         + DEAD_RETRY_AFTER_SECS as f64
         + SWEEP_LEASE_SECS
-        + 10.0;
+        + BREAKER_COOL_OFF_SECS as f64
+        + 30.0;
 
     let base = now() + 0.5;
     let platform = Arc::new(Platform {
@@ -448,6 +465,7 @@ async fn soak(kind: Kind, seed: u64, args: &Args) -> anyhow::Result<Outcome> {
         w.stop(Duration::from_secs(10));
     }
     let end = now();
+    counts.breaker_trips = count_in_logs(dir.path(), "producer-", "blast-radius breaker tripped");
     let world = read_world(&db, conn, &agents).await?;
     let verdicts = oracle::judge(&truths, &world, end, bound);
     counts.unexpected_exits = producer
@@ -570,6 +588,19 @@ fn fault_plan(
     plan
 }
 
+/// Lines containing `needle` in the logs whose names start with `prefix`.
+fn count_in_logs(dir: &std::path::Path, prefix: &str, needle: &str) -> u32 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|log| log.lines().filter(|l| l.contains(needle)).count() as u32)
+        .sum()
+}
+
 /// Rows, activities, audit rows and slots, as they are now.
 async fn read_world(
     db: &Db,
@@ -660,7 +691,8 @@ fn render(o: &Outcome) -> String {
     let _ = writeln!(
         out,
         "faults: {} worker kills, {} producer kills, {} Redis kill -9 + restart, {} database outages ({:.0} s), \
-         {} connection cuts, {} processes started while a store was down, {} exited by themselves",
+         {} connection cuts, {} processes started while a store was down, {} exited by themselves; \
+         the breaker tripped {} times (held {} s, then drained)",
         f.worker_kills,
         f.producer_kills,
         f.redis_restarts,
@@ -668,7 +700,9 @@ fn render(o: &Outcome) -> String {
         f.db_outage_secs,
         f.connection_cuts,
         f.started_while_down,
-        f.unexpected_exits.len()
+        f.unexpected_exits.len(),
+        f.breaker_trips,
+        BREAKER_COOL_OFF_SECS
     );
     let _ = writeln!(out);
     let pct = |p: f64| {
