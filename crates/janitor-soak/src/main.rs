@@ -710,50 +710,55 @@ fn render(o: &Outcome) -> String {
             .map(|s| format!("{s:.2} s"))
             .unwrap_or_else(|| "-".into())
     };
+    let must_be_zero = |n: usize| (n.to_string(), "0");
+    let rows = [
+        ("false reaps".to_owned(), must_be_zero(v.false_reaps.len())),
+        (
+            "alive runs the simulator let lag (excluded) / of them touched".to_owned(),
+            (
+                format!("{} / {}", v.lagged.len(), v.lagged_reaped.len()),
+                "—",
+            ),
+        ),
+        (
+            format!(
+                "misses (dead, not cleaned {:.0} s after its deadline)",
+                o.bound_secs
+            ),
+            must_be_zero(v.misses.len()),
+        ),
+        ("duplicates".to_owned(), must_be_zero(v.duplicates.len())),
+        (
+            "changes without their audit row".to_owned(),
+            must_be_zero(v.missing_audit.len()),
+        ),
+        (
+            "audit rows without their change".to_owned(),
+            must_be_zero(v.phantom_audit.len()),
+        ),
+        (
+            "wrong effects".to_owned(),
+            must_be_zero(v.wrong_effects.len()),
+        ),
+        (
+            "activities the platform opened after janitor finalized their run (left open)"
+                .to_owned(),
+            (v.late_activities.len().to_string(), "—"),
+        ),
+        (
+            "processes that exited by themselves".to_owned(),
+            must_be_zero(f.unexpected_exits.len()),
+        ),
+        (
+            "reap latency after the deadline p50 / p99 / max".to_owned(),
+            (format!("{} / {} / {}", pct(0.5), pct(0.99), pct(1.0)), "—"),
+        ),
+    ];
     let _ = writeln!(out, "| oracle | value | must be |");
     let _ = writeln!(out, "|---|---:|---:|");
-    let _ = writeln!(out, "| false reaps | {} | 0 |", v.false_reaps.len());
-    let _ = writeln!(
-        out,
-        "| alive runs the simulator let lag (excluded) / of them touched | {} / {} | — |",
-        v.lagged.len(),
-        v.lagged_reaped.len()
-    );
-    let _ = writeln!(
-        out,
-        "| misses (dead, not cleaned {:.0} s after its deadline) | {} | 0 |",
-        o.bound_secs,
-        v.misses.len()
-    );
-    let _ = writeln!(out, "| duplicates | {} | 0 |", v.duplicates.len());
-    let _ = writeln!(
-        out,
-        "| changes without their audit row | {} | 0 |",
-        v.missing_audit.len()
-    );
-    let _ = writeln!(
-        out,
-        "| audit rows without their change | {} | 0 |",
-        v.phantom_audit.len()
-    );
-    let _ = writeln!(out, "| wrong effects | {} | 0 |", v.wrong_effects.len());
-    let _ = writeln!(
-        out,
-        "| activities the platform opened after janitor finalized their run (left open) | {} | — |",
-        v.late_activities.len()
-    );
-    let _ = writeln!(
-        out,
-        "| processes that exited by themselves | {} | 0 |",
-        f.unexpected_exits.len()
-    );
-    let _ = writeln!(
-        out,
-        "| reap latency after the deadline p50 / p99 / max | {} / {} / {} | — |",
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
-    );
+    for (label, (value, must)) in rows {
+        let _ = writeln!(out, "| {label} | {value} | {must} |");
+    }
     for exit in &f.unexpected_exits {
         let _ = writeln!(out, "exit: {exit}");
     }
