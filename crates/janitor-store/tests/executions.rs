@@ -267,15 +267,11 @@ async fn fail_run_closes_the_activity_and_audits_once(kind: Kind) {
     f.insert_activity("act0", "e1", "completed", "2026-05-01T15:00:00Z")
         .await;
     let ev = evidence();
+    let run = id("e1");
     let change = Transition {
-        execution_id: &id("e1"),
-        expected: &Status::Running,
         error: "Stale execution — slot expired",
-        now: now(),
-        started_at: Some(started()),
         started_at_raw: "2026-05-01T15:30:00.000000",
-        require_no_session: false,
-        evidence: &ev,
+        ..fail(&run, &ev)
     };
     let outcome = f.store.fail_run(&change).await.unwrap();
     assert_eq!(
@@ -364,14 +360,8 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
     let outcome = f
         .store
         .fail_run(&Transition {
-            execution_id: &id("e1"),
-            expected: &Status::Running,
             error: "stale",
-            now: now(),
-            started_at: Some(started()),
-            started_at_raw: "2026-05-01T15:30:00Z",
-            require_no_session: false,
-            evidence: &ev,
+            ..fail(&id("e1"), &ev)
         })
         .await
         .unwrap();
@@ -387,14 +377,8 @@ async fn a_late_success_is_never_overwritten(kind: Kind) {
     let outcome = f
         .store
         .fail_run(&Transition {
-            execution_id: &id("e1"),
             expected: &Status::Success,
-            error: "x",
-            now: now(),
-            started_at: Some(started()),
-            started_at_raw: "2026-05-01T15:30:00Z",
-            require_no_session: false,
-            evidence: &ev,
+            ..fail(&id("e1"), &ev)
         })
         .await
         .unwrap();
@@ -476,16 +460,8 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
             .await,
         1
     );
-    let wrong = Transition {
-        execution_id: &id("k2"),
-        expected: &Status::Running,
-        error: "x",
-        now: now(),
-        started_at: Some(started()),
-        started_at_raw: "2026-05-01T15:30:00Z",
-        require_no_session: false,
-        evidence: &ev,
-    };
+    let k2 = id("k2");
+    let wrong = fail(&k2, &ev);
     assert!(matches!(
         f.store.cancel_skipped(&wrong).await.unwrap(),
         CasOutcome::Conflict(_)
@@ -525,14 +501,8 @@ async fn concurrent_fails_apply_exactly_once(kind: Kind) {
             };
             f.store
                 .fail_run(&Transition {
-                    execution_id: &id("e1"),
-                    expected: &Status::Running,
                     error: "stale",
-                    now: now(),
-                    started_at: Some(started()),
-                    started_at_raw: "2026-05-01T15:30:00Z",
-                    require_no_session: false,
-                    evidence: &ev,
+                    ..fail(&id("e1"), &ev)
                 })
                 .await
                 .unwrap()
@@ -605,14 +575,8 @@ async fn audit_filters(kind: Kind) {
         let at = now() + chrono::TimeDelta::minutes(minutes);
         f.store
             .fail_run(&Transition {
-                execution_id: &id(run),
-                expected: &Status::Running,
-                error: "x",
                 now: at,
-                started_at: Some(started()),
-                started_at_raw: "2026-05-01T15:30:00Z",
-                require_no_session: false,
-                evidence: &ev,
+                ..fail(&id(run), &ev)
             })
             .await
             .unwrap();
@@ -733,7 +697,8 @@ async fn sessions_opened_while_read_only_are_replaced_once_the_database_is_writa
     );
 }
 
-/// The change that fails `run` from `running`, as the worker would apply it.
+/// The change that fails `run` from `running`, as the worker would apply it (tests change
+/// the fields they are about with `..fail(…)`).
 fn fail<'a>(run: &'a ExecutionId, evidence: &'a Evidence) -> Transition<'a> {
     Transition {
         execution_id: run,
