@@ -59,7 +59,7 @@ impl JobKind {
             Verdict::ReleaseLeakedSlot { .. } => Some(Self::ReleaseSlot),
             Verdict::FailOrphan { .. } | Verdict::FailNeverLaunched { .. } => Some(Self::FailRun),
             Verdict::FinalizeSkipped { .. } => Some(Self::FinalizeSkipped),
-            Verdict::Report(_) | Verdict::Healthy { .. } => None,
+            Verdict::Report(_) | Verdict::Healthy { .. } | Verdict::Alive { .. } => None,
         }
     }
 }
@@ -167,6 +167,7 @@ impl CleanupJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Liveness;
     use crate::{decide, parse_timestamp, Policy, SlotTimeout};
 
     fn pair() -> (SlotObservation, RowObservation) {
@@ -176,6 +177,7 @@ mod tests {
             execution_id: ExecutionId::parse("e1").unwrap(),
             score: to_unix_seconds(started),
             timeout: SlotTimeout::Declared(60),
+            sentinel: false,
         };
         let row = RowObservation {
             execution_id: ExecutionId::parse("e1").unwrap(),
@@ -183,8 +185,12 @@ mod tests {
             status: Status::Running,
             started_at: Ok(started),
             session: Some("dispatched".into()),
+            session_tracked: true,
             started_at_raw: String::new(),
             effective_timeout: None,
+            lease: None,
+            redelivery_count: 0,
+            completed: false,
         };
         (slot, row)
     }
@@ -193,14 +199,26 @@ mod tests {
     fn task_id_changes_with_the_evidence() {
         let (mut slot, row) = pair();
         let now = parse_timestamp("2026-05-01T16:30:00Z").unwrap();
-        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let v = decide(
+            Some(&slot),
+            Some(&row),
+            &Liveness::NONE,
+            now,
+            &Policy::default(),
+        );
         let job = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
         assert_eq!(job.kind, JobKind::ReclaimSlot);
         let first = job.task_id();
         assert!(first.starts_with("reclaim_slot:team/a b:c:e1:s"), "{first}");
         assert_eq!(first, job.task_id());
         slot.score += 30.0; // renewed, then stale again
-        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let v = decide(
+            Some(&slot),
+            Some(&row),
+            &Liveness::NONE,
+            now,
+            &Policy::default(),
+        );
         let again = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
         assert_ne!(first, again.task_id());
     }
@@ -211,6 +229,7 @@ mod tests {
         let v = decide(
             Some(&slot),
             Some(&row),
+            &Liveness::NONE,
             row.started_at.clone().unwrap(),
             &Policy::default(),
         );
@@ -221,7 +240,13 @@ mod tests {
     fn payloads_round_trip_and_bad_ones_are_errors() {
         let (slot, row) = pair();
         let now = parse_timestamp("2026-05-01T16:30:00Z").unwrap();
-        let v = decide(Some(&slot), Some(&row), now, &Policy::default());
+        let v = decide(
+            Some(&slot),
+            Some(&row),
+            &Liveness::NONE,
+            now,
+            &Policy::default(),
+        );
         let job = CleanupJob::for_verdict(&v, Some(&slot), Some(&row)).unwrap();
         let bytes = serde_json::to_vec(&job).unwrap();
         assert_eq!(CleanupJob::decode(&bytes).unwrap(), job);

@@ -14,6 +14,9 @@ pub const DEFAULT_MISSING_ROW_GRACE_SECS: i64 = 15;
 pub const DEFAULT_SESSION_GRACE_SECS: i64 = 60;
 /// How long a `skipped` row may stay `skipped` before it is finalized as `cancelled`.
 pub const DEFAULT_SKIPPED_AFTER_SECS: i64 = 600;
+/// How long a backlog sentinel (`drain-…`) may sit in a slot ZSET before it is reported:
+/// the platform's swap takes seconds; ten minutes is generous.
+pub const DEFAULT_SENTINEL_REPORT_AFTER_SECS: i64 = 600;
 /// The longest timeout the platform lets an agent or schedule declare. A slot whose own
 /// `timeout_seconds` is corrupt is judged by the longest of its candidates, this among them,
 /// so bad metadata never shortens a live run's deadline.
@@ -37,6 +40,22 @@ pub enum SkippedPolicy {
     Finalize,
     /// Treat `skipped` as terminal: never change it.
     Terminal,
+    /// The platform's own rule: `skipped` is terminal once `completed_at` is set; an old
+    /// `skipped` row without it is finalized as `failed`, `Finalized by cleanup: skipped
+    /// execution`, `completed_at = COALESCE(started_at, now)`, `duration_ms = 0`.
+    Platform,
+}
+
+/// Whose words the error texts janitor writes are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorStyle {
+    /// janitor's own, naming the evidence (the slot, its score, the deadline).
+    #[default]
+    Janitor,
+    /// The platform's own texts (`lease_expired: Stale execution — …`), which its UI and
+    /// its failure classifier read.
+    Platform,
 }
 
 /// The thresholds of the rules. Every field is in whole seconds.
@@ -48,6 +67,8 @@ pub struct Policy {
     pub session_grace_secs: i64,
     pub skipped_after_secs: i64,
     pub skipped: SkippedPolicy,
+    pub sentinel_report_after_secs: i64,
+    pub error_style: ErrorStyle,
 }
 
 impl Default for Policy {
@@ -59,6 +80,8 @@ impl Default for Policy {
             session_grace_secs: DEFAULT_SESSION_GRACE_SECS,
             skipped_after_secs: DEFAULT_SKIPPED_AFTER_SECS,
             skipped: SkippedPolicy::Finalize,
+            sentinel_report_after_secs: DEFAULT_SENTINEL_REPORT_AFTER_SECS,
+            error_style: ErrorStyle::Janitor,
         }
     }
 }
@@ -72,6 +95,7 @@ impl Policy {
             ("missing-row grace", self.missing_row_grace_secs),
             ("session grace", self.session_grace_secs),
             ("skipped threshold", self.skipped_after_secs),
+            ("sentinel report bound", self.sentinel_report_after_secs),
         ];
         for (name, value) in fields {
             if !(0..=MAX_TIMEOUT_SECS).contains(&value) {

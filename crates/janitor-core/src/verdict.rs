@@ -10,8 +10,8 @@ use chrono::TimeDelta;
 use serde::Serialize;
 
 use crate::{
-    from_unix_seconds, AgentName, ExecutionId, Policy, SkippedPolicy, Status, Timestamp,
-    TimestampError, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS,
+    from_unix_seconds, AgentName, ErrorStyle, ExecutionId, Policy, SkippedPolicy, Status,
+    Timestamp, TimestampError, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS,
     PLATFORM_MAX_TIMEOUT_SECS,
 };
 
@@ -54,6 +54,12 @@ pub struct SlotObservation {
     /// because the reclaim compare-and-delete compares it for equality.
     pub score: f64,
     pub timeout: SlotTimeout,
+    /// The member is one of the platform's own backlog sentinels (`drain-…`): a
+    /// placeholder its backlog drain holds while it swaps a queued run in, with no row by
+    /// design. Never released or reclaimed; reported when it outlives
+    /// [`Policy::sentinel_report_after_secs`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sentinel: bool,
 }
 
 /// One `schedule_executions` row, as the rules need it.
@@ -71,9 +77,85 @@ pub struct RowObservation {
     /// `claude_session_id`: NULL right after creation, `dispatched` once handed over,
     /// later the real session id.
     pub session: Option<String>,
+    /// Whether the database records sessions at all: platforms before spring 2026 have no
+    /// `claude_session_id` column, and there the never-launched rule does not apply.
+    #[serde(skip_serializing_if = "is_true")]
+    pub session_tracked: bool,
     /// The schedule's `timeout_seconds`, else the agent's `execution_timeout_seconds`.
     /// `None` when neither declares one; the policy default applies then.
     pub effective_timeout: Option<i64>,
+    /// `lease_expires_at` of a pull-mode run (claimed by a worker, holding a lease instead
+    /// of a slot). `None` when NULL, empty, or the database predates the column. A leased
+    /// run is the platform's lease reaper's: judged by its lease, never by slot rules.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_lease"
+    )]
+    pub lease: Option<Result<Timestamp, TimestampError>>,
+    /// `redelivery_count`: how often the platform's lease reaper re-queued the run (0 when
+    /// NULL or absent).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redelivery_count: i64,
+    /// Whether `completed_at` is set (under [`SkippedPolicy::Platform`] a `skipped` row
+    /// with it is terminal).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub completed: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn serialize_lease<S: serde::Serializer>(
+    value: &Option<Result<Timestamp, TimestampError>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(v) => serialize_started_at(v, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// Evidence of life that lives outside the slot and the row, gathered per batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Liveness {
+    /// The platform's in-flight marker (`execution:inflight:{id}`, a 60 s key refreshed
+    /// every 15 s while a dispatch is alive in a backend process) exists.
+    pub in_flight: bool,
+}
+
+impl Liveness {
+    /// No evidence beyond the stores.
+    pub const NONE: Self = Self { in_flight: false };
+}
+
+/// What proves a pair alive although a slot or row rule alone would act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum AliveBy {
+    /// The platform's in-flight marker for the run exists.
+    InFlightMarker,
+    /// A pull-mode run whose lease is valid until `until`.
+    Lease { until: Timestamp },
+    /// The platform's own backlog sentinel, younger than the report bound.
+    Sentinel,
+}
+
+impl AliveBy {
+    /// A few words for reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::InFlightMarker => "in-flight marker".to_owned(),
+            Self::Lease { until } => {
+                format!("lease valid until {}", crate::format_timestamp(*until))
+            }
+            Self::Sentinel => "the platform's backlog sentinel".to_owned(),
+        }
+    }
 }
 
 fn serialize_started_at<S: serde::Serializer>(
@@ -132,6 +214,15 @@ pub enum Concern {
     UnparseableStartedAt(String),
     /// The slot's score is not a usable instant (e.g. `inf`).
     CorruptSlotScore(f64),
+    /// A pull-mode run's lease ended at this instant: the platform's lease reaper
+    /// re-queues it (or parks it at its re-delivery cap).
+    LeaseExpired(Timestamp),
+    /// `lease_expires_at` is set but unreadable: the run is leased, so no slot rule
+    /// applies, and its lease cannot be judged.
+    UnparseableLease(String),
+    /// A backlog sentinel (`drain-…`) held since this instant, longer than a backlog swap
+    /// takes: left to the platform, reported.
+    StaleSentinel(Timestamp),
 }
 
 /// What the rules say about one (slot?, row?) pair.
@@ -150,10 +241,17 @@ pub enum Verdict {
         since: Timestamp,
         release_slot: bool,
     },
-    /// Rule 5: a `skipped` row older than the threshold becomes `cancelled`.
-    FinalizeSkipped { since: Timestamp },
+    /// Rule 5: a `skipped` row older than the threshold becomes `cancelled` (`failed`,
+    /// `as_failed`, under [`SkippedPolicy::Platform`]).
+    FinalizeSkipped { since: Timestamp, as_failed: bool },
     /// Nothing to change, but worth reporting.
     Report(Concern),
+    /// A slot or row rule would act, but evidence beyond the stores shows the run alive.
+    Alive {
+        #[serde(flatten)]
+        by: AliveBy,
+        recheck_at: Option<Timestamp>,
+    },
     /// Rule 6: nothing to do; `recheck_at` is when this verdict can next change by itself.
     Healthy { recheck_at: Option<Timestamp> },
 }
@@ -161,7 +259,10 @@ pub enum Verdict {
 impl Verdict {
     /// Whether applying this verdict changes anything.
     pub fn is_actionable(&self) -> bool {
-        !matches!(self, Self::Report(_) | Self::Healthy { .. })
+        !matches!(
+            self,
+            Self::Report(_) | Self::Healthy { .. } | Self::Alive { .. }
+        )
     }
 
     /// The status the row is moved to, if the verdict changes the row.
@@ -169,7 +270,10 @@ impl Verdict {
         match self {
             Self::ReclaimStaleSlot { fail_row: true, .. }
             | Self::FailOrphan { .. }
-            | Self::FailNeverLaunched { .. } => Some(Status::Failed),
+            | Self::FailNeverLaunched { .. }
+            | Self::FinalizeSkipped {
+                as_failed: true, ..
+            } => Some(Status::Failed),
             Self::FinalizeSkipped { .. } => Some(Status::Cancelled),
             _ => None,
         }
@@ -216,7 +320,7 @@ impl Verdict {
             } => slot
                 .and_then(|s| from_unix_seconds(s.score))
                 .and_then(|at| plus(at, policy.missing_row_grace_secs)),
-            Self::FinalizeSkipped { since } => plus(*since, policy.skipped_after_secs),
+            Self::FinalizeSkipped { since, .. } => plus(*since, policy.skipped_after_secs),
             _ => None,
         }
     }
@@ -230,13 +334,27 @@ impl Verdict {
             Self::FailNeverLaunched { .. } => "fail_never_launched",
             Self::FinalizeSkipped { .. } => "finalize_skipped",
             Self::Report(_) => "report",
+            Self::Alive { .. } => "alive",
             Self::Healthy { .. } => "healthy",
         }
     }
 
-    /// The `error` text written to a row this verdict fails or cancels.
-    pub fn row_error(&self, slot: Option<&SlotObservation>) -> Option<String> {
+    /// The `error` text written to a row this verdict fails or cancels, in the words of
+    /// `policy.error_style`.
+    pub fn row_error(&self, slot: Option<&SlotObservation>, policy: &Policy) -> Option<String> {
+        let platform = policy.error_style == ErrorStyle::Platform;
         match self {
+            Self::ReclaimStaleSlot {
+                fail_row: true,
+                ..
+            } if platform => Some(match slot {
+                Some(slot) => format!(
+                    "lease_expired: Stale execution — slot TTL expired for agent '{}', cleaned by cleanup service",
+                    slot.agent
+                ),
+                None => "lease_expired: Stale execution — slot TTL expired, cleaned by cleanup service"
+                    .to_owned(),
+            }),
             Self::ReclaimStaleSlot {
                 deadline,
                 fail_row: true,
@@ -253,13 +371,21 @@ impl Verdict {
                     crate::format_timestamp(*deadline)
                 ),
             }),
+            Self::FailOrphan { .. } if platform => Some(
+                "lease_expired: Stale execution — no slot held past its timeout, cleaned by cleanup service"
+                    .to_owned(),
+            ),
             Self::FailOrphan { deadline } => Some(format!(
                 "Orphaned execution — running without a slot past its deadline {}; failed by janitor",
                 crate::format_timestamp(*deadline)
             )),
-            Self::FailNeverLaunched { .. } => Some(
-                "Silent launch failure: no Claude session created within 60 seconds".to_owned(),
-            ),
+            Self::FailNeverLaunched { .. } => Some(format!(
+                "Silent launch failure: no Claude session created within {} seconds",
+                policy.session_grace_secs
+            )),
+            Self::FinalizeSkipped {
+                as_failed: true, ..
+            } => Some("Finalized by cleanup: skipped execution".to_owned()),
             Self::FinalizeSkipped { .. } => Some("Skipped — agent was busy".to_owned()),
             _ => None,
         }
@@ -320,14 +446,42 @@ fn plus(at: Timestamp, secs: i64) -> Option<Timestamp> {
     at.checked_add_signed(TimeDelta::try_seconds(secs)?)
 }
 
-/// Decides what to do about one pair. At least one side should be present; with neither,
-/// the pair is healthy by definition.
+/// Decides what to do about one pair, given the evidence of life found outside the stores
+/// (`live`). At least one side should be present; with neither, the pair is healthy by
+/// definition.
+///
+/// Before any slot or row rule: a finished run stays finished (its leaked slot is
+/// released whatever else says); a backlog sentinel is the platform's own; an in-flight
+/// marker proves the run alive; a leased run is judged by its lease alone.
 pub fn decide(
     slot: Option<&SlotObservation>,
     row: Option<&RowObservation>,
+    live: &Liveness,
     now: Timestamp,
     policy: &Policy,
 ) -> Verdict {
+    let finished = row.is_some_and(|r| is_final(r, policy));
+    if let Some(slot) = slot.filter(|s| s.sentinel) {
+        return decide_sentinel(slot, now, policy);
+    }
+    if !finished {
+        if live.in_flight {
+            return Verdict::Alive {
+                by: AliveBy::InFlightMarker,
+                recheck_at: None,
+            };
+        }
+        if let Some(lease) = row.and_then(|r| r.lease.as_ref()) {
+            return match lease {
+                Err(err) => Verdict::Report(Concern::UnparseableLease(err.value.clone())),
+                Ok(until) if now > *until => Verdict::Report(Concern::LeaseExpired(*until)),
+                Ok(until) => Verdict::Alive {
+                    by: AliveBy::Lease { until: *until },
+                    recheck_at: Some(*until),
+                },
+            };
+        }
+    }
     match slot {
         Some(slot) => decide_with_slot(slot, row, now, policy),
         None => match row {
@@ -337,10 +491,32 @@ pub fn decide(
     }
 }
 
-/// Terminal rows never change; under [`SkippedPolicy::Terminal`] neither do `skipped` ones.
-fn is_final(status: &Status, policy: &Policy) -> bool {
-    status.is_terminal()
-        || (policy.skipped == SkippedPolicy::Terminal && *status == Status::Skipped)
+/// A backlog sentinel is never touched: alive while younger than the report bound, then
+/// reported. A score that is no instant is reported like any corrupt score.
+fn decide_sentinel(slot: &SlotObservation, now: Timestamp, policy: &Policy) -> Verdict {
+    let bound = from_unix_seconds(slot.score)
+        .filter(|_| plausible_score(slot.score, now))
+        .and_then(|at| plus(at, policy.sentinel_report_after_secs).map(|end| (at, end)));
+    match bound {
+        None => Verdict::Report(Concern::CorruptSlotScore(slot.score)),
+        Some((since, end)) if now > end => Verdict::Report(Concern::StaleSentinel(since)),
+        Some((_, end)) => Verdict::Alive {
+            by: AliveBy::Sentinel,
+            recheck_at: Some(end),
+        },
+    }
+}
+
+/// Terminal rows never change; under [`SkippedPolicy::Terminal`] neither do `skipped` ones,
+/// and under [`SkippedPolicy::Platform`] neither do `skipped` ones with `completed_at` set.
+fn is_final(row: &RowObservation, policy: &Policy) -> bool {
+    row.status.is_terminal()
+        || (row.status == Status::Skipped
+            && match policy.skipped {
+                SkippedPolicy::Finalize => false,
+                SkippedPolicy::Terminal => true,
+                SkippedPolicy::Platform => row.completed,
+            })
 }
 
 /// Statuses that claim a run is in progress: the ones a stale slot's row is failed from.
@@ -365,7 +541,7 @@ fn decide_with_slot(
         return Verdict::Report(Concern::CorruptSlotScore(slot.score));
     };
     if now > deadline {
-        let fail_row = row.is_some_and(|r| in_progress(&r.status) && !is_final(&r.status, policy));
+        let fail_row = row.is_some_and(|r| in_progress(&r.status) && !is_final(r, policy));
         return Verdict::ReclaimStaleSlot { deadline, fail_row };
     }
     let Some(row) = row else {
@@ -382,7 +558,7 @@ fn decide_with_slot(
             }
         };
     };
-    if is_final(&row.status, policy) {
+    if is_final(row, policy) {
         return Verdict::ReleaseLeakedSlot {
             reason: LeakReason::RowTerminal(row.status.clone()),
         };
@@ -411,7 +587,7 @@ fn decide_with_slot(
 }
 
 fn decide_without_slot(row: &RowObservation, now: Timestamp, policy: &Policy) -> Verdict {
-    if is_final(&row.status, policy) {
+    if is_final(row, policy) {
         return Verdict::Healthy { recheck_at: None };
     }
     match &row.status {
@@ -457,7 +633,10 @@ fn decide_skipped(
         return unparseable(row);
     };
     if now > due {
-        Verdict::FinalizeSkipped { since: *started }
+        Verdict::FinalizeSkipped {
+            since: *started,
+            as_failed: policy.skipped == SkippedPolicy::Platform,
+        }
     } else {
         Verdict::Healthy {
             recheck_at: Some(slot_deadline.map_or(due, |d| d.min(due))),
@@ -487,7 +666,7 @@ fn session_check(
     now: Timestamp,
     policy: &Policy,
 ) -> SessionCheck {
-    if row.has_session() {
+    if row.has_session() || !row.session_tracked {
         return SessionCheck::Present;
     }
     let started = match &row.started_at {

@@ -20,6 +20,7 @@ fn slot(acquired: Timestamp, timeout: SlotTimeout) -> SlotObservation {
         execution_id: ExecutionId::parse("exec1").unwrap(),
         score: to_unix_seconds(acquired),
         timeout,
+        sentinel: false,
     }
 }
 
@@ -30,8 +31,12 @@ fn row(status: &str, started: Timestamp, session: Option<&str>) -> RowObservatio
         status: Status::parse(status),
         started_at: Ok(started),
         session: session.map(str::to_owned),
+        session_tracked: true,
         started_at_raw: String::new(),
         effective_timeout: None,
+        lease: None,
+        redelivery_count: 0,
+        completed: false,
     }
 }
 
@@ -44,7 +49,13 @@ fn the_incident_slot_with_its_own_long_timeout_is_alive_at_21_minutes() {
     // Acquired 15:30 with TTL 3900 s; the platform's 15:51 sweep reclaimed it using 1200 s.
     let s = slot(t0(), SlotTimeout::Declared(3900));
     let r = row("running", t0(), Some("dispatched"));
-    let v = decide(Some(&s), Some(&r), t0() + mins(21), &policy());
+    let v = decide(
+        Some(&s),
+        Some(&r),
+        &Liveness::NONE,
+        t0() + mins(21),
+        &policy(),
+    );
     let deadline = t0() + TimeDelta::seconds(3900 + 300);
     assert_eq!(
         v,
@@ -56,6 +67,7 @@ fn the_incident_slot_with_its_own_long_timeout_is_alive_at_21_minutes() {
     let v = decide(
         Some(&s),
         Some(&r),
+        &Liveness::NONE,
         deadline + TimeDelta::seconds(1),
         &policy(),
     );
@@ -66,7 +78,7 @@ fn the_incident_slot_with_its_own_long_timeout_is_alive_at_21_minutes() {
             fail_row: true
         }
     );
-    let error = v.row_error(Some(&s)).unwrap();
+    let error = v.row_error(Some(&s), &policy()).unwrap();
     assert!(error.contains("agent:slots:agent:one"), "{error}");
     assert!(error.contains("exec1"), "{error}");
 }
@@ -82,7 +94,7 @@ fn slot_ttl_falls_back_to_row_then_default() {
     assert_eq!(source, TimeoutSource::Row);
     assert_eq!(deadline, t0() + mins(20));
     assert!(matches!(
-        decide(Some(&s), Some(&r), now, &policy()),
+        decide(Some(&s), Some(&r), &Liveness::NONE, now, &policy()),
         Verdict::ReclaimStaleSlot { fail_row: true, .. }
     ));
     // Neither: the policy default (3600 s).
@@ -118,7 +130,7 @@ fn a_corrupt_slot_timeout_never_shortens_the_deadline() {
             assert_eq!(deadline, t0() + TimeDelta::seconds(longest + 300), "{raw}");
             // Alive at 65 minutes and at two hours, whatever the row says.
             for at in [mins(65), mins(120)] {
-                let v = decide(Some(&s), Some(&r), t0() + at, &policy());
+                let v = decide(Some(&s), Some(&r), &Liveness::NONE, t0() + at, &policy());
                 assert!(!v.removes_slot() && v.row_target().is_none(), "{raw} {v:?}");
             }
         }
@@ -323,7 +335,7 @@ fn every_branch() {
     ];
     for (name, slot, row, minutes, want) in cases {
         let now = t0() + mins(minutes) + TimeDelta::seconds(1);
-        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        let v = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &policy());
         assert_eq!(v.name(), want, "{name}: {v:?}");
     }
 }
@@ -342,7 +354,7 @@ fn stale_slot_fails_only_in_progress_rows() {
         ("weird", false),
     ] {
         let r = row(status, t0(), Some("x"));
-        match decide(Some(&s), Some(&r), now, &policy()) {
+        match decide(Some(&s), Some(&r), &Liveness::NONE, now, &policy()) {
             Verdict::ReclaimStaleSlot { fail_row, .. } => assert_eq!(fail_row, fail, "{status}"),
             other => panic!("{status}: {other:?}"),
         }
@@ -357,13 +369,13 @@ fn skipped_policy_terminal_never_finalizes() {
     };
     let r = row("skipped", t0(), None);
     assert_eq!(
-        decide(None, Some(&r), t0() + mins(60), &p),
+        decide(None, Some(&r), &Liveness::NONE, t0() + mins(60), &p),
         Verdict::Healthy { recheck_at: None }
     );
     // A live slot whose row counts as terminal is leaked capacity.
     let s = slot(t0(), SlotTimeout::Declared(3600));
     assert_eq!(
-        decide(Some(&s), Some(&r), t0() + mins(5), &p).name(),
+        decide(Some(&s), Some(&r), &Liveness::NONE, t0() + mins(5), &p).name(),
         "release_leaked_slot"
     );
 }
@@ -374,19 +386,25 @@ fn unparseable_timestamps_are_reported_never_guessed() {
     r.started_at = parse_timestamp("last tuesday");
     let now = t0() + mins(600);
     assert_eq!(
-        decide(None, Some(&r), now, &policy()),
+        decide(None, Some(&r), &Liveness::NONE, now, &policy()),
         Verdict::Report(Concern::UnparseableStartedAt("last tuesday".into()))
     );
     r.session = Some("dispatched".into());
-    assert_eq!(decide(None, Some(&r), now, &policy()).name(), "report");
+    assert_eq!(
+        decide(None, Some(&r), &Liveness::NONE, now, &policy()).name(),
+        "report"
+    );
     r.status = Status::Skipped;
-    assert_eq!(decide(None, Some(&r), now, &policy()).name(), "report");
+    assert_eq!(
+        decide(None, Some(&r), &Liveness::NONE, now, &policy()).name(),
+        "report"
+    );
     // A stale slot is still judged by its own deadline; the row is left alone only if it is
     // not in progress. Here it is running, so it is failed: the slot proves it is dead.
     r.status = Status::Running;
     let s = slot(t0(), SlotTimeout::Declared(60));
     assert!(matches!(
-        decide(Some(&s), Some(&r), now, &policy()),
+        decide(Some(&s), Some(&r), &Liveness::NONE, now, &policy()),
         Verdict::ReclaimStaleSlot { fail_row: true, .. }
     ));
 }
@@ -396,11 +414,14 @@ fn corrupt_scores_are_reported() {
     let mut s = slot(t0(), SlotTimeout::Missing);
     s.score = f64::INFINITY;
     assert_eq!(
-        decide(Some(&s), None, t0(), &policy()),
+        decide(Some(&s), None, &Liveness::NONE, t0(), &policy()),
         Verdict::Report(Concern::CorruptSlotScore(f64::INFINITY))
     );
     s.score = 1e15;
-    assert_eq!(decide(Some(&s), None, t0(), &policy()).name(), "report");
+    assert_eq!(
+        decide(Some(&s), None, &Liveness::NONE, t0(), &policy()).name(),
+        "report"
+    );
 }
 
 /// Safety issue item 5: a score in milliseconds was an instant in the year 55,000 (never
@@ -424,7 +445,7 @@ fn implausible_scores_are_corrupt_and_never_judged() {
         let mut s = slot(now, SlotTimeout::Declared(600));
         s.score = score;
         for r in [None, Some(&r)] {
-            let v = decide(Some(&s), r, now, &policy());
+            let v = decide(Some(&s), r, &Liveness::NONE, now, &policy());
             assert!(
                 matches!(v, Verdict::Report(Concern::CorruptSlotScore(_))),
                 "{score}: {v:?}"
@@ -447,7 +468,7 @@ fn the_session_grace_runs_from_the_later_of_start_and_slot() {
     let now = acquired + TimeDelta::seconds(10);
     let s = slot(acquired, SlotTimeout::Declared(3600));
     assert_eq!(
-        decide(Some(&s), Some(&r), now, &policy()),
+        decide(Some(&s), Some(&r), &Liveness::NONE, now, &policy()),
         Verdict::Healthy {
             recheck_at: Some(acquired + TimeDelta::seconds(60))
         }
@@ -455,7 +476,7 @@ fn the_session_grace_runs_from_the_later_of_start_and_slot() {
     // Past the grace from the slot: failed, the grace's start reported.
     let later = acquired + TimeDelta::seconds(61);
     assert_eq!(
-        decide(Some(&s), Some(&r), later, &policy()),
+        decide(Some(&s), Some(&r), &Liveness::NONE, later, &policy()),
         Verdict::FailNeverLaunched {
             since: acquired,
             release_slot: true
@@ -467,6 +488,7 @@ fn the_session_grace_runs_from_the_later_of_start_and_slot() {
         decide(
             Some(&s),
             Some(&r),
+            &Liveness::NONE,
             started + TimeDelta::seconds(30),
             &policy()
         ),
@@ -480,7 +502,7 @@ fn timestamps_at_the_edge_of_time_never_panic() {
     for status in ["running", "skipped"] {
         for session in [None, Some("dispatched")] {
             let r = row(status, far, session);
-            let _ = decide(None, Some(&r), far, &policy());
+            let _ = decide(None, Some(&r), &Liveness::NONE, far, &policy());
         }
     }
 }
@@ -489,13 +511,20 @@ fn timestamps_at_the_edge_of_time_never_panic() {
 fn row_targets_and_errors() {
     let d = t0();
     assert_eq!(
-        Verdict::FinalizeSkipped { since: d }
-            .row_error(None)
-            .as_deref(),
+        Verdict::FinalizeSkipped {
+            since: d,
+            as_failed: false
+        }
+        .row_error(None, &policy())
+        .as_deref(),
         Some("Skipped — agent was busy")
     );
     assert_eq!(
-        Verdict::FinalizeSkipped { since: d }.row_target(),
+        Verdict::FinalizeSkipped {
+            since: d,
+            as_failed: false
+        }
+        .row_target(),
         Some(Status::Cancelled)
     );
     assert_eq!(
@@ -566,8 +595,12 @@ fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
                     None => parse_timestamp("garbage"),
                 },
                 session,
+                session_tracked: true,
                 started_at_raw: String::new(),
                 effective_timeout: timeout,
+                lease: None,
+                redelivery_count: 0,
+                completed: false,
             }),
     )
 }
@@ -596,7 +629,7 @@ proptest! {
     ) {
         let now = t0() + TimeDelta::seconds(now_offset);
         let p = policy();
-        let v = decide(slot.as_ref(), row.as_ref(), now, &p);
+        let v = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &p);
         if let (Some(s), Verdict::ReclaimStaleSlot { deadline, .. }) = (slot.as_ref(), &v) {
             prop_assert_eq!(*deadline, own_deadline(s, row.as_ref(), &p));
             prop_assert!(now > *deadline);
@@ -608,7 +641,7 @@ proptest! {
         slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
     ) {
         let now = t0() + TimeDelta::seconds(now_offset);
-        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        let v = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &policy());
         if let Some(r) = row.as_ref() {
             if r.status.is_terminal() || !r.status.is_known() {
                 prop_assert_eq!(v.row_target(), None, "{:?}", v);
@@ -622,7 +655,7 @@ proptest! {
     ) {
         let now = t0() + TimeDelta::seconds(now_offset);
         let p = policy();
-        let v = decide(slot.as_ref(), row.as_ref(), now, &p);
+        let v = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &p);
         if let (Some(s), Some(r)) = (slot.as_ref(), row.as_ref()) {
             let live = now <= own_deadline(s, Some(r), &p);
             if live && v.row_target() == Some(Status::Failed) {
@@ -638,7 +671,7 @@ proptest! {
         slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
     ) {
         let now = t0() + TimeDelta::seconds(now_offset);
-        let v = decide(slot.as_ref(), row.as_ref(), now, &policy());
+        let v = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &policy());
         match (v.row_target(), row.as_ref()) {
             (Some(Status::Failed), Some(r)) => prop_assert!(matches!(
                 r.status, Status::Running | Status::Queued | Status::PendingRetry)),
@@ -653,8 +686,238 @@ proptest! {
         slot in slot_strategy(), row in row_strategy(), now_offset in -20_000i64..40_000
     ) {
         let now = t0() + TimeDelta::seconds(now_offset);
-        if let Verdict::Healthy { recheck_at: Some(at) } = decide(slot.as_ref(), row.as_ref(), now, &policy()) {
+        if let Verdict::Healthy { recheck_at: Some(at) } = decide(slot.as_ref(), row.as_ref(), &Liveness::NONE, now, &policy()) {
             prop_assert!(at >= now);
         }
     }
+}
+
+fn in_flight() -> Liveness {
+    Liveness { in_flight: true }
+}
+
+#[test]
+fn an_in_flight_marker_keeps_a_run_alive_under_every_rule() {
+    let p = policy();
+    let late = t0() + TimeDelta::hours(3);
+    let stale = slot(t0(), SlotTimeout::Declared(600));
+    let running = row("running", t0(), Some("dispatched"));
+    let no_session = row("running", t0(), None);
+    let alive = Verdict::Alive {
+        by: AliveBy::InFlightMarker,
+        recheck_at: None,
+    };
+    // Without the marker: a stale slot, an orphan, a never-launched run, a rowless slot.
+    for (s, r) in [
+        (Some(&stale), Some(&running)),
+        (None, Some(&running)),
+        (None, Some(&no_session)),
+        (Some(&stale), None),
+    ] {
+        assert!(decide(s, r, &Liveness::NONE, late, &p).is_actionable());
+        assert_eq!(decide(s, r, &in_flight(), late, &p), alive);
+    }
+    // A finished run's slot is released whatever the marker says: terminal states win.
+    let done = row("success", t0(), Some("sess"));
+    let v = decide(Some(&stale), Some(&done), &in_flight(), late, &p);
+    assert!(v.removes_slot() && v.row_target().is_none(), "{v:?}");
+}
+
+fn leased(status: &str, started: Timestamp, lease: &str) -> RowObservation {
+    RowObservation {
+        lease: Some(parse_timestamp(lease)),
+        ..row(status, started, Some("dispatched"))
+    }
+}
+
+#[test]
+fn a_leased_run_is_judged_by_its_lease_not_by_slot_rules() {
+    // Queued two hours ago, claimed a minute ago, lease valid for another hour, no slot:
+    // the slot rules alone call it an orphan.
+    let p = policy();
+    let now = t0() + TimeDelta::hours(2);
+    let plain = row("running", t0(), Some("dispatched"));
+    assert!(matches!(
+        decide(None, Some(&plain), &Liveness::NONE, now, &p),
+        Verdict::FailOrphan { .. }
+    ));
+    let r = leased("running", t0(), "2026-05-01T18:30:00Z");
+    let until = parse_timestamp("2026-05-01T18:30:00Z").unwrap();
+    let alive = Verdict::Alive {
+        by: AliveBy::Lease { until },
+        recheck_at: Some(until),
+    };
+    assert_eq!(decide(None, Some(&r), &Liveness::NONE, now, &p), alive);
+    // Not even a stale slot or a missing session fails it.
+    let stale = slot(t0(), SlotTimeout::Declared(600));
+    assert_eq!(
+        decide(Some(&stale), Some(&r), &Liveness::NONE, now, &p),
+        alive
+    );
+    let no_session = RowObservation {
+        session: None,
+        session_tracked: true,
+        ..r.clone()
+    };
+    assert_eq!(
+        decide(None, Some(&no_session), &Liveness::NONE, now, &p),
+        alive
+    );
+    // Past its lease it is the platform's lease reaper's: reported, never failed.
+    let after = until + TimeDelta::seconds(1);
+    assert_eq!(
+        decide(None, Some(&r), &Liveness::NONE, after, &p),
+        Verdict::Report(Concern::LeaseExpired(until))
+    );
+    // A lease that cannot be read is still a lease.
+    let garbage = leased("running", t0(), "tomorrow-ish");
+    assert_eq!(
+        decide(None, Some(&garbage), &Liveness::NONE, after, &p),
+        Verdict::Report(Concern::UnparseableLease("tomorrow-ish".into()))
+    );
+    // A lease left on a finished run changes nothing: its slot is still released.
+    let done = leased("success", t0(), "2026-05-01T18:30:00Z");
+    let v = decide(Some(&stale), Some(&done), &Liveness::NONE, now, &p);
+    assert!(v.removes_slot() && v.row_target().is_none(), "{v:?}");
+}
+
+#[test]
+fn a_backlog_sentinel_is_never_released_and_is_reported_once_old() {
+    let p = policy();
+    let sentinel = SlotObservation {
+        execution_id: ExecutionId::parse("drain-3f2a").unwrap(),
+        sentinel: true,
+        ..slot(t0(), SlotTimeout::Missing)
+    };
+    // Past the missing-row grace a plain member is leaked capacity; a sentinel is not.
+    let now = t0() + TimeDelta::seconds(60);
+    let plain = SlotObservation {
+        sentinel: false,
+        ..sentinel.clone()
+    };
+    assert!(matches!(
+        decide(Some(&plain), None, &Liveness::NONE, now, &p),
+        Verdict::ReleaseLeakedSlot {
+            reason: LeakReason::RowMissing
+        }
+    ));
+    let end = t0() + TimeDelta::seconds(p.sentinel_report_after_secs);
+    assert_eq!(
+        decide(Some(&sentinel), None, &Liveness::NONE, now, &p),
+        Verdict::Alive {
+            by: AliveBy::Sentinel,
+            recheck_at: Some(end)
+        }
+    );
+    // Older than the bound (even past any slot deadline) it is reported, not touched.
+    for later in [end + TimeDelta::seconds(1), t0() + TimeDelta::days(1)] {
+        assert_eq!(
+            decide(Some(&sentinel), None, &Liveness::NONE, later, &p),
+            Verdict::Report(Concern::StaleSentinel(t0()))
+        );
+    }
+}
+
+#[test]
+fn dispatched_async_is_a_session_like_dispatched() {
+    let p = policy();
+    let r = row("running", t0(), Some("dispatched_async"));
+    let s = slot(t0(), SlotTimeout::Declared(3600));
+    let v = decide(Some(&s), Some(&r), &Liveness::NONE, t0() + mins(30), &p);
+    assert!(matches!(v, Verdict::Healthy { .. }), "{v:?}");
+}
+
+#[test]
+fn the_platforms_skipped_rule_finalizes_only_open_skipped_rows_as_failed() {
+    let p = Policy {
+        skipped: SkippedPolicy::Platform,
+        ..policy()
+    };
+    let now = t0() + mins(11);
+    let open = row("skipped", t0(), None);
+    let v = decide(None, Some(&open), &Liveness::NONE, now, &p);
+    assert_eq!(
+        v,
+        Verdict::FinalizeSkipped {
+            since: t0(),
+            as_failed: true
+        }
+    );
+    assert_eq!(v.row_target(), Some(Status::Failed));
+    assert_eq!(
+        v.row_error(None, &p).as_deref(),
+        Some("Finalized by cleanup: skipped execution")
+    );
+    // `completed_at` set: terminal by the platform's rule, and its slot is leaked.
+    let done = RowObservation {
+        completed: true,
+        ..open.clone()
+    };
+    assert_eq!(
+        decide(None, Some(&done), &Liveness::NONE, now, &p),
+        Verdict::Healthy { recheck_at: None }
+    );
+    let s = slot(t0(), SlotTimeout::Declared(3600));
+    assert_eq!(
+        decide(Some(&s), Some(&done), &Liveness::NONE, now, &p),
+        Verdict::ReleaseLeakedSlot {
+            reason: LeakReason::RowTerminal(Status::Skipped)
+        }
+    );
+    // The default policy cancels it, completed_at or not.
+    let v = decide(None, Some(&done), &Liveness::NONE, now, &policy());
+    assert_eq!(v.row_target(), Some(Status::Cancelled));
+}
+
+#[test]
+fn error_texts_in_the_platforms_words() {
+    let p = Policy {
+        error_style: ErrorStyle::Platform,
+        session_grace_secs: 90,
+        ..policy()
+    };
+    let s = slot(t0(), SlotTimeout::Declared(600));
+    let r = row("running", t0(), Some("dispatched"));
+    let v = decide(Some(&s), Some(&r), &Liveness::NONE, t0() + mins(30), &p);
+    assert_eq!(
+        v.row_error(Some(&s), &p).as_deref(),
+        Some("lease_expired: Stale execution — slot TTL expired for agent 'agent:one', cleaned by cleanup service")
+    );
+    let orphan = decide(None, Some(&r), &Liveness::NONE, t0() + mins(90), &p);
+    assert!(orphan
+        .row_error(None, &p)
+        .unwrap()
+        .starts_with("lease_expired: Stale execution"));
+    // The never-launched text names the configured grace, in either style.
+    let mute = row("running", t0(), None);
+    let v = decide(None, Some(&mute), &Liveness::NONE, t0() + mins(2), &p);
+    assert_eq!(
+        v.row_error(None, &p).as_deref(),
+        Some("Silent launch failure: no Claude session created within 90 seconds")
+    );
+}
+
+#[test]
+fn without_a_session_column_no_run_is_a_silent_launch_failure() {
+    let untracked = RowObservation {
+        session_tracked: false,
+        ..row("running", t0(), None)
+    };
+    let v = decide(
+        None,
+        Some(&untracked),
+        &Liveness::NONE,
+        t0() + mins(5),
+        &policy(),
+    );
+    assert!(matches!(v, Verdict::Healthy { .. }), "{v:?}");
+    // Its deadline still applies.
+    let v = decide(
+        None,
+        Some(&untracked),
+        &Liveness::NONE,
+        t0() + mins(70),
+        &policy(),
+    );
+    assert!(matches!(v, Verdict::FailOrphan { .. }), "{v:?}");
 }

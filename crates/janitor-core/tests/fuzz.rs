@@ -10,8 +10,8 @@
 use chrono::{TimeDelta, TimeZone, Utc};
 use janitor_core::{
     decide, from_unix_seconds, parse_timestamp, plausible_score, slot_deadline, to_unix_seconds,
-    AgentName, CleanupJob, ExecutionId, Policy, RowObservation, SkippedPolicy, SlotObservation,
-    SlotTimeout, Status, Timestamp, Verdict, MAX_TIMEOUT_SECS,
+    AgentName, CleanupJob, ExecutionId, Liveness, Policy, RowObservation, SkippedPolicy,
+    SlotObservation, SlotTimeout, Status, Timestamp, Verdict, MAX_TIMEOUT_SECS,
 };
 use proptest::prelude::*;
 
@@ -103,17 +103,21 @@ fn pair() -> impl Strategy<
         Option<RowObservation>,
         Timestamp,
         Policy,
+        Liveness,
     ),
 > {
     let base = to_unix_seconds(t0());
-    let slot = proptest::option::of((score(base), timeout()).prop_map(|(score, timeout)| {
-        SlotObservation {
-            agent: AgentName::parse("a").unwrap(),
-            execution_id: ExecutionId::parse("e").unwrap(),
-            score,
-            timeout,
-        }
-    }));
+    let slot = proptest::option::of(
+        (score(base), timeout(), proptest::bool::weighted(0.1)).prop_map(
+            |(score, timeout, sentinel)| SlotObservation {
+                agent: AgentName::parse("a").unwrap(),
+                execution_id: ExecutionId::parse("e").unwrap(),
+                score,
+                timeout,
+                sentinel,
+            },
+        ),
+    );
     let row = proptest::option::of(
         (
             status(),
@@ -124,16 +128,22 @@ fn pair() -> impl Strategy<
                 "\\PC{0,8}"
             ]),
             proptest::option::of(any::<i64>()),
+            proptest::option::weighted(0.2, started()),
+            any::<bool>(),
         )
             .prop_map(
-                |(status, (started_at, raw), session, timeout)| RowObservation {
+                |(status, (started_at, raw), session, timeout, lease, completed)| RowObservation {
                     execution_id: ExecutionId::parse("e").unwrap(),
                     agent: AgentName::parse("a").unwrap(),
                     status,
                     started_at,
                     started_at_raw: raw,
                     session,
+                    session_tracked: true,
                     effective_timeout: timeout,
+                    lease: lease.map(|(lease, _)| lease),
+                    redelivery_count: 0,
+                    completed,
                 },
             ),
     );
@@ -148,21 +158,25 @@ fn pair() -> impl Strategy<
         0i64..100_000,
         0i64..100_000,
         0i64..100_000,
-        any::<bool>(),
+        0u8..3,
+        0i64..100_000,
     )
-        .prop_map(|(d, b, m, s, k, terminal)| Policy {
+        .prop_map(|(d, b, m, s, k, skipped, sentinel)| Policy {
             default_timeout_secs: d,
             ttl_buffer_secs: b,
             missing_row_grace_secs: m,
             session_grace_secs: s,
             skipped_after_secs: k,
-            skipped: if terminal {
-                SkippedPolicy::Terminal
-            } else {
-                SkippedPolicy::Finalize
+            skipped: match skipped {
+                0 => SkippedPolicy::Finalize,
+                1 => SkippedPolicy::Terminal,
+                _ => SkippedPolicy::Platform,
             },
+            sentinel_report_after_secs: sentinel,
+            error_style: janitor_core::ErrorStyle::Janitor,
         });
-    (slot, row, now, policy)
+    let live = any::<bool>().prop_map(|in_flight| Liveness { in_flight });
+    (slot, row, now, policy, live)
 }
 
 proptest! {
@@ -205,8 +219,21 @@ proptest! {
     }
 
     #[test]
-    fn the_verdict_keeps_its_invariants((slot, row, now, policy) in pair()) {
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &policy);
+    fn the_verdict_keeps_its_invariants((slot, row, now, policy, live) in pair()) {
+        let verdict = decide(slot.as_ref(), row.as_ref(), &live, now, &policy);
+        // A backlog sentinel is never touched.
+        if slot.as_ref().is_some_and(|s| s.sentinel) {
+            prop_assert!(!verdict.is_actionable(), "{:?}", verdict);
+        }
+        // Proof of life or a lease: nothing is failed and no slot is removed, but the
+        // slot of a finished run.
+        let finished = row.as_ref().is_some_and(|r| r.status.is_terminal()
+            || (r.status == janitor_core::Status::Skipped
+                && (policy.skipped == SkippedPolicy::Terminal
+                    || (policy.skipped == SkippedPolicy::Platform && r.completed))));
+        if !finished && (live.in_flight || row.as_ref().is_some_and(|r| r.lease.is_some())) {
+            prop_assert!(!verdict.is_actionable(), "{:?}", verdict);
+        }
         // A terminal row never changes.
         if let Some(r) = &row {
             if r.status.is_terminal() || !r.status.is_known() {

@@ -6,8 +6,8 @@ use std::ops::ControlFlow;
 use chrono::TimeDelta;
 use futures::StreamExt as _;
 use janitor_core::{
-    decide, row_deadline, slot_deadline, ExecutionId, Policy, RowObservation, SlotObservation,
-    Status, TimeoutSource, Timestamp, Verdict,
+    decide, row_deadline, slot_deadline, ExecutionId, Liveness, Policy, RowObservation,
+    SlotObservation, Status, TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
     CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry, SlotRead, SlotStore,
@@ -30,8 +30,10 @@ pub struct Pair {
     pub verdict: Verdict,
 }
 
-/// Everything a pass can find.
+/// Everything a pass can find. (Findings are handed on one at a time and nearly all are
+/// pairs: boxing them would allocate per item for nothing.)
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Finding {
     Pair(Pair),
     CorruptSlot(CorruptSlot),
@@ -56,11 +58,12 @@ pub struct ObserveStats {
 /// a few batches while Redis reads, SQL reads and judging overlap.
 const READ_AHEAD: usize = 2;
 
-/// A page of open rows, each with its run's slot when it holds one (or why it is unreadable).
-type RowBatch = Vec<(RowEntry, SlotRead)>;
+/// A page of open rows, each with its run's slot when it holds one (or why it is
+/// unreadable) and the evidence of life beside it.
+type RowBatch = Vec<(RowEntry, SlotRead, Liveness)>;
 /// A batch of slots not paired from the row side, with the rows of their runs (by id,
-/// whatever their status).
-type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
+/// whatever their status) and each slot's evidence of life.
+type SlotBatch = (Vec<(SlotEntry, Liveness)>, HashMap<String, RowEntry>);
 
 /// Streams every open row and every slot, judges each pair at `now` and hands each finding
 /// to `sink`, which may stop the pass early (`ControlFlow::Break`).
@@ -127,13 +130,16 @@ async fn observe_with<E: From<StoreError>>(
     while let Some(read) = row_batches.recv().await {
         let page = read.map_err(E::from)?;
         stats.rows_scanned += page.len() as u64;
-        for (entry, slot) in page {
+        for (entry, slot, live) in page {
             match (entry, slot) {
                 (RowEntry::Corrupt(c), _) => emit!(Finding::CorruptRow(c), stats),
                 // The run's slot cannot be read: never judge the run as slotless.
                 (RowEntry::Row(_), Err(c)) => emit!(Finding::CorruptSlot(c), stats),
                 (RowEntry::Row(row), Ok(slot)) => {
-                    emit!(Finding::Pair(judge(slot, Some(row), now, policy)), stats)
+                    emit!(
+                        Finding::Pair(judge(slot, Some(row), &live, now, policy)),
+                        stats
+                    )
                 }
             }
         }
@@ -145,7 +151,7 @@ async fn observe_with<E: From<StoreError>>(
     let mut slot_batches = read_unpaired_slots(&mut readers, slots, rows, paired, batch);
     while let Some(read) = slot_batches.recv().await {
         let (entries, mut by_id) = read.map_err(E::from)?;
-        for entry in entries {
+        for (entry, live) in entries {
             let slot = match entry {
                 SlotEntry::Slot(s) => s.observation,
                 SlotEntry::Corrupt(c) => {
@@ -161,11 +167,14 @@ async fn observe_with<E: From<StoreError>>(
                 Some(RowEntry::Corrupt(c)) => emit!(Finding::CorruptRow(c), stats),
                 Some(RowEntry::Row(row)) => {
                     emit!(
-                        Finding::Pair(judge(Some(slot), Some(row), now, policy)),
+                        Finding::Pair(judge(Some(slot), Some(row), &live, now, policy)),
                         stats
                     )
                 }
-                None => emit!(Finding::Pair(judge(Some(slot), None, now, policy)), stats),
+                None => emit!(
+                    Finding::Pair(judge(Some(slot), None, &live, now, policy)),
+                    stats
+                ),
             }
         }
     }
@@ -234,16 +243,17 @@ async fn pair_page(
             RowEntry::Corrupt(_) => None,
         })
         .collect();
-    let found = slots.pair_open(paired, &runs).await?;
-    let mut found = found.into_iter();
+    let ids: Vec<ExecutionId> = runs.iter().map(|(_, e)| e.clone()).collect();
+    let (found, live) = tokio::try_join!(slots.pair_open(paired, &runs), slots.liveness(&ids))?;
+    let mut found = found.into_iter().zip(live);
     Ok(page
         .into_iter()
         .map(|entry| {
-            let slot = match entry {
-                RowEntry::Row(_) => found.next().unwrap_or(Ok(None)),
-                RowEntry::Corrupt(_) => Ok(None),
+            let (slot, live) = match entry {
+                RowEntry::Row(_) => found.next().unwrap_or((Ok(None), Liveness::NONE)),
+                RowEntry::Corrupt(_) => (Ok(None), Liveness::NONE),
             };
-            (entry, slot)
+            (entry, slot, live)
         })
         .collect())
 }
@@ -268,11 +278,11 @@ fn read_unpaired_slots(
             }
         }
     });
-    let rows = rows.clone();
+    let (rows, slots) = (rows.clone(), slots.clone());
     readers.spawn(async move {
         while let Some(read) = scanned_rx.recv().await {
             let joined = match read {
-                Ok(entries) => rows_of(&rows, entries).await,
+                Ok(entries) => rows_of(&rows, &slots, entries).await,
                 Err(e) => Err(e),
             };
             if !forward(&joined_tx, joined).await {
@@ -284,7 +294,11 @@ fn read_unpaired_slots(
 }
 
 /// A batch of slots with their runs' rows, by id.
-async fn rows_of(rows: &ExecutionStore, entries: Vec<SlotEntry>) -> Result<SlotBatch, StoreError> {
+async fn rows_of(
+    rows: &ExecutionStore,
+    slots: &SlotStore,
+    entries: Vec<SlotEntry>,
+) -> Result<SlotBatch, StoreError> {
     let ids: Vec<ExecutionId> = entries
         .iter()
         .filter_map(|e| match e {
@@ -292,11 +306,21 @@ async fn rows_of(rows: &ExecutionStore, entries: Vec<SlotEntry>) -> Result<SlotB
             SlotEntry::Corrupt(_) => None,
         })
         .collect();
-    let by_id = rows
-        .rows_by_ids(&ids)
-        .await?
+    let (found, live) = tokio::try_join!(rows.rows_by_ids(&ids), slots.liveness(&ids))?;
+    let by_id = found
         .into_iter()
         .map(|entry| (entry.id().to_owned(), entry))
+        .collect();
+    let mut live = live.into_iter();
+    let entries = entries
+        .into_iter()
+        .map(|entry| {
+            let live = match entry {
+                SlotEntry::Slot(_) => live.next().unwrap_or(Liveness::NONE),
+                SlotEntry::Corrupt(_) => Liveness::NONE,
+            };
+            (entry, live)
+        })
         .collect();
     Ok((entries, by_id))
 }
@@ -305,10 +329,11 @@ async fn rows_of(rows: &ExecutionStore, entries: Vec<SlotEntry>) -> Result<SlotB
 pub fn judge(
     slot: Option<SlotObservation>,
     row: Option<RowObservation>,
+    live: &Liveness,
     now: Timestamp,
     policy: &Policy,
 ) -> Pair {
-    let verdict = decide(slot.as_ref(), row.as_ref(), now, policy);
+    let verdict = decide(slot.as_ref(), row.as_ref(), live, now, policy);
     let (deadline, timeout_source) = match (&slot, &row) {
         (Some(s), r) => match slot_deadline(s, r.as_ref(), policy) {
             Some((deadline, source)) => (Some(deadline), Some(source)),
@@ -323,6 +348,14 @@ pub fn judge(
             None,
         ),
         _ => (None, None),
+    };
+    // A lease or a sentinel's bound is what the pair waits for, not a slot or row deadline.
+    let deadline = match &verdict {
+        Verdict::Alive {
+            recheck_at: Some(at),
+            ..
+        } => Some(*at),
+        _ => deadline,
     };
     Pair {
         slot,

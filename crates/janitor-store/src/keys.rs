@@ -12,12 +12,22 @@ pub const DEFAULT_SLOT_PREFIX: &str = "agent:slots:";
 /// The platform's slot metadata HASH prefix.
 pub const DEFAULT_SLOT_META_PREFIX: &str = "agent:slot:";
 
-/// The two configurable prefixes of the slot layout.
+/// The platform's in-flight marker prefix: `execution:inflight:{execution_id}` exists while
+/// a dispatch is alive in a backend process.
+pub const DEFAULT_INFLIGHT_PREFIX: &str = "execution:inflight:";
+/// The member prefix of the platform's backlog sentinels in a slot ZSET.
+pub const DEFAULT_SENTINEL_PREFIX: &str = "drain-";
+
+/// The configurable key shapes of the slot layout: the slot ZSET and HASH prefixes, the
+/// in-flight marker prefix and the backlog sentinel member prefix (each of the last two
+/// empty = not used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlotKeys {
     slot_prefix: String,
     meta_prefix: String,
     outbox: String,
+    inflight_prefix: String,
+    sentinel_prefix: String,
 }
 
 impl Default for SlotKeys {
@@ -27,13 +37,51 @@ impl Default for SlotKeys {
 }
 
 impl SlotKeys {
+    /// The layout with these slot prefixes. The marker prefix follows the slot prefix's
+    /// namespace: `agent:slots:` gives the platform's `execution:inflight:`, and a
+    /// namespaced `ns:agent:slots:` gives `ns:execution:inflight:`.
     pub fn new(slot_prefix: impl Into<String>, meta_prefix: impl Into<String>) -> Self {
         let slot_prefix = slot_prefix.into();
+        let namespace = slot_prefix
+            .strip_suffix(DEFAULT_SLOT_PREFIX)
+            .unwrap_or_default();
         Self {
             outbox: format!("janitor:audit-outbox:{slot_prefix}"),
+            inflight_prefix: format!("{namespace}{DEFAULT_INFLIGHT_PREFIX}"),
+            sentinel_prefix: DEFAULT_SENTINEL_PREFIX.to_owned(),
             slot_prefix,
             meta_prefix: meta_prefix.into(),
         }
+    }
+
+    /// Sets the in-flight marker prefix (empty: markers are not read).
+    pub fn with_inflight_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inflight_prefix = prefix.into();
+        self
+    }
+
+    /// Sets the backlog sentinel member prefix (empty: no member is a sentinel).
+    pub fn with_sentinel_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.sentinel_prefix = prefix.into();
+        self
+    }
+
+    pub fn inflight_prefix(&self) -> &str {
+        &self.inflight_prefix
+    }
+
+    pub fn sentinel_prefix(&self) -> &str {
+        &self.sentinel_prefix
+    }
+
+    /// `execution:inflight:{execution_id}`, unless markers are off.
+    pub fn inflight(&self, execution: &ExecutionId) -> Option<String> {
+        (!self.inflight_prefix.is_empty()).then(|| format!("{}{}", self.inflight_prefix, execution))
+    }
+
+    /// Whether a slot member is one of the platform's backlog sentinels.
+    pub fn is_sentinel(&self, execution: &ExecutionId) -> bool {
+        !self.sentinel_prefix.is_empty() && execution.as_str().starts_with(&self.sentinel_prefix)
     }
 
     /// janitor's audit outbox STREAM for this layout: `janitor:audit-outbox:{slot prefix}`
@@ -95,6 +143,25 @@ mod tests {
         assert_eq!(keys.agent_of("agent:slots:team:a b/ü"), Some("team:a b/ü"));
         assert_eq!(keys.agent_of("agent:slot:x:y"), None);
         assert_eq!(keys.scan_pattern(), "agent:slots:*");
+        assert_eq!(
+            keys.inflight(&exec).as_deref(),
+            Some("execution:inflight:abc")
+        );
+        assert!(keys.is_sentinel(&ExecutionId::parse("drain-42").unwrap()));
+        assert!(!keys.is_sentinel(&exec));
+    }
+
+    #[test]
+    fn markers_follow_the_namespace_and_can_be_switched_off() {
+        let keys = SlotKeys::new("t1:agent:slots:", "t1:agent:slot:");
+        let exec = ExecutionId::parse("abc").unwrap();
+        assert_eq!(
+            keys.inflight(&exec).as_deref(),
+            Some("t1:execution:inflight:abc")
+        );
+        let off = keys.with_inflight_prefix("").with_sentinel_prefix("");
+        assert_eq!(off.inflight(&exec), None);
+        assert!(!off.is_sentinel(&ExecutionId::parse("drain-42").unwrap()));
     }
 
     #[test]

@@ -12,7 +12,10 @@ mod slots;
 pub mod sql;
 
 pub use error::StoreError;
-pub use keys::{SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
+pub use keys::{
+    SlotKeys, DEFAULT_INFLIGHT_PREFIX, DEFAULT_SENTINEL_PREFIX, DEFAULT_SLOT_META_PREFIX,
+    DEFAULT_SLOT_PREFIX,
+};
 pub use redact::redact_url;
 pub use slots::{
     drain_outbox, Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot,
@@ -22,4 +25,4 @@ pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{
     escape_bytes, CasOutcome, CorruptRow, ExecutionStore, RowCursor, RowEntry, RowPage, Transition,
 };
-pub use sql::{Backend, Database, MigrationReport, Schema};
+pub use sql::{Backend, Database, MigrationReport, RuleOff, Schema};

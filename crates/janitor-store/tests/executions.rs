@@ -22,6 +22,9 @@ janitor_testkit::both_backends!(
     concurrent_fails_apply_exactly_once,
     odd_ids_are_reported_not_changed,
     audit_filters,
+    leases_are_read_and_a_run_claimed_since_the_read_is_never_failed,
+    the_platforms_skipped_finalize_writes_what_the_platform_writes,
+    every_schema_generation_is_read_and_written,
 );
 
 struct Fixture {
@@ -400,6 +403,7 @@ async fn conflicts_and_missing_rows_write_nothing(kind: Kind) {
         started_at: Some(started()),
         started_at_raw: "2026-05-01T15:30:00Z",
         require_no_session: false,
+        platform_skipped: false,
         evidence: Box::leak(Box::new(ev.clone())),
     };
     assert_eq!(
@@ -441,6 +445,7 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         started_at: None,
         started_at_raw: "garbage-time",
         require_no_session: false,
+        platform_skipped: false,
         evidence: &ev,
     };
     assert!(matches!(
@@ -708,6 +713,149 @@ fn fail<'a>(run: &'a ExecutionId, evidence: &'a Evidence) -> Transition<'a> {
         started_at: Some(started()),
         started_at_raw: "2026-05-01T15:30:00Z",
         require_no_session: false,
+        platform_skipped: false,
         evidence,
+    }
+}
+
+async fn leases_are_read_and_a_run_claimed_since_the_read_is_never_failed(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run(
+        "p1",
+        "a",
+        "running",
+        "2026-05-01T15:30:00Z",
+        Some("dispatched"),
+    )
+    .await;
+    f.insert_run(
+        "p2",
+        "a",
+        "running",
+        "2026-05-01T15:30:00Z",
+        Some("dispatched"),
+    )
+    .await;
+    f.exec(
+        "UPDATE schedule_executions SET lease_expires_at = '2026-05-01T18:00:00Z', \
+         claim_token = 't', claimed_by_worker = 'w1', redelivery_count = 2 WHERE id = 'p1'",
+    )
+    .await;
+    let read = f.store.rows_by_ids(&[id("p1"), id("p2")]).await.unwrap();
+    let mut read = rows(&read);
+    read.sort_by_key(|r| r.execution_id.to_string());
+    assert_eq!(
+        read[0].lease,
+        Some(Ok(parse_timestamp("2026-05-01T18:00:00Z").unwrap()))
+    );
+    assert_eq!(read[0].redelivery_count, 2);
+    assert_eq!(read[1].lease, None);
+    assert_eq!(read[1].redelivery_count, 0);
+    let page = f.store.open_rows(None, 10).await.unwrap();
+    assert!(rows(&page.rows).iter().any(|r| r.lease.is_some()));
+
+    // p2 was read without a lease; a pull worker claims it before the write lands.
+    f.exec(
+        "UPDATE schedule_executions SET lease_expires_at = '2026-05-01T18:00:00Z' WHERE id = 'p2'",
+    )
+    .await;
+    let ev = evidence();
+    let outcome = f.store.fail_run(&fail(&id("p2"), &ev)).await.unwrap();
+    assert_eq!(outcome, CasOutcome::Conflict(Status::Running));
+    assert_eq!(f.status("p2").await, "running");
+    // An empty lease is no lease.
+    f.exec("UPDATE schedule_executions SET lease_expires_at = '' WHERE id = 'p2'")
+        .await;
+    let read = f.store.rows_by_ids(&[id("p2")]).await.unwrap();
+    assert_eq!(rows(&read)[0].lease, None);
+    let outcome = f.store.fail_run(&fail(&id("p2"), &ev)).await.unwrap();
+    assert!(matches!(outcome, CasOutcome::Applied { .. }), "{outcome:?}");
+}
+
+async fn the_platforms_skipped_finalize_writes_what_the_platform_writes(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    f.insert_run("k1", "a", "skipped", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.insert_run("k2", "a", "skipped", "2026-05-01T15:30:00Z", None)
+        .await;
+    f.exec("UPDATE schedule_executions SET completed_at = '2026-05-01T15:30:01Z' WHERE id = 'k2'")
+        .await;
+    let read = f.store.rows_by_ids(&[id("k1"), id("k2")]).await.unwrap();
+    let mut read = rows(&read);
+    read.sort_by_key(|r| r.execution_id.to_string());
+    assert!(!read[0].completed);
+    assert!(read[1].completed);
+    let ev = evidence();
+    let change = |run: &'static str| Transition {
+        expected: &Status::Skipped,
+        error: "Finalized by cleanup: skipped execution",
+        platform_skipped: true,
+        ..fail(Box::leak(Box::new(id(run))), &ev)
+    };
+    assert!(matches!(
+        f.store.fail_run(&change("k1")).await.unwrap(),
+        CasOutcome::Applied { .. }
+    ));
+    assert_eq!(f.status("k1").await, "failed");
+    assert_eq!(
+        f.scalar("SELECT completed_at FROM schedule_executions WHERE id = 'k1'")
+            .await
+            .as_deref(),
+        Some("2026-05-01T15:30:00Z")
+    );
+    assert_eq!(
+        f.count("SELECT CAST(duration_ms AS BIGINT) FROM schedule_executions WHERE id = 'k1'")
+            .await,
+        0
+    );
+    // completed_at set since the read: the platform counts it terminal; nothing written.
+    assert_eq!(
+        f.store.fail_run(&change("k2")).await.unwrap(),
+        CasOutcome::Conflict(Status::Skipped)
+    );
+    assert_eq!(f.status("k2").await, "skipped");
+}
+
+async fn every_schema_generation_is_read_and_written(kind: Kind) {
+    for generation in janitor_testkit::Generation::ALL {
+        let db = TestDb::new(kind).await.unwrap();
+        janitor_testkit::run_sql(kind, &db.url, generation.ddl())
+            .await
+            .unwrap();
+        let database = Database::connect(&db.url, false).await.unwrap();
+        database.migrate(false).await.unwrap();
+        let store = ExecutionStore::open(database).await.unwrap();
+        let schema = store.schema();
+        assert_eq!(schema.session, generation.has_sessions(), "{generation:?}");
+        assert_eq!(schema.lease, generation.has_leases(), "{generation:?}");
+        assert_eq!(
+            schema.schedule_timeout && schema.agent_timeout,
+            generation != janitor_testkit::Generation::Late2025
+        );
+        let off: Vec<&str> = schema.rules_off().iter().map(|r| r.rule).collect();
+        assert_eq!(
+            off.iter().any(|r| r.contains("never-launched")),
+            !generation.has_sessions(),
+            "{off:?}"
+        );
+        janitor_testkit::run_sql(
+            kind,
+            &db.url,
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by) \
+             VALUES ('g1', 's', 'a', 'running', '2026-05-01T15:30:00Z', 'm', 'schedule')",
+        )
+        .await
+        .unwrap();
+        let page = store.open_rows(None, 10).await.unwrap();
+        let read = rows(&page.rows);
+        assert_eq!(read.len(), 1, "{generation:?}");
+        assert_eq!(read[0].session_tracked, generation.has_sessions());
+        let ev = evidence();
+        let outcome = store.fail_run(&fail(&id("g1"), &ev)).await.unwrap();
+        assert!(
+            matches!(outcome, CasOutcome::Applied { .. }),
+            "{generation:?}: {outcome:?}"
+        );
+        store.database().close().await;
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::TimeDelta;
 use futures::TryStreamExt as _;
 use janitor_core::{
-    decide, parse_timestamp, to_unix_seconds, AgentName, ExecutionId, Policy, RowObservation,
-    SlotTimeout, Status, Verdict,
+    decide, parse_timestamp, to_unix_seconds, AgentName, ExecutionId, Liveness, Policy,
+    RowObservation, SlotTimeout, Status, Verdict,
 };
 use janitor_store::{Acquire, Reclaim, Release, Renew, SlotEntry, SlotKeys, SlotStore};
 use redis::AsyncCommands as _;
@@ -75,8 +75,12 @@ fn running(
         status: Status::Running,
         started_at: Ok(started),
         session: Some("dispatched".into()),
+        session_tracked: true,
         started_at_raw: String::new(),
         effective_timeout: Some(3600),
+        lease: None,
+        redelivery_count: 0,
+        completed: false,
     }
 }
 
@@ -222,7 +226,7 @@ async fn the_incident_21_minute_slot_survives_a_stale_one_is_reclaimed() {
         };
         let s = &slot.observation;
         let row = running(&s.agent, &s.execution_id, now - TimeDelta::minutes(21));
-        match decide(Some(s), Some(&row), now, &policy) {
+        match decide(Some(s), Some(&row), &Liveness::NONE, now, &policy) {
             Verdict::ReclaimStaleSlot { deadline, fail_row } => {
                 assert!(fail_row);
                 let outcome = store
@@ -254,7 +258,7 @@ async fn a_renewal_between_scan_and_reclaim_wins() {
     };
     let s = slot.observation;
     let Verdict::ReclaimStaleSlot { deadline, .. } =
-        decide(Some(&s), None, now, &Policy::default())
+        decide(Some(&s), None, &Liveness::NONE, now, &Policy::default())
     else {
         panic!()
     };
@@ -487,4 +491,80 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
         .await
         .unwrap();
     assert_eq!(all.into_iter().flatten().count(), 5);
+}
+
+#[tokio::test]
+async fn in_flight_markers_are_read_in_one_batch_and_sentinels_are_flagged() {
+    let (store, mut conn) = store().await;
+    let a = agent("team:a");
+    let runs = [exec("m1"), exec("m2"), exec("m3")];
+    let marker = store.keys().inflight(&runs[1]).unwrap();
+    let _: () = conn.set_ex(&marker, "backend-1", 60).await.unwrap();
+    // A key of another type is no marker the platform wrote.
+    let odd = store.keys().inflight(&runs[2]).unwrap();
+    let _: () = conn.sadd(&odd, "x").await.unwrap();
+    let live = store.liveness(&runs).await.unwrap();
+    assert_eq!(
+        live.iter().map(|l| l.in_flight).collect::<Vec<_>>(),
+        [false, true, false]
+    );
+    assert!(store.liveness(&[]).await.unwrap().is_empty());
+    // Markers switched off: nothing is read, nothing is alive by a marker.
+    let off = SlotStore::connect(
+        &janitor_testkit::redis_url(),
+        store.keys().clone().with_inflight_prefix(""),
+        300,
+    )
+    .await
+    .unwrap();
+    assert!(off
+        .liveness(&runs)
+        .await
+        .unwrap()
+        .iter()
+        .all(|l| !l.in_flight));
+
+    let sentinel = exec("drain-9a");
+    seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &sentinel,
+        TimeDelta::seconds(60),
+        None,
+    )
+    .await;
+    seed_slot(
+        &store,
+        &mut conn,
+        &a,
+        &runs[0],
+        TimeDelta::seconds(60),
+        None,
+    )
+    .await;
+    let found = store
+        .lookup(&[(a.clone(), sentinel.clone()), (a.clone(), runs[0].clone())])
+        .await
+        .unwrap();
+    assert!(found[0].as_ref().unwrap().sentinel);
+    assert!(!found[1].as_ref().unwrap().sentinel);
+    let scanned: Vec<Vec<SlotEntry>> = store.scan(100).try_collect().await.unwrap();
+    let flagged: Vec<(String, bool)> = scanned
+        .into_iter()
+        .flatten()
+        .filter_map(|e| match e {
+            SlotEntry::Slot(s) => Some((
+                s.observation.execution_id.to_string(),
+                s.observation.sentinel,
+            )),
+            SlotEntry::Corrupt(_) => None,
+        })
+        .collect();
+    assert!(
+        flagged.contains(&("drain-9a".to_owned(), true)),
+        "{flagged:?}"
+    );
+    assert!(flagged.contains(&("m1".to_owned(), false)), "{flagged:?}");
+    let _: () = conn.del(&[marker, odd]).await.unwrap();
 }

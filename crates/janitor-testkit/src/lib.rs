@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use sqlx::Connection as _;
 
 mod sandbox;
-pub use sandbox::{run_sql, ts_ago, Sandbox};
+pub use sandbox::{run_sql, ts_ago, Generation, Sandbox};
 
 /// Where the tests' Redis is.
 pub fn redis_url() -> String {

@@ -6,6 +6,44 @@ use sqlx::Connection as _;
 
 use crate::{redis_url, slot_prefixes, Kind, TestDb};
 
+/// A generation of the platform's schema, as its own code created it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generation {
+    /// Late 2025: no `claude_session_id`, no timeout columns, `agent_ownership` keyed by id.
+    Late2025,
+    /// Spring 2026, the seed janitor was first built on: sessions and timeouts.
+    Spring2026,
+    /// Today (autumn 2026): pull-mode lease columns too. What `migrate
+    /// --create-platform-tables` creates.
+    Today,
+}
+
+impl Generation {
+    pub const ALL: [Generation; 3] = [Self::Late2025, Self::Spring2026, Self::Today];
+
+    /// The generation's DDL (portable across both backends).
+    pub fn ddl(self) -> &'static str {
+        match self {
+            Self::Late2025 => include_str!("../../../migrations/platform/late-2025.sql"),
+            Self::Spring2026 => include_str!("../../../migrations/platform/spring-2026.sql"),
+            Self::Today => concat!(
+                include_str!("../../../migrations/platform/today.sql"),
+                include_str!("../../../migrations/platform/today-indexes.sql")
+            ),
+        }
+    }
+
+    /// Whether runs record `claude_session_id`.
+    pub fn has_sessions(self) -> bool {
+        self != Self::Late2025
+    }
+
+    /// Whether runs can hold a pull-mode lease.
+    pub fn has_leases(self) -> bool {
+        self == Self::Today
+    }
+}
+
 /// A private database plus private slot prefixes.
 #[derive(Debug)]
 pub struct Sandbox {
@@ -14,6 +52,9 @@ pub struct Sandbox {
     pub meta_prefix: String,
     /// A queue name private to this sandbox.
     pub queue: String,
+    /// The platform generation the tables were created as ([`Sandbox::create_platform`]);
+    /// today's unless set.
+    generation: std::sync::OnceLock<Generation>,
 }
 
 impl Sandbox {
@@ -28,7 +69,37 @@ impl Sandbox {
             slot_prefix,
             meta_prefix,
             queue,
+            generation: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Creates the platform's tables as `generation` of its code did (before janitor's
+    /// `migrate`, as on a real platform database).
+    pub async fn create_platform(&self, generation: Generation) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.generation.set(generation).is_ok(),
+            "the platform tables were already created"
+        );
+        self.sql(generation.ddl()).await
+    }
+
+    /// The generation of the platform's tables.
+    pub fn generation(&self) -> Generation {
+        self.generation.get().copied().unwrap_or(Generation::Today)
+    }
+
+    /// Marks a run alive as the platform's backend does while a dispatch is alive in it:
+    /// `execution:inflight:{id}` (in this sandbox's namespace) with a 60 s TTL.
+    pub async fn mark_in_flight(&self, execution: &str) -> anyhow::Result<()> {
+        let namespace = self.slot_prefix.trim_end_matches("agent:slots:");
+        redis::cmd("SET")
+            .arg(format!("{namespace}execution:inflight:{execution}"))
+            .arg("backend-1")
+            .arg("EX")
+            .arg(60)
+            .query_async::<()>(&mut self.redis().await?)
+            .await?;
+        Ok(())
     }
 
     pub async fn redis(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
@@ -162,10 +233,35 @@ impl Sandbox {
         started_at: &str,
         session: Option<&str>,
     ) -> anyhow::Result<()> {
-        let session = session.map_or("NULL".to_owned(), |s| format!("'{s}'"));
+        // A generation without sessions has no column to write one to.
+        let (column, session) = match (self.generation().has_sessions(), session) {
+            (false, _) => ("", String::new()),
+            (true, None) => (", claude_session_id", ", NULL".to_owned()),
+            (true, Some(s)) => (", claude_session_id", format!(", '{s}'")),
+        };
         self.sql(&format!(
-            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, claude_session_id) \
-             VALUES ('{id}', '__manual__', '{}', '{status}', '{started_at}', 'run the report', 'schedule', {session})",
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by{column}) \
+             VALUES ('{id}', '__manual__', '{}', '{status}', '{started_at}', 'run the report', 'schedule'{session})",
+            agent.replace('\'', "''")
+        ))
+        .await
+    }
+
+    /// Inserts a pull-mode run as the platform's claim leaves it: `running`, queued at
+    /// `queued_at`, claimed by a worker with a lease until `lease_expires_at`.
+    pub async fn seed_leased_run(
+        &self,
+        id: &str,
+        agent: &str,
+        queued_at: &str,
+        lease_expires_at: &str,
+        redelivery_count: i64,
+    ) -> anyhow::Result<()> {
+        self.sql(&format!(
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, \
+             claude_session_id, queued_at, claim_token, lease_expires_at, claimed_by_worker, redelivery_count) \
+             VALUES ('{id}', '__manual__', '{}', 'running', '{queued_at}', 'run the report', 'schedule', \
+             'dispatched_async', '{queued_at}', 'tok-{id}', '{lease_expires_at}', 'pull-worker-1', {redelivery_count})",
             agent.replace('\'', "''")
         ))
         .await

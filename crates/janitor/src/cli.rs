@@ -43,6 +43,32 @@ pub struct GlobalArgs {
         value_name = "PREFIX"
     )]
     pub slot_meta_prefix: Option<String>,
+    /// Prefix of the platform's in-flight markers (`{prefix}{execution_id}`); a run whose
+    /// marker exists is alive under every rule. Empty: markers are not read.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_INFLIGHT_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub inflight_prefix: Option<String>,
+    /// Member prefix of the platform's backlog sentinels in a slot ZSET (never released).
+    /// Empty: no member is a sentinel.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_SENTINEL_PREFIX",
+        value_name = "PREFIX"
+    )]
+    pub sentinel_prefix: Option<String>,
+    /// Age after which a backlog sentinel is reported (never touched), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_SENTINEL_REPORT_AFTER_SECS",
+        value_name = "SECS"
+    )]
+    pub sentinel_report_after_secs: Option<i64>,
     /// Timeout of a run whose schedule and agent declare none, in seconds.
     #[arg(
         long,
@@ -86,6 +112,9 @@ pub struct GlobalArgs {
     /// What to do with skipped rows.
     #[arg(long, global = true, env = "JANITOR_SKIPPED_POLICY", value_enum)]
     pub skipped_policy: Option<SkippedPolicyArg>,
+    /// Whose words the error texts janitor writes are in.
+    #[arg(long, global = true, env = "JANITOR_ERROR_STYLE", value_enum)]
+    pub error_style: Option<ErrorStyleArg>,
     /// Slots / rows read per batch while scanning.
     #[arg(long, global = true, env = "JANITOR_SCAN_BATCH", value_name = "N")]
     pub scan_batch: Option<usize>,
@@ -195,6 +224,17 @@ pub enum SkippedPolicyArg {
     Finalize,
     /// Treat skipped as terminal; never change it.
     Terminal,
+    /// The platform's own rule: skipped is terminal once completed_at is set; old skipped
+    /// rows without it are finalized as failed ("Finalized by cleanup: skipped execution").
+    Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ErrorStyleArg {
+    /// janitor's own texts, naming the evidence.
+    Janitor,
+    /// The platform's own texts, which its UI and failure classifier read.
+    Platform,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

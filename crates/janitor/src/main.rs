@@ -52,7 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, args).await,
         Command::Stuck(args) => commands::stuck::run(&settings, args).await,
-        Command::Config(args) => commands::config::run(&settings, args),
+        Command::Config(args) => commands::config::run(&settings, args).await,
         Command::Sweep(args) => commands::sweep::run(&settings, args).await,
         Command::Work(args) => commands::work::run(&settings, args).await,
         Command::Run(args) => commands::run::run(&settings, args).await,

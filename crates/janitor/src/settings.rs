@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use janitor_core::{Policy, SkippedPolicy};
+use janitor_core::{ErrorStyle, Policy, SkippedPolicy};
 use janitor_producer::Breaker;
 use janitor_queue::QueueSettings;
 use janitor_store::{redact_url, SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{GlobalArgs, SkippedPolicyArg};
+use crate::cli::{ErrorStyleArg, GlobalArgs, SkippedPolicyArg};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -32,12 +32,16 @@ struct FileSettings {
     redis_url: Option<String>,
     slot_prefix: Option<String>,
     slot_meta_prefix: Option<String>,
+    inflight_prefix: Option<String>,
+    sentinel_prefix: Option<String>,
+    sentinel_report_after_secs: Option<i64>,
     default_timeout_secs: Option<i64>,
     ttl_buffer_secs: Option<i64>,
     missing_row_grace_secs: Option<i64>,
     session_grace_secs: Option<i64>,
     skipped_after_secs: Option<i64>,
     skipped_policy: Option<SkippedPolicy>,
+    error_style: Option<ErrorStyle>,
     scan_batch: Option<usize>,
     queue: Option<String>,
     backlog_cap: Option<u64>,
@@ -121,6 +125,28 @@ impl Settings {
             file.slot_meta_prefix,
             DEFAULT_SLOT_META_PREFIX.to_owned(),
         );
+        let platform_keys = SlotKeys::new(slot_prefix.clone(), slot_meta_prefix.clone());
+        let inflight_prefix = layer(
+            s,
+            "inflight_prefix",
+            args.inflight_prefix.clone(),
+            file.inflight_prefix,
+            platform_keys.inflight_prefix().to_owned(),
+        );
+        let sentinel_prefix = layer(
+            s,
+            "sentinel_prefix",
+            args.sentinel_prefix.clone(),
+            file.sentinel_prefix,
+            platform_keys.sentinel_prefix().to_owned(),
+        );
+        let sentinel_report_after_secs = layer(
+            s,
+            "sentinel_report_after_secs",
+            args.sentinel_report_after_secs,
+            file.sentinel_report_after_secs,
+            defaults.sentinel_report_after_secs,
+        );
         let default_timeout_secs = layer(
             s,
             "default_timeout_secs",
@@ -159,6 +185,7 @@ impl Settings {
         let skipped_flag = args.skipped_policy.map(|p| match p {
             SkippedPolicyArg::Finalize => SkippedPolicy::Finalize,
             SkippedPolicyArg::Terminal => SkippedPolicy::Terminal,
+            SkippedPolicyArg::Platform => SkippedPolicy::Platform,
         });
         let skipped = layer(
             s,
@@ -166,6 +193,16 @@ impl Settings {
             skipped_flag,
             file.skipped_policy,
             defaults.skipped,
+        );
+        let error_style = layer(
+            s,
+            "error_style",
+            args.error_style.map(|style| match style {
+                ErrorStyleArg::Janitor => ErrorStyle::Janitor,
+                ErrorStyleArg::Platform => ErrorStyle::Platform,
+            }),
+            file.error_style,
+            defaults.error_style,
         );
         let scan_batch = layer(
             s,
@@ -268,6 +305,8 @@ impl Settings {
             session_grace_secs,
             skipped_after_secs,
             skipped,
+            sentinel_report_after_secs,
+            error_style,
         };
         policy
             .validate()
@@ -305,7 +344,9 @@ impl Settings {
         Ok(Self {
             database_url,
             redis_url,
-            slot_keys: SlotKeys::new(slot_prefix, slot_meta_prefix),
+            slot_keys: platform_keys
+                .with_inflight_prefix(inflight_prefix)
+                .with_sentinel_prefix(sentinel_prefix),
             policy,
             scan_batch,
             queue: QueueSettings {
@@ -354,6 +395,9 @@ impl Settings {
             redact_url(&self.redis_url),
             self.slot_keys.slot_prefix().to_owned(),
             self.slot_keys.meta_prefix().to_owned(),
+            self.slot_keys.inflight_prefix().to_owned(),
+            self.slot_keys.sentinel_prefix().to_owned(),
+            p.sentinel_report_after_secs.to_string(),
             p.default_timeout_secs.to_string(),
             p.ttl_buffer_secs.to_string(),
             p.missing_row_grace_secs.to_string(),
@@ -362,6 +406,11 @@ impl Settings {
             match p.skipped {
                 SkippedPolicy::Finalize => "finalize".to_owned(),
                 SkippedPolicy::Terminal => "terminal".to_owned(),
+                SkippedPolicy::Platform => "platform".to_owned(),
+            },
+            match p.error_style {
+                ErrorStyle::Janitor => "janitor".to_owned(),
+                ErrorStyle::Platform => "platform".to_owned(),
             },
             self.scan_batch.to_string(),
             self.queue.name.clone(),

@@ -23,7 +23,7 @@ type Run = (
 const MIN: f64 = 60.0;
 
 /// The incident and its neighbours.
-const RUNS: [Run; 8] = [
+const RUNS: [Run; 9] = [
     // The slot the platform's global 20-minute TTL reclaimed: 21 minutes old, its own
     // timeout 3900 s. Alive.
     (
@@ -94,6 +94,17 @@ const RUNS: [Run; 8] = [
         "naive",
         None,
         Some((5.0 * MIN, 900)),
+    ),
+    // Its slot's renewal was missed (past its own deadline), but the platform's in-flight
+    // marker says the dispatch is alive in a backend: left alone.
+    (
+        "run-marked",
+        "ops/β",
+        "running",
+        30.0 * MIN,
+        "zulu",
+        Some("dispatched"),
+        Some((30.0 * MIN, 900)),
     ),
     // Waiting for a slot by design: reported, left alone.
     (
@@ -207,6 +218,33 @@ async fn seed() -> anyhow::Result<()> {
             pipe.cmd("EXPIRE").arg(&hash).arg(timeout + 300).ignore();
         }
     }
+    // The in-flight marker of run-marked, as the platform's backend keeps it.
+    let namespace_prefix = slots.strip_suffix("agent:slots:").unwrap_or_default();
+    pipe.cmd("SET")
+        .arg(format!("{namespace_prefix}execution:inflight:run-marked"))
+        .arg("backend-1")
+        .arg("EX")
+        .arg(600)
+        .ignore();
+    // The backlog drain's sentinel: a member with no row by design, a minute old. Left
+    // alone.
+    pipe.cmd("ZADD")
+        .arg(format!("{slots}reporter"))
+        .arg(secs as f64 - MIN)
+        .arg("drain-5c1e")
+        .ignore();
+    // A pull-mode run: queued two hours ago, claimed by a worker a minute ago with a lease
+    // for another hour, no slot. Left to its lease.
+    sqlx::query(
+        "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, \
+         claude_session_id, queued_at, claim_token, lease_expires_at, claimed_by_worker, redelivery_count) \
+         VALUES ('run-leased', 's-daily', 'reporter', 'running', $1, 'demo run', 'schedule', 'dispatched_async', $1, \
+         'tok-1', $2, 'pull-worker-1', 0)",
+    )
+    .bind(ts(120.0 * MIN, "naive"))
+    .bind(ts(-60.0 * MIN, "zulu"))
+    .execute(&mut db)
+    .await?;
     // A slot whose run does not exist at all: leaked capacity too.
     pipe.cmd("ZADD")
         .arg(format!("{slots}support bot"))
@@ -217,7 +255,7 @@ async fn seed() -> anyhow::Result<()> {
     db.close().await?;
     println!(
         "seeded a platform-shaped SQLite file with {} runs and their slots",
-        RUNS.len()
+        RUNS.len() + 1
     );
     Ok(())
 }

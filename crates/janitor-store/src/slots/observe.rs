@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 
 use futures::Stream;
 use janitor_core::{
-    from_unix_seconds, AgentName, ExecutionId, SlotObservation, SlotTimeout, Timestamp,
+    from_unix_seconds, AgentName, ExecutionId, Liveness, SlotObservation, SlotTimeout, Timestamp,
 };
 use redis::{FromRedisValue, Script, Value};
 
@@ -284,6 +284,7 @@ impl SlotStore {
                 meta_started_at: started,
                 observation: SlotObservation {
                     timeout,
+                    sentinel: self.keys.is_sentinel(&execution_id),
                     agent,
                     execution_id,
                     score,
@@ -420,7 +421,7 @@ impl SlotStore {
         let mut found = Vec::with_capacity(runs.len());
         for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
             found.push(match score {
-                Ok(score) => Ok(observed(agent, execution, score, timeout)?),
+                Ok(score) => Ok(observed(&self.keys, agent, execution, score, timeout)?),
                 Err(reason) => Err(unreadable_slot(&self.keys, agent, execution, reason)),
             });
         }
@@ -449,6 +450,30 @@ impl SlotStore {
             .exec_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    /// The evidence of life kept beside the slots for these runs: whether each one's
+    /// in-flight marker exists. One `MGET` for the whole batch (none when markers are off).
+    pub async fn liveness(&self, runs: &[ExecutionId]) -> Result<Vec<Liveness>, StoreError> {
+        let keys: Vec<String> = runs.iter().filter_map(|e| self.keys.inflight(e)).collect();
+        if keys.is_empty() {
+            return Ok(vec![Liveness::NONE; runs.len()]);
+        }
+        // Only existence matters (the platform writes a string; MGET reads any other
+        // type as nil, i.e. no marker), so the values are never decoded.
+        let values: Vec<Value> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if values.len() != runs.len() {
+            return Err(StoreError::Protocol("short MGET reply".into()));
+        }
+        Ok(values
+            .iter()
+            .map(|v| Liveness {
+                in_flight: !matches!(v, Value::Nil),
+            })
+            .collect())
     }
 
     /// Looks up the slots of specific runs (one pipeline): `None` where the run holds none.
@@ -489,7 +514,7 @@ fn decode_lookup(
         }
         let score = Option::<f64>::from_redis_value(score)
             .map_err(|e| StoreError::Protocol(e.to_string()))?;
-        found.push(Ok(observed(agent, execution, score, timeout)?));
+        found.push(Ok(observed(keys, agent, execution, score, timeout)?));
     }
     Ok(found)
 }
@@ -497,6 +522,7 @@ fn decode_lookup(
 /// A run's slot from its score (`None`: the run holds none) and its hash's raw
 /// `timeout_seconds` reply.
 fn observed(
+    keys: &SlotKeys,
     agent: &AgentName,
     execution: &ExecutionId,
     score: Option<f64>,
@@ -517,5 +543,6 @@ fn observed(
         execution_id: execution.clone(),
         score,
         timeout,
+        sentinel: keys.is_sentinel(execution),
     }))
 }

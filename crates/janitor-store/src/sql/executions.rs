@@ -97,6 +97,10 @@ pub struct Transition<'a> {
     /// The verdict relied on the run having no session (rule 4): the row must still have
     /// none, or a session written since the read would be failed.
     pub require_no_session: bool,
+    /// The platform's finalize of a `skipped` row ([`janitor_core::SkippedPolicy::Platform`]):
+    /// only while `completed_at` is still NULL, with `completed_at = COALESCE(started_at,
+    /// now)` and `duration_ms = 0`, as the platform's own cleanup writes it.
+    pub platform_skipped: bool,
     pub evidence: &'a Evidence,
 }
 
@@ -108,6 +112,10 @@ struct RawRow {
     started_at: String,
     session: Option<String>,
     timeout: Option<i64>,
+    lease: Option<String>,
+    redeliveries: Option<i64>,
+    /// 1 when `completed_at` is set.
+    completed: Option<i64>,
     /// Why a column could not be read as text (its bytes are not UTF-8): the row is
     /// reported as corrupt, and its other columns hold the bytes escaped.
     undecodable: Option<String>,
@@ -149,6 +157,7 @@ fn raw_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<RawRow, sqlx::Error> {
     let status = text("status")?.unwrap_or_default();
     let started_at = text("started_at")?.unwrap_or_default();
     let session = text("session")?;
+    let lease = text("lease")?;
     Ok(RawRow {
         id,
         agent,
@@ -156,6 +165,9 @@ fn raw_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<RawRow, sqlx::Error> {
         started_at,
         session,
         timeout: row.try_get("timeout")?,
+        lease,
+        redeliveries: row.try_get("redeliveries")?,
+        completed: row.try_get("completed")?,
         undecodable,
         key: (key.0.unwrap_or_default(), key.1.unwrap_or_default()),
     })
@@ -177,6 +189,9 @@ macro_rules! raw_row {
                 .unwrap_or_default(),
             session: $row.try_get("session")?,
             timeout: $row.try_get("timeout")?,
+            lease: $row.try_get("lease")?,
+            redeliveries: $row.try_get("redeliveries")?,
+            completed: $row.try_get("completed")?,
             undecodable: None,
             key: (Vec::new(), Vec::new()),
         }
@@ -193,7 +208,7 @@ impl RawRow {
 }
 
 impl RawRow {
-    fn into_entry(self) -> RowEntry {
+    fn into_entry(self, schema: &Schema) -> RowEntry {
         if let Some(reason) = self.undecodable {
             return RowEntry::Corrupt(CorruptRow {
                 id: self.id,
@@ -212,7 +227,16 @@ impl RawRow {
                 started_at: parse_timestamp(&self.started_at),
                 started_at_raw: self.started_at,
                 session: self.session,
+                session_tracked: schema.session,
                 effective_timeout: self.timeout,
+                // An empty lease is no lease (the platform clears it to NULL; a text
+                // column may hold '').
+                lease: self
+                    .lease
+                    .filter(|l| !l.trim().is_empty())
+                    .map(|l| parse_timestamp(&l)),
+                redelivery_count: self.redeliveries.unwrap_or(0),
+                completed: self.completed.unwrap_or(0) != 0,
             }),
             Err(e) => RowEntry::Corrupt(CorruptRow {
                 id: self.id,
@@ -246,7 +270,7 @@ impl ExecutionStore {
             select_sql(&schema, "schedule_executions e")
         );
         let open_rows_json_sql = format!(
-            "SELECT json_group_array(json_array(id, agent_name, status, started_at, session, timeout)) \
+            "SELECT json_group_array(json_array(id, agent_name, status, started_at, session, timeout, lease, redeliveries, completed)) \
              AS page FROM ({}) AS p",
             marks(Backend::Sqlite, &open_rows_sql)
         );
@@ -318,7 +342,7 @@ impl ExecutionStore {
                             .fetch_all(pool)
                             .await?;
                         let raw = rows.iter().map(raw_sqlite).collect::<Result<Vec<_>, _>>()?;
-                        return Ok(page_of(raw, limit));
+                        return Ok(page_of(raw, limit, &self.schema));
                     }
                 };
                 type Columns = (
@@ -328,27 +352,45 @@ impl ExecutionStore {
                     Option<String>,
                     Option<String>,
                     Option<i64>,
+                    Option<String>,
+                    Option<i64>,
+                    Option<i64>,
                 );
                 let rows: Vec<Columns> = serde_json::from_str(page.as_deref().unwrap_or("[]"))
                     .map_err(|e| StoreError::Protocol(format!("a page of open rows: {e}")))?;
                 rows.into_iter()
-                    .map(|(id, agent, status, started_at, session, timeout)| {
-                        RawRow {
-                            id: id.unwrap_or_default(),
-                            agent: agent.unwrap_or_default(),
-                            status: status.unwrap_or_default(),
-                            started_at: started_at.unwrap_or_default(),
+                    .map(
+                        |(
+                            id,
+                            agent,
+                            status,
+                            started_at,
                             session,
                             timeout,
-                            undecodable: None,
-                            key: (Vec::new(), Vec::new()),
-                        }
-                        .keyed()
-                    })
+                            lease,
+                            redeliveries,
+                            completed,
+                        )| {
+                            RawRow {
+                                id: id.unwrap_or_default(),
+                                agent: agent.unwrap_or_default(),
+                                status: status.unwrap_or_default(),
+                                started_at: started_at.unwrap_or_default(),
+                                session,
+                                timeout,
+                                lease,
+                                redeliveries,
+                                completed,
+                                undecodable: None,
+                                key: (Vec::new(), Vec::new()),
+                            }
+                            .keyed()
+                        },
+                    )
                     .collect()
             }
         };
-        Ok(page_of(raw, limit))
+        Ok(page_of(raw, limit, &self.schema))
     }
 
     /// The rows with these ids, whatever their status. Missing ids are simply absent.
@@ -367,7 +409,7 @@ impl ExecutionStore {
                     .fetch_all(pool)
                     .await?;
                 for row in &rows {
-                    entries.push(raw_row!(row).into_entry());
+                    entries.push(raw_row!(row).into_entry(&self.schema));
                 }
             }
             Database::Sqlite(pool) => {
@@ -383,7 +425,7 @@ impl ExecutionStore {
                         query = query.bind(id.as_str());
                     }
                     for row in &query.fetch_all(pool).await? {
-                        entries.push(raw_sqlite(row)?.into_entry());
+                        entries.push(raw_sqlite(row)?.into_entry(&self.schema));
                     }
                 }
             }
@@ -431,6 +473,18 @@ impl ExecutionStore {
             .collect();
         let done_at = format_timestamp(now);
         let close_activities = self.schema.agent_activities;
+        let session_check = if self.schema.session {
+            "AND (v.nosess = 0 OR schedule_executions.claude_session_id IS NULL \
+             OR TRIM(CAST(schedule_executions.claude_session_id AS TEXT)) = '')"
+        } else {
+            "AND v.nosess = 0"
+        };
+        let lease_check = if self.schema.lease {
+            " AND (schedule_executions.lease_expires_at IS NULL \
+             OR TRIM(CAST(schedule_executions.lease_expires_at AS TEXT)) = '')"
+        } else {
+            ""
+        };
 
         let backend = self.db.backend();
         let postgres = backend == Backend::Postgres;
@@ -461,24 +515,31 @@ impl ExecutionStore {
                 // inlined, a nested loop may re-evaluate it for every row of the table side
                 // (quadratic in the batch: 5 ms of 7 for 64 rows).
                 // Every fact the verdict used is compared: the status, `started_at` as
-                // read, and for a never-launched run that it still has no session.
-                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess) AS MATERIALIZED (VALUES ");
-                push_rows(&mut sql, todo.len(), 8, &[5, 7]);
-                sql.push_str(
+                // read, for a never-launched run that it still has no session, and that
+                // no pull worker has claimed the run since (a leased run is not janitor's).
+                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess, pskip) AS MATERIALIZED (VALUES ");
+                push_rows(&mut sql, todo.len(), 9, &[5, 7, 8]);
+                sql.push_str(&format!(
                     ") UPDATE schedule_executions SET status = v.target, error = v.err, \
-                     completed_at = v.done_at, duration_ms = v.dur FROM v \
+                     completed_at = CASE WHEN v.pskip = 1 THEN COALESCE(schedule_executions.started_at, v.done_at) ELSE v.done_at END, \
+                     duration_ms = v.dur FROM v \
                      WHERE schedule_executions.id = v.id AND schedule_executions.status = v.expected \
                      AND COALESCE(CAST(schedule_executions.started_at AS TEXT), '') = v.started \
-                     AND (v.nosess = 0 OR schedule_executions.claude_session_id IS NULL \
-                          OR TRIM(CAST(schedule_executions.claude_session_id AS TEXT)) = '') \
+                     AND (v.pskip = 0 OR schedule_executions.completed_at IS NULL \
+                          OR TRIM(CAST(schedule_executions.completed_at AS TEXT)) = '') \
+                     {session_check}{lease_check} \
                      RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
                      CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
-                );
+                ));
                 let sql = marks(backend, &sql);
                 let mut query = sqlx::query(&sql);
                 for i in &todo {
                     let (change, to) = &changes[*i];
-                    let duration = change.started_at.and_then(|s| duration_between(s, now));
+                    let duration = if change.platform_skipped {
+                        Some(0)
+                    } else {
+                        change.started_at.and_then(|s| duration_between(s, now))
+                    };
                     query = query
                         .bind(change.execution_id.as_str())
                         .bind(change.expected.as_str())
@@ -487,7 +548,8 @@ impl ExecutionStore {
                         .bind(&done_at)
                         .bind(duration)
                         .bind(change.started_at_raw)
-                        .bind(i64::from(change.require_no_session));
+                        .bind(i64::from(change.require_no_session))
+                        .bind(i64::from(change.platform_skipped));
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     let id: Option<String> = row.try_get("id")?;
@@ -655,7 +717,7 @@ impl ExecutionStore {
 }
 
 /// A page of rows and the cursor after it (the last row's key as stored).
-fn page_of(raw: Vec<RawRow>, limit: u32) -> RowPage {
+fn page_of(raw: Vec<RawRow>, limit: u32, schema: &Schema) -> RowPage {
     let next = (raw.len() as u32 == limit)
         .then(|| {
             raw.last().map(|r| RowCursor {
@@ -665,7 +727,7 @@ fn page_of(raw: Vec<RawRow>, limit: u32) -> RowPage {
         })
         .flatten();
     RowPage {
-        rows: raw.into_iter().map(RawRow::into_entry).collect(),
+        rows: raw.into_iter().map(|r| r.into_entry(schema)).collect(),
         next,
     }
 }
@@ -721,14 +783,33 @@ fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
 fn select_sql(schema: &Schema, from: &str) -> String {
     let mut joins = String::new();
     let mut timeouts = Vec::new();
-    if schema.agent_schedules {
+    if schema.agent_schedules && schema.schedule_timeout {
         joins.push_str(" LEFT JOIN agent_schedules s ON s.id = e.schedule_id");
         timeouts.push("s.timeout_seconds");
     }
-    if schema.agent_ownership {
-        joins.push_str(" LEFT JOIN agent_ownership o ON o.agent_name = e.agent_name");
-        timeouts.push("o.execution_timeout_seconds");
+    if schema.agent_ownership && schema.agent_timeout {
+        // A subquery, not a join: an ownership table keyed by its own id (the platform's
+        // today) may hold an agent twice, and a join would read the run twice, once with
+        // the shorter timeout. The longest is the safe one.
+        timeouts.push(
+            "(SELECT MAX(o.execution_timeout_seconds) FROM agent_ownership o WHERE o.agent_name = e.agent_name)",
+        );
     }
+    let session = if schema.session {
+        "CAST(e.claude_session_id AS TEXT)"
+    } else {
+        "CAST(NULL AS TEXT)"
+    };
+    let lease = if schema.lease {
+        "CAST(e.lease_expires_at AS TEXT)"
+    } else {
+        "CAST(NULL AS TEXT)"
+    };
+    let redeliveries = if schema.redelivery_count {
+        "CAST(e.redelivery_count AS BIGINT)"
+    } else {
+        "CAST(NULL AS BIGINT)"
+    };
     let timeout = match timeouts.as_slice() {
         [] => "CAST(NULL AS BIGINT)".to_owned(),
         [one] => format!("CAST({one} AS BIGINT)"),
@@ -737,7 +818,9 @@ fn select_sql(schema: &Schema, from: &str) -> String {
     format!(
         "SELECT CAST(e.id AS TEXT) AS id, CAST(e.agent_name AS TEXT) AS agent_name, \
          CAST(e.status AS TEXT) AS status, CAST(e.started_at AS TEXT) AS started_at, \
-         CAST(e.claude_session_id AS TEXT) AS session, {timeout} AS timeout \
+         {session} AS session, {timeout} AS timeout, {lease} AS lease, \
+         {redeliveries} AS redeliveries, \
+         CAST(CASE WHEN e.completed_at IS NULL OR TRIM(CAST(e.completed_at AS TEXT)) = '' THEN 0 ELSE 1 END AS BIGINT) AS completed \
          FROM {from}{joins}"
     )
 }

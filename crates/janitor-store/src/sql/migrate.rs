@@ -4,7 +4,7 @@
 //! Every statement is `CREATE … IF NOT EXISTS`: run against an existing platform database it
 //! adds janitor's own table and indexes and leaves every platform row and column as it was.
 //!
-//! The platform's own tables (`0001_platform_tables.sql`) are created only when asked
+//! The platform's own tables (`migrations/platform/today.sql`) are created only when asked
 //! (`janitor migrate --create-platform-tables`, for a demo or a test): created anywhere else
 //! they would turn an empty file or the wrong database into one that looks like the
 //! platform's, where every live slot has no row — and janitor would release them all.
@@ -19,11 +19,11 @@ use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use super::{with_pool, Backend, Database};
 use crate::StoreError;
 
-/// The platform's tables as the demo and tests create them: (SQLite text, PostgreSQL text).
-const PLATFORM_TABLES: (&str, &str) = (
-    include_str!("../../../../migrations/sqlite/0001_platform_tables.sql"),
-    include_str!("../../../../migrations/postgres/0001_platform_tables.sql"),
-);
+/// The platform's tables as the demo and tests create them: today's generation, in SQL both
+/// backends read.
+const PLATFORM_TABLES: &str = include_str!("../../../../migrations/platform/today.sql");
+/// Their indexes, created only with the tables (never on a platform table that existed).
+const PLATFORM_INDEXES: &str = include_str!("../../../../migrations/platform/today-indexes.sql");
 
 /// The platform tables janitor's own migrations need (they index them).
 pub(crate) const REQUIRED_PLATFORM_TABLES: [&str; 2] = ["schedule_executions", "agent_activities"];
@@ -90,11 +90,14 @@ pub(super) async fn run(
     create_platform_tables: bool,
 ) -> Result<MigrationReport, StoreError> {
     if create_platform_tables {
-        let sql = match db.backend() {
-            Backend::Sqlite => PLATFORM_TABLES.0,
-            Backend::Postgres => PLATFORM_TABLES.1,
-        };
-        with_pool!(db, pool => sqlx::raw_sql(sql).execute(pool).await.map(drop))?;
+        let existed = !db
+            .existing_tables(&["schedule_executions"])
+            .await?
+            .is_empty();
+        with_pool!(db, pool => sqlx::raw_sql(PLATFORM_TABLES).execute(pool).await.map(drop))?;
+        if !existed {
+            with_pool!(db, pool => sqlx::raw_sql(PLATFORM_INDEXES).execute(pool).await.map(drop))?;
+        }
     }
     let found = db.existing_tables(&REQUIRED_PLATFORM_TABLES).await?;
     if let Some(missing) = REQUIRED_PLATFORM_TABLES

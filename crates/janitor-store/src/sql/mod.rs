@@ -149,12 +149,65 @@ pub enum Database {
     Postgres(PgPool),
 }
 
-/// The optional platform tables found in the database.
+/// The optional platform tables and columns found in the database, probed once when a
+/// store opens. Each platform generation has its own set: late 2025 has no
+/// `claude_session_id` and no timeout columns; spring 2026 has both; today's adds the
+/// pull-mode lease columns. A rule whose inputs are missing does not apply
+/// ([`Schema::rules_off`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Schema {
     pub agent_schedules: bool,
     pub agent_ownership: bool,
     pub agent_activities: bool,
+    /// `schedule_executions.claude_session_id`
+    pub session: bool,
+    /// `agent_schedules.timeout_seconds`
+    pub schedule_timeout: bool,
+    /// `agent_ownership.execution_timeout_seconds`
+    pub agent_timeout: bool,
+    /// `schedule_executions.lease_expires_at`
+    pub lease: bool,
+    /// `schedule_executions.redelivery_count`
+    pub redelivery_count: bool,
+}
+
+/// A rule, or an input of one, that this database's schema switches off.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleOff {
+    pub rule: &'static str,
+    pub why: &'static str,
+}
+
+impl Schema {
+    /// What the missing columns switch off, for `janitor config` and `janitor stuck`.
+    pub fn rules_off(&self) -> Vec<RuleOff> {
+        let mut off = Vec::new();
+        if !self.session {
+            off.push(RuleOff {
+                rule: "fail never-launched runs",
+                why: "schedule_executions has no claude_session_id column",
+            });
+        }
+        if !self.schedule_timeout && !self.agent_timeout {
+            off.push(RuleOff {
+                rule: "per-run timeouts (the default timeout applies to every run)",
+                why: "neither agent_schedules.timeout_seconds nor agent_ownership.execution_timeout_seconds exists",
+            });
+        }
+        if !self.lease {
+            off.push(RuleOff {
+                rule: "pull-mode leases",
+                why: "schedule_executions has no lease_expires_at column (no run can be leased)",
+            });
+        }
+        if !self.agent_activities {
+            off.push(RuleOff {
+                rule: "closing a failed run's activity",
+                why: "there is no agent_activities table",
+            });
+        }
+        off
+    }
 }
 
 impl Database {
@@ -285,11 +338,53 @@ impl Database {
         if !change_key {
             return Err(StoreError::Outdated("janitor_audit.change_key"));
         }
+        let columns = self
+            .existing_columns(&["schedule_executions", "agent_schedules", "agent_ownership"])
+            .await?;
+        let column = |table: &str, name: &str| columns.iter().any(|(t, c)| t == table && c == name);
         Ok(Schema {
             agent_schedules: has("agent_schedules"),
             agent_ownership: has("agent_ownership"),
             agent_activities: has("agent_activities"),
+            session: column("schedule_executions", "claude_session_id"),
+            schedule_timeout: column("agent_schedules", "timeout_seconds"),
+            agent_timeout: column("agent_ownership", "execution_timeout_seconds"),
+            lease: column("schedule_executions", "lease_expires_at"),
+            redelivery_count: column("schedule_executions", "redelivery_count"),
         })
+    }
+
+    /// The (table, column) pairs of these tables, lowercased.
+    async fn existing_columns(&self, tables: &[&str]) -> Result<Vec<(String, String)>, StoreError> {
+        let mut found = Vec::new();
+        match self {
+            Self::Sqlite(pool) => {
+                for table in tables {
+                    let names: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                            .bind(*table)
+                            .fetch_all(pool)
+                            .await?;
+                    found.extend(
+                        names
+                            .into_iter()
+                            .map(|n| ((*table).to_owned(), n.to_lowercase())),
+                    );
+                }
+            }
+            Self::Postgres(pool) => {
+                let tables: Vec<&str> = tables.to_vec();
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns \
+                     WHERE table_schema = current_schema() AND table_name = ANY($1)",
+                )
+                .bind(tables)
+                .fetch_all(pool)
+                .await?;
+                found.extend(rows.into_iter().map(|(t, c)| (t, c.to_lowercase())));
+            }
+        }
+        Ok(found)
     }
 
     /// Checks the database answers (`SELECT 1`).

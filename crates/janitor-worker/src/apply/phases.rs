@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use janitor_core::{
-    decide, AgentName, CleanupJob, ExecutionId, JobKind, RowObservation, SlotObservation, Status,
-    Timestamp, Verdict,
+    decide, AgentName, CleanupJob, ExecutionId, JobKind, Liveness, RowObservation, SlotObservation,
+    Status, Timestamp, Verdict,
 };
 use janitor_store::{
     AuditAction, AuditRow, CasOutcome, Evidence, Reclaim, RowEntry, SlotChange, StoreError,
@@ -49,8 +49,9 @@ impl Applier {
             .iter()
             .map(|(j, _)| (j.agent.clone(), j.execution_id.clone()))
             .collect();
-        let (now, slots) = self.slots.lookup_at(&runs).await?;
-        let ids: Vec<ExecutionId> = runs.into_iter().map(|(_, e)| e).collect();
+        let ids: Vec<ExecutionId> = runs.iter().map(|(_, e)| e.clone()).collect();
+        let ((now, slots), live) =
+            tokio::try_join!(self.slots.lookup_at(&runs), self.slots.liveness(&ids))?;
         let mut rows: HashMap<String, RowEntry> = self
             .rows
             .rows_by_ids(&ids)
@@ -61,9 +62,10 @@ impl Applier {
         let steps = jobs
             .iter()
             .zip(slots)
-            .map(|((job, job_id), slot)| {
+            .zip(live)
+            .map(|(((job, job_id), slot), live)| {
                 let row = rows.remove(job.execution_id.as_str());
-                self.plan(job, job_id, slot, row, now)
+                self.plan(job, job_id, slot, row, &live, now)
             })
             .collect();
         Ok(Batch {
@@ -80,6 +82,7 @@ impl Applier {
         job_id: &str,
         slot: janitor_store::SlotRead,
         row: Option<RowEntry>,
+        live: &Liveness,
         now: Timestamp,
     ) -> Step {
         let slot = match slot {
@@ -99,7 +102,7 @@ impl Applier {
         if slot.is_none() && row.is_none() {
             return Step::Done(moot(Moot::Gone));
         }
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &self.policy);
+        let verdict = decide(slot.as_ref(), row.as_ref(), live, now, &self.policy);
         if !covers(job.kind, &verdict) {
             return Step::Done(moot(match JobKind::for_verdict(&verdict) {
                 None => Moot::Healthy,
@@ -213,7 +216,7 @@ impl Applier {
             .steps
             .iter()
             .map(|s| match s {
-                Step::Planned(p) => p.verdict.row_error(p.slot.as_ref()),
+                Step::Planned(p) => p.verdict.row_error(p.slot.as_ref(), &self.policy),
                 Step::Done(_) => None,
             })
             .collect();
@@ -231,6 +234,13 @@ impl Applier {
                         started_at: row.started_at.as_ref().ok().copied(),
                         started_at_raw: &row.started_at_raw,
                         require_no_session: never_launched(&plan.verdict),
+                        platform_skipped: matches!(
+                            plan.verdict,
+                            Verdict::FinalizeSkipped {
+                                as_failed: true,
+                                ..
+                            }
+                        ),
                         evidence: &plan.evidence,
                     },
                     target,
@@ -396,7 +406,10 @@ mod tests {
         assert!(covers(JobKind::FailRun, &orphan));
         assert!(covers(JobKind::ReclaimSlot, &orphan));
         assert!(!covers(JobKind::ReleaseSlot, &orphan));
-        let skipped = Verdict::FinalizeSkipped { since: t() };
+        let skipped = Verdict::FinalizeSkipped {
+            since: t(),
+            as_failed: false,
+        };
         assert!(covers(JobKind::FinalizeSkipped, &skipped));
         assert!(!covers(JobKind::FailRun, &skipped));
         let never = Verdict::FailNeverLaunched {

@@ -1,7 +1,7 @@
 //! The world the worker tests share: a sandbox, both stores, a private queue, an applier.
 #![allow(clippy::unwrap_used, dead_code)]
 
-use janitor_core::{decide, AgentName, CleanupJob, ExecutionId, Policy};
+use janitor_core::{decide, AgentName, CleanupJob, ExecutionId, Liveness, Policy};
 use janitor_queue::{Queue, QueueSettings};
 use janitor_store::{Database, ExecutionStore, RowEntry, SlotKeys, SlotStore};
 use janitor_testkit::{redis_url, Kind, Sandbox};
@@ -101,7 +101,13 @@ impl World {
             _ => None,
         };
         let now = self.slots.server_time().await.unwrap();
-        let verdict = decide(slot.as_ref(), row.as_ref(), now, &Policy::default());
+        let verdict = decide(
+            slot.as_ref(),
+            row.as_ref(),
+            &Liveness::NONE,
+            now,
+            &Policy::default(),
+        );
         CleanupJob::for_verdict(&verdict, slot.as_ref(), row.as_ref())
             .unwrap_or_else(|| panic!("no job for {verdict:?}"))
     }

@@ -3,7 +3,7 @@
 
 use janitor_core::{format_timestamp, Timestamp, Verdict};
 use janitor_producer::{observe, Finding, ObserveStats, Pair};
-use janitor_store::{CorruptRow, CorruptSlot, ExecutionStore, SlotStore};
+use janitor_store::{CorruptRow, CorruptSlot, ExecutionStore, RuleOff, SlotStore};
 use serde::Serialize;
 
 use crate::cli::StuckArgs;
@@ -18,6 +18,8 @@ pub struct Report {
     pairs_total: usize,
     corrupt_slots: Vec<CorruptSlotJson>,
     corrupt_rows: Vec<CorruptRowJson>,
+    /// The rules this database's schema switches off, and why.
+    rules_off: Vec<RuleOff>,
     stats: ObserveStats,
 }
 
@@ -113,6 +115,7 @@ pub async fn report(
         pairs,
         corrupt_slots,
         corrupt_rows,
+        rules_off: rows.schema().rules_off(),
         stats,
     })
 }
@@ -222,6 +225,9 @@ fn print_table(report: &Report) {
             c.id, c.agent, c.status, c.reason
         );
     }
+    for RuleOff { rule, why } in &report.rules_off {
+        println!("rule off: {rule} ({why})");
+    }
     let s = &report.stats;
     let verdicts: Vec<String> = s.verdicts.iter().map(|(k, v)| format!("{k}={v}")).collect();
     println!(
@@ -250,7 +256,12 @@ fn describe(verdict: &Verdict) -> String {
         },
         Verdict::FailOrphan { .. } => "fail orphaned run (no slot)".into(),
         Verdict::FailNeverLaunched { .. } => "fail run: never got a session".into(),
-        Verdict::FinalizeSkipped { .. } => "finalize skipped as cancelled".into(),
+        Verdict::FinalizeSkipped {
+            as_failed: false, ..
+        } => "finalize skipped as cancelled".into(),
+        Verdict::FinalizeSkipped {
+            as_failed: true, ..
+        } => "finalize skipped as failed (the platform's rule)".into(),
         Verdict::Report(concern) => match concern {
             janitor_core::Concern::AwaitingSlot(s) => format!("report: {s}, waiting for a slot"),
             janitor_core::Concern::UnknownStatus(s) => {
@@ -260,7 +271,19 @@ fn describe(verdict: &Verdict) -> String {
                 format!("report: unparseable started_at {t:?}")
             }
             janitor_core::Concern::CorruptSlotScore(v) => format!("report: corrupt slot score {v}"),
+            janitor_core::Concern::LeaseExpired(at) => format!(
+                "report: lease expired {}: the platform re-queues it",
+                format_timestamp(*at)
+            ),
+            janitor_core::Concern::UnparseableLease(t) => {
+                format!("report: unparseable lease_expires_at {t:?}, left to the platform")
+            }
+            janitor_core::Concern::StaleSentinel(since) => format!(
+                "report: backlog sentinel held since {}, left to the platform",
+                format_timestamp(*since)
+            ),
         },
+        Verdict::Alive { by, .. } => format!("alive: {}", by.describe()),
         Verdict::Healthy { .. } => "healthy".into(),
     }
 }

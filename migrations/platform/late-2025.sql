@@ -1,7 +1,7 @@
--- The platform's own tables, created only when missing (a fresh install or the demo).
--- On an existing platform database every statement here is a no-op: janitor never alters
--- or drops a table it does not own. Columns follow the platform's schema; timestamps are
--- ISO-8601 TEXT, as the platform writes them.
+-- The platform's tables as its own init_database() created them in late 2025: no
+-- claude_session_id, no agent_schedules.timeout_seconds, and agent_ownership keyed by an id
+-- with no execution_timeout_seconds. For tests (a database shaped like that generation's);
+-- portable across SQLite and PostgreSQL.
 
 CREATE TABLE IF NOT EXISTS schedule_executions (
     id TEXT PRIMARY KEY,
@@ -17,11 +17,9 @@ CREATE TABLE IF NOT EXISTS schedule_executions (
     triggered_by TEXT NOT NULL,
     context_used INTEGER,
     context_max INTEGER,
-    cost REAL,
+    cost DOUBLE PRECISION,
     tool_calls TEXT,
-    execution_log TEXT,
-    model_used TEXT,
-    claude_session_id TEXT
+    execution_log TEXT
 );
 
 CREATE TABLE IF NOT EXISTS agent_activities (
@@ -43,14 +41,18 @@ CREATE TABLE IF NOT EXISTS agent_activities (
 );
 
 CREATE TABLE IF NOT EXISTS agent_ownership (
-    agent_name TEXT PRIMARY KEY,
-    max_parallel_tasks INTEGER DEFAULT 3,
-    execution_timeout_seconds INTEGER DEFAULT 3600
+    id INTEGER PRIMARY KEY,
+    agent_name TEXT UNIQUE NOT NULL,
+    owner_id INTEGER,
+    created_at TEXT,
+    is_system INTEGER DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS agent_schedules (
     id TEXT PRIMARY KEY,
     agent_name TEXT NOT NULL,
-    timeout_seconds INTEGER,
+    name TEXT,
+    cron_expression TEXT,
+    message TEXT,
     enabled INTEGER DEFAULT 1
 );

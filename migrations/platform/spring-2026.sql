@@ -1,7 +1,6 @@
--- The platform's own tables, created only when missing (a fresh install or the demo).
--- On an existing platform database every statement here is a no-op: janitor never alters
--- or drops a table it does not own. Columns follow the platform's schema; timestamps are
--- ISO-8601 TEXT, as the platform writes them.
+-- The platform's tables as of spring 2026 (the generation janitor was first built on):
+-- sessions and per-run timeouts, no pull-mode leases. For tests; portable across SQLite
+-- and PostgreSQL.
 
 CREATE TABLE IF NOT EXISTS schedule_executions (
     id TEXT PRIMARY KEY,

@@ -1,0 +1,190 @@
+//! The platform as it ran then and runs now: every generation of its schema (late 2025,
+//! spring 2026, today's), on both databases, through the binary a new user runs — and the
+//! platform's own live work janitor must leave alone: pull-mode leases, in-flight markers
+//! and backlog sentinels.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use janitor_e2e::{seed_incident, ts_ago, Env, Kind};
+use janitor_testkit::Generation;
+
+fn verdicts(report: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            let id = pair["slot"]["execution_id"]
+                .as_str()
+                .or(pair["row"]["execution_id"].as_str())
+                .unwrap();
+            (id.to_owned(), pair["verdict"].clone())
+        })
+        .collect()
+}
+
+/// On a database created by `generation` of the platform's code: `migrate`, then the
+/// incident fleet plus the platform's live work, judged by `stuck`, applied by one cycle.
+async fn one_cycle_on(kind: Kind, generation: Generation) {
+    let env = Env::new(kind).await;
+    env.create_platform(generation).await.unwrap();
+    env.run(&["migrate"]).ok();
+    // Asking for the platform's tables on a database that has them (of any generation)
+    // changes none of them: no index on a column an older generation lacks.
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+
+    // Which rules the schema switches off, said by `config` and `stuck`.
+    let config = env.run(&["config", "--json"]).ok().json();
+    let off: Vec<String> = config["rules_off"]["value"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{config:#}"))
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap().to_owned())
+        .collect();
+    let never_launched_off = off.iter().any(|r| r.contains("never-launched"));
+    assert_eq!(never_launched_off, !generation.has_sessions(), "{off:?}");
+    assert_eq!(
+        off.iter().any(|r| r.contains("pull-mode leases")),
+        !generation.has_leases(),
+        "{off:?}"
+    );
+
+    seed_incident(&env).await;
+    let now = env.redis_now().await.unwrap();
+    // A run proven alive by the platform's in-flight marker though its slot's renewal
+    // was missed (past its own deadline): alive under every rule.
+    env.seed_slot("agent:one", "marked", 25.0 * 60.0, Some(900))
+        .await
+        .unwrap();
+    env.seed_run(
+        "marked",
+        "agent:one",
+        "running",
+        &ts_ago(now, 25.0 * 60.0, "naive"),
+        Some("dispatched"),
+    )
+    .await
+    .unwrap();
+    env.mark_in_flight("marked").await.unwrap();
+    // The backlog drain's sentinel: a member with no row by design, past the row grace.
+    env.seed_slot("agent:one", "drain-7f3a", 60.0, None)
+        .await
+        .unwrap();
+    if generation.has_leases() {
+        // Queued two hours ago, claimed a minute ago, lease valid for another hour.
+        env.seed_leased_run(
+            "leased",
+            "agent:one",
+            &ts_ago(now, 2.0 * 3600.0, "naive"),
+            &ts_ago(now, -3600.0, "zulu"),
+            0,
+        )
+        .await
+        .unwrap();
+        // A lease that ran out: the platform's lease reaper re-queues it.
+        env.seed_leased_run(
+            "lapsed",
+            "agent:one",
+            &ts_ago(now, 3.0 * 3600.0, "naive"),
+            &ts_ago(now, 600.0, "zulu"),
+            1,
+        )
+        .await
+        .unwrap();
+    }
+
+    let report = env.run(&["stuck", "--json"]).ok().json();
+    let v = verdicts(&report);
+    assert_eq!(v["marked"]["verdict"], "alive", "{:#}", v["marked"]);
+    assert_eq!(v["marked"]["by"], "in_flight_marker");
+    assert_eq!(v["drain-7f3a"]["verdict"], "alive");
+    assert_eq!(v["drain-7f3a"]["by"], "sentinel");
+    assert_eq!(v["orphan"]["verdict"], "fail_orphan");
+    // Without sessions the never-launched rule is off: a young run with no session
+    // column is simply running.
+    let nosession = if generation.has_sessions() {
+        "fail_never_launched"
+    } else {
+        "healthy"
+    };
+    assert_eq!(v["nosession"]["verdict"], nosession, "{:#}", v["nosession"]);
+    if generation.has_leases() {
+        assert_eq!(v["leased"]["verdict"], "alive", "{:#}", v["leased"]);
+        assert_eq!(v["leased"]["by"], "lease");
+        assert_eq!(v["lapsed"]["verdict"], "report");
+        assert_eq!(v["lapsed"]["concern"], "lease_expired");
+    }
+    let text = env.run(&["stuck"]).ok().stdout.clone();
+    assert!(text.contains("alive: in-flight marker"), "{text}");
+    assert!(
+        text.contains("alive: the platform's backlog sentinel"),
+        "{text}"
+    );
+    if generation.has_leases() {
+        assert!(text.contains("alive: lease valid until"), "{text}");
+        assert!(text.contains("the platform re-queues it"), "{text}");
+    } else {
+        assert!(text.contains("rule off: pull-mode leases"), "{text}");
+    }
+
+    env.run(&["run", "--once"]).ok();
+    let mut expect: BTreeMap<&str, &str> = BTreeMap::from([
+        ("long3600", "running"),
+        ("stale900", "failed"),
+        ("leaked", "success"),
+        ("orphan", "failed"),
+        ("skipold", "cancelled"),
+        ("skipnew", "skipped"),
+        ("queued", "queued"),
+        ("badtime", "running"),
+        ("marked", "running"),
+    ]);
+    expect.insert(
+        "nosession",
+        if generation.has_sessions() {
+            "failed"
+        } else {
+            "running"
+        },
+    );
+    if generation.has_leases() {
+        expect.insert("leased", "running");
+        expect.insert("lapsed", "running");
+    }
+    for (id, status) in expect {
+        assert_eq!(
+            env.status(id).await.unwrap().as_deref(),
+            Some(status),
+            "{id} on {generation:?}"
+        );
+    }
+    let mut one = env.slot_members("agent:one").await.unwrap();
+    one.sort();
+    assert_eq!(one, vec!["drain-7f3a", "long3600", "marked"]);
+    // The rows janitor wrote read back through the columns this generation has.
+    let error = env
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'orphan'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(error.starts_with("Orphaned execution"), "{error}");
+}
+
+macro_rules! generations {
+    ($($name:ident: $kind:expr, $generation:expr;)*) => {
+        $(#[tokio::test]
+        async fn $name() {
+            one_cycle_on($kind, $generation).await;
+        })*
+    };
+}
+
+generations! {
+    late_2025_on_sqlite: Kind::Sqlite, Generation::Late2025;
+    late_2025_on_postgres: Kind::Postgres, Generation::Late2025;
+    spring_2026_on_sqlite: Kind::Sqlite, Generation::Spring2026;
+    spring_2026_on_postgres: Kind::Postgres, Generation::Spring2026;
+    today_on_sqlite: Kind::Sqlite, Generation::Today;
+    today_on_postgres: Kind::Postgres, Generation::Today;
+}
