@@ -16,7 +16,7 @@ mod verdict;
 pub use ids::{AgentName, ExecutionId, IdError};
 pub use job::{CleanupJob, JobKind, JobPayloadError, JOB_VERSION};
 pub use policy::{
-    ErrorStyle, Policy, SkippedPolicy, DEFAULT_MISSING_ROW_GRACE_SECS,
+    ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy, DEFAULT_MISSING_ROW_GRACE_SECS,
     DEFAULT_SENTINEL_REPORT_AFTER_SECS, DEFAULT_SESSION_GRACE_SECS, DEFAULT_SKIPPED_AFTER_SECS,
     DEFAULT_TIMEOUT_SECS, DEFAULT_TTL_BUFFER_SECS, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS,
     MAX_TIMEOUT_SECS, PLATFORM_MAX_TIMEOUT_SECS,
@@ -27,6 +27,6 @@ pub use time::{
     TimestampError,
 };
 pub use verdict::{
-    decide, plausible_score, row_deadline, slot_deadline, AliveBy, Concern, LeakReason, Liveness,
-    RowObservation, SlotObservation, SlotTimeout, TimeoutSource, Verdict,
+    decide, plausible_score, row_deadline, slot_deadline, AgentSays, AliveBy, Concern, LeakReason,
+    Liveness, RowObservation, SlotObservation, SlotTimeout, TimeoutSource, Verdict,
 };

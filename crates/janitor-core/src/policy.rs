@@ -46,6 +46,17 @@ pub enum SkippedPolicy {
     Platform,
 }
 
+/// What an unreachable agent means when the liveness probe is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreachablePolicy {
+    /// Judge on the stores alone, as without the probe.
+    #[default]
+    Skip,
+    /// Act on a run only when its agent answers.
+    Hold,
+}
+
 /// Whose words the error texts janitor writes are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -69,6 +80,7 @@ pub struct Policy {
     pub skipped: SkippedPolicy,
     pub sentinel_report_after_secs: i64,
     pub error_style: ErrorStyle,
+    pub agent_unreachable: UnreachablePolicy,
 }
 
 impl Default for Policy {
@@ -82,6 +94,7 @@ impl Default for Policy {
             skipped: SkippedPolicy::Finalize,
             sentinel_report_after_secs: DEFAULT_SENTINEL_REPORT_AFTER_SECS,
             error_style: ErrorStyle::Janitor,
+            agent_unreachable: UnreachablePolicy::Skip,
         }
     }
 }

@@ -7,12 +7,12 @@
 //! that fails a live long-running task is worse than no sweep at all.
 
 use chrono::TimeDelta;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     from_unix_seconds, AgentName, ErrorStyle, ExecutionId, Policy, SkippedPolicy, Status,
-    Timestamp, TimestampError, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS,
-    PLATFORM_MAX_TIMEOUT_SECS,
+    Timestamp, TimestampError, UnreachablePolicy, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS,
+    MAX_TIMEOUT_SECS, PLATFORM_MAX_TIMEOUT_SECS,
 };
 
 /// The `timeout_seconds` field of a slot's metadata hash, as found.
@@ -126,11 +126,47 @@ pub struct Liveness {
     /// The platform's in-flight marker (`execution:inflight:{id}`, a 60 s key refreshed
     /// every 15 s while a dispatch is alive in a backend process) exists.
     pub in_flight: bool,
+    /// What the agent's container said about the run, when it was asked (the optional
+    /// liveness probe; `None` when off or not asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSays>,
 }
 
 impl Liveness {
     /// No evidence beyond the stores.
-    pub const NONE: Self = Self { in_flight: false };
+    pub const NONE: Self = Self {
+        in_flight: false,
+        agent: None,
+    };
+}
+
+/// The agent's answer about one run (`GET …/api/executions/running`: `executions`,
+/// `recently_completed_ids`, `pending_ids`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentSays {
+    /// Listed among its running executions.
+    Running,
+    /// Accepted, not yet spawned.
+    Pending,
+    /// Finished moments ago: the agent has the result, the platform is writing it.
+    RecentlyCompleted,
+    /// The agent answered and does not know the run.
+    Absent,
+    /// No usable answer (down, slow, malformed).
+    Unreachable,
+}
+
+impl AgentSays {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Pending => "pending",
+            Self::RecentlyCompleted => "recently_completed",
+            Self::Absent => "absent",
+            Self::Unreachable => "unreachable",
+        }
+    }
 }
 
 /// What proves a pair alive although a slot or row rule alone would act on it.
@@ -143,6 +179,8 @@ pub enum AliveBy {
     Lease { until: Timestamp },
     /// The platform's own backlog sentinel, younger than the report bound.
     Sentinel,
+    /// The agent lists the run as running (or accepted, `pending`).
+    Agent { says: AgentSays },
 }
 
 impl AliveBy {
@@ -154,6 +192,7 @@ impl AliveBy {
                 format!("lease valid until {}", crate::format_timestamp(*until))
             }
             Self::Sentinel => "the platform's backlog sentinel".to_owned(),
+            Self::Agent { says } => format!("the agent lists it as {}", says.as_str()),
         }
     }
 }
@@ -223,6 +262,11 @@ pub enum Concern {
     /// A backlog sentinel (`drain-…`) held since this instant, longer than a backlog swap
     /// takes: left to the platform, reported.
     StaleSentinel(Timestamp),
+    /// The agent finished the run moments ago: it has the result and the platform is
+    /// writing it, so the row is left to the platform.
+    AgentHasResult,
+    /// The agent could not be asked and the policy is to act only on its answer.
+    AgentUnreachable,
 }
 
 /// What the rules say about one (slot?, row?) pair.
@@ -470,6 +514,20 @@ pub fn decide(
                 by: AliveBy::InFlightMarker,
                 recheck_at: None,
             };
+        }
+        match live.agent {
+            Some(says @ (AgentSays::Running | AgentSays::Pending)) => {
+                return Verdict::Alive {
+                    by: AliveBy::Agent { says },
+                    recheck_at: None,
+                }
+            }
+            Some(AgentSays::RecentlyCompleted) => return Verdict::Report(Concern::AgentHasResult),
+            Some(AgentSays::Unreachable) if policy.agent_unreachable == UnreachablePolicy::Hold => {
+                return Verdict::Report(Concern::AgentUnreachable)
+            }
+            // Absent, or unreachable under `skip`: the stores alone decide.
+            _ => {}
         }
         if let Some(lease) = row.and_then(|r| r.lease.as_ref()) {
             return match lease {

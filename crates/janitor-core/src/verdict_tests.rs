@@ -693,7 +693,10 @@ proptest! {
 }
 
 fn in_flight() -> Liveness {
-    Liveness { in_flight: true }
+    Liveness {
+        in_flight: true,
+        agent: None,
+    }
 }
 
 #[test]
@@ -920,4 +923,48 @@ fn without_a_session_column_no_run_is_a_silent_launch_failure() {
         &policy(),
     );
     assert!(matches!(v, Verdict::FailOrphan { .. }), "{v:?}");
+}
+
+#[test]
+fn the_agents_answer_enters_the_verdict() {
+    let stale = slot(t0(), SlotTimeout::Declared(600));
+    let r = row("running", t0(), Some("dispatched"));
+    let late = t0() + mins(30);
+    let with = |says, unreachable| {
+        let p = Policy {
+            agent_unreachable: unreachable,
+            ..policy()
+        };
+        let live = Liveness {
+            in_flight: false,
+            agent: Some(says),
+        };
+        decide(Some(&stale), Some(&r), &live, late, &p)
+    };
+    let skip = UnreachablePolicy::Skip;
+    let hold = UnreachablePolicy::Hold;
+    assert_eq!(
+        with(AgentSays::Running, skip),
+        Verdict::Alive {
+            by: AliveBy::Agent {
+                says: AgentSays::Running
+            },
+            recheck_at: None
+        }
+    );
+    assert!(matches!(
+        with(AgentSays::Pending, skip),
+        Verdict::Alive { .. }
+    ));
+    assert_eq!(
+        with(AgentSays::RecentlyCompleted, skip),
+        Verdict::Report(Concern::AgentHasResult)
+    );
+    let stores_alone = decide(Some(&stale), Some(&r), &Liveness::NONE, late, &policy());
+    assert_eq!(with(AgentSays::Absent, hold), stores_alone);
+    assert_eq!(with(AgentSays::Unreachable, skip), stores_alone);
+    assert_eq!(
+        with(AgentSays::Unreachable, hold),
+        Verdict::Report(Concern::AgentUnreachable)
+    );
 }

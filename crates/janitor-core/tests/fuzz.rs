@@ -10,7 +10,7 @@
 use chrono::{TimeDelta, TimeZone, Utc};
 use janitor_core::{
     decide, from_unix_seconds, parse_timestamp, plausible_score, slot_deadline, to_unix_seconds,
-    AgentName, CleanupJob, ExecutionId, Liveness, Policy, RowObservation, SkippedPolicy,
+    AgentName, AgentSays, CleanupJob, ExecutionId, Liveness, Policy, RowObservation, SkippedPolicy,
     SlotObservation, SlotTimeout, Status, Timestamp, Verdict, MAX_TIMEOUT_SECS,
 };
 use proptest::prelude::*;
@@ -174,8 +174,19 @@ fn pair() -> impl Strategy<
             },
             sentinel_report_after_secs: sentinel,
             error_style: janitor_core::ErrorStyle::Janitor,
+            agent_unreachable: janitor_core::UnreachablePolicy::Hold,
         });
-    let live = any::<bool>().prop_map(|in_flight| Liveness { in_flight });
+    let live =
+        (any::<bool>(), proptest::option::of(0u8..5)).prop_map(|(in_flight, agent)| Liveness {
+            in_flight,
+            agent: agent.map(|a| match a {
+                0 => AgentSays::Running,
+                1 => AgentSays::Pending,
+                2 => AgentSays::RecentlyCompleted,
+                3 => AgentSays::Absent,
+                _ => AgentSays::Unreachable,
+            }),
+        });
     (slot, row, now, policy, live)
 }
 
@@ -231,7 +242,11 @@ proptest! {
             || (r.status == janitor_core::Status::Skipped
                 && (policy.skipped == SkippedPolicy::Terminal
                     || (policy.skipped == SkippedPolicy::Platform && r.completed))));
-        if !finished && (live.in_flight || row.as_ref().is_some_and(|r| r.lease.is_some())) {
+        let agent_knows = matches!(
+            live.agent,
+            Some(AgentSays::Running | AgentSays::Pending | AgentSays::RecentlyCompleted)
+        );
+        if !finished && (live.in_flight || agent_knows || row.as_ref().is_some_and(|r| r.lease.is_some())) {
             prop_assert!(!verdict.is_actionable(), "{:?}", verdict);
         }
         // A terminal row never changes.

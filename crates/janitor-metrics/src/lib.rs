@@ -68,6 +68,10 @@ pub const QUEUE_UP: &str = "janitor_queue_up";
 
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "janitor_build_info";
+/// Counter: agent liveness probe requests, by outcome.
+pub const AGENT_PROBES: &str = "janitor_agent_probes_total";
+/// Histogram: agent liveness probe request latency, by outcome.
+pub const AGENT_PROBE_LATENCY: &str = "janitor_agent_probe_duration_seconds";
 
 /// Histogram buckets for [`SWEEP_DURATION`], in seconds.
 pub const SWEEP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
@@ -154,6 +158,15 @@ pub fn describe() {
         Unit::Seconds,
         "How long the oldest due job has waited (read at scrape time)."
     );
+    describe_counter!(
+        AGENT_PROBES,
+        "Agent liveness probe requests, by outcome (answered, unreachable, timeout, malformed)."
+    );
+    describe_histogram!(
+        AGENT_PROBE_LATENCY,
+        Unit::Seconds,
+        "How long an agent liveness probe request took, by outcome."
+    );
     describe_gauge!(BUILD_INFO, "Always 1, labelled with the running version.");
     describe_gauge!(
         QUEUE_UP,
@@ -207,6 +220,9 @@ pub fn register(kinds: &[&'static str], effects: &[&'static str]) {
     }
     counter!(LATE_COMPLETIONS).absolute(0);
     counter!(WORKER_RESTARTS).absolute(0);
+    for outcome in ["answered", "unreachable", "timeout", "malformed"] {
+        counter!(AGENT_PROBES, "outcome" => outcome).absolute(0);
+    }
 }
 
 /// What one sweep saw and did, for [`sweep_finished`].
@@ -312,6 +328,13 @@ pub fn late_completion() {
 /// A job of `kind` applied `late` after the run's deadline.
 pub fn reaped(kind: &'static str, late: Duration) {
     histogram!(REAP_LATENCY, "kind" => kind).record(late.as_secs_f64());
+}
+
+/// The agent liveness probe asked an agent: `outcome` is `answered`, `unreachable`,
+/// `timeout` or `malformed`; `took` how long the request took.
+pub fn agent_probe(outcome: &'static str, took: Duration) {
+    counter!(AGENT_PROBES, "outcome" => outcome).increment(1);
+    histogram!(AGENT_PROBE_LATENCY, "outcome" => outcome).record(took.as_secs_f64());
 }
 
 /// A job went dead: `reason` is `gave_up` or `malformed` (whose kind is `unknown`).

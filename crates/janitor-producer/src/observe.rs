@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use chrono::TimeDelta;
 use futures::StreamExt as _;
 use janitor_core::{
-    decide, row_deadline, slot_deadline, ExecutionId, Liveness, Policy, RowObservation,
+    decide, row_deadline, slot_deadline, AgentName, ExecutionId, Liveness, Policy, RowObservation,
     SlotObservation, Status, TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
@@ -27,6 +27,8 @@ pub struct Pair {
     pub deadline: Option<Timestamp>,
     /// Where the slot's TTL came from, when there is a slot.
     pub timeout_source: Option<TimeoutSource>,
+    /// The evidence beside the stores the verdict used (markers, the agent's answer).
+    pub live: Liveness,
     pub verdict: Verdict,
 }
 
@@ -130,18 +132,17 @@ async fn observe_with<E: From<StoreError>>(
     while let Some(read) = row_batches.recv().await {
         let page = read.map_err(E::from)?;
         stats.rows_scanned += page.len() as u64;
+        let mut judged = Vec::with_capacity(page.len());
         for (entry, slot, live) in page {
             match (entry, slot) {
                 (RowEntry::Corrupt(c), _) => emit!(Finding::CorruptRow(c), stats),
                 // The run's slot cannot be read: never judge the run as slotless.
                 (RowEntry::Row(_), Err(c)) => emit!(Finding::CorruptSlot(c), stats),
-                (RowEntry::Row(row), Ok(slot)) => {
-                    emit!(
-                        Finding::Pair(judge(slot, Some(row), &live, now, policy)),
-                        stats
-                    )
-                }
+                (RowEntry::Row(row), Ok(slot)) => judged.push((slot, Some(row), live)),
             }
+        }
+        for pair in judge_all(slots, judged, now, policy).await {
+            emit!(Finding::Pair(pair), stats)
         }
     }
 
@@ -151,6 +152,7 @@ async fn observe_with<E: From<StoreError>>(
     let mut slot_batches = read_unpaired_slots(&mut readers, slots, rows, paired, batch);
     while let Some(read) = slot_batches.recv().await {
         let (entries, mut by_id) = read.map_err(E::from)?;
+        let mut judged = Vec::with_capacity(entries.len());
         for (entry, live) in entries {
             let slot = match entry {
                 SlotEntry::Slot(s) => s.observation,
@@ -165,17 +167,12 @@ async fn observe_with<E: From<StoreError>>(
                 Some(RowEntry::Corrupt(c)) if !Status::parse(&c.status).is_terminal() => {}
                 // A row we cannot read safely: report it; never judge its slot as rowless.
                 Some(RowEntry::Corrupt(c)) => emit!(Finding::CorruptRow(c), stats),
-                Some(RowEntry::Row(row)) => {
-                    emit!(
-                        Finding::Pair(judge(Some(slot), Some(row), &live, now, policy)),
-                        stats
-                    )
-                }
-                None => emit!(
-                    Finding::Pair(judge(Some(slot), None, &live, now, policy)),
-                    stats
-                ),
+                Some(RowEntry::Row(row)) => judged.push((Some(slot), Some(row), live)),
+                None => judged.push((Some(slot), None, live)),
             }
+        }
+        for pair in judge_all(slots, judged, now, policy).await {
+            emit!(Finding::Pair(pair), stats)
         }
     }
 
@@ -325,6 +322,49 @@ async fn rows_of(
     Ok((entries, by_id))
 }
 
+/// Judges a batch of pairs; when the agent liveness probe is on, the agents of the pairs
+/// whose verdict would fail a run or remove a slot on evidence a wrong view could fake are
+/// asked (one request per agent) and those pairs judged again with the answer.
+async fn judge_all(
+    slots: &SlotStore,
+    items: Vec<(Option<SlotObservation>, Option<RowObservation>, Liveness)>,
+    now: Timestamp,
+    policy: &Policy,
+) -> Vec<Pair> {
+    let mut pairs: Vec<Pair> = items
+        .into_iter()
+        .map(|(slot, row, live)| judge(slot, row, &live, now, policy))
+        .collect();
+    if slots.probe().is_none() {
+        return pairs;
+    }
+    let runs: Vec<(AgentName, ExecutionId)> = pairs.iter().filter_map(Pair::run).collect();
+    if runs.len() != pairs.len() {
+        return pairs;
+    }
+    let mut live: Vec<Liveness> = pairs.iter().map(|p| p.live).collect();
+    slots
+        .ask_agents(&runs, &mut live, |i| pairs[i].verdict.is_guarded())
+        .await;
+    for (pair, live) in pairs.iter_mut().zip(live) {
+        if live.agent.is_some() {
+            *pair = judge(pair.slot.take(), pair.row.take(), &live, now, policy);
+        }
+    }
+    pairs
+}
+
+impl Pair {
+    /// The run the pair is about.
+    pub fn run(&self) -> Option<(AgentName, ExecutionId)> {
+        match (&self.slot, &self.row) {
+            (Some(s), _) => Some((s.agent.clone(), s.execution_id.clone())),
+            (None, Some(r)) => Some((r.agent.clone(), r.execution_id.clone())),
+            (None, None) => None,
+        }
+    }
+}
+
 /// Runs the verdict and attaches the deadline an operator wants to see next to it.
 pub fn judge(
     slot: Option<SlotObservation>,
@@ -362,6 +402,7 @@ pub fn judge(
         row,
         deadline,
         timeout_source,
+        live: *live,
         verdict,
     }
 }

@@ -23,6 +23,8 @@ pub enum StoreError {
     NotPlatformDatabase(&'static str),
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    #[error("invalid settings: {0}")]
+    Config(String),
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -7,6 +7,7 @@
 
 mod error;
 mod keys;
+pub mod probe;
 mod redact;
 mod slots;
 pub mod sql;
@@ -16,6 +17,7 @@ pub use keys::{
     SlotKeys, DEFAULT_INFLIGHT_PREFIX, DEFAULT_SENTINEL_PREFIX, DEFAULT_SLOT_META_PREFIX,
     DEFAULT_SLOT_PREFIX,
 };
+pub use probe::{AgentProbe, AgentRuns, ProbeSettings, PLATFORM_PROBE_URL};
 pub use redact::redact_url;
 pub use slots::{
     drain_outbox, Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot,

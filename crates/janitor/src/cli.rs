@@ -112,6 +112,44 @@ pub struct GlobalArgs {
     /// What to do with skipped rows.
     #[arg(long, global = true, env = "JANITOR_SKIPPED_POLICY", value_enum)]
     pub skipped_policy: Option<SkippedPolicyArg>,
+    /// The agent liveness probe: a URL template with `{agent}`, asked before a run is
+    /// failed or its slot removed (`platform`: the platform's own
+    /// http://agent-{agent}:8000/api/executions/running). Empty: off (the default).
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_AGENT_PROBE_URL",
+        value_name = "URL"
+    )]
+    pub agent_probe_url: Option<String>,
+    /// Per-request timeout of the agent probe, in milliseconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_AGENT_PROBE_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    pub agent_probe_timeout_ms: Option<u64>,
+    /// Agents asked at once by one process.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_AGENT_PROBE_CONCURRENCY",
+        value_name = "N"
+    )]
+    pub agent_probe_concurrency: Option<usize>,
+    /// How long an agent's answer is reused, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_AGENT_PROBE_CACHE_SECS",
+        value_name = "SECS"
+    )]
+    pub agent_probe_cache_secs: Option<u64>,
+    /// What an unreachable agent means: judge on the stores alone (skip) or act only
+    /// when the agent answers (hold).
+    #[arg(long, global = true, env = "JANITOR_AGENT_UNREACHABLE", value_enum)]
+    pub agent_unreachable: Option<UnreachableArg>,
     /// Whose words the error texts janitor writes are in.
     #[arg(long, global = true, env = "JANITOR_ERROR_STYLE", value_enum)]
     pub error_style: Option<ErrorStyleArg>,
@@ -227,6 +265,14 @@ pub enum SkippedPolicyArg {
     /// The platform's own rule: skipped is terminal once completed_at is set; old skipped
     /// rows without it are finalized as failed ("Finalized by cleanup: skipped execution").
     Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UnreachableArg {
+    /// Judge on the stores alone, as without the probe.
+    Skip,
+    /// Act on a run only when its agent answers.
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

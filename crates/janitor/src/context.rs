@@ -8,13 +8,19 @@ use janitor_store::{redact_url, Database, ExecutionStore, SlotStore, StoreError}
 use crate::settings::Settings;
 
 pub async fn slot_store(settings: &Settings) -> anyhow::Result<SlotStore> {
-    SlotStore::connect(
+    let probe = settings
+        .probe
+        .clone()
+        .map(janitor_store::AgentProbe::new)
+        .transpose()?;
+    Ok(SlotStore::connect(
         &settings.redis_url,
         settings.slot_keys.clone(),
         settings.policy.ttl_buffer_secs,
     )
     .await
-    .with_context(|| format!("connecting to Redis at {}", redact_url(&settings.redis_url)))
+    .with_context(|| format!("connecting to Redis at {}", redact_url(&settings.redis_url)))?
+    .with_probe(probe))
 }
 
 pub async fn database(settings: &Settings, create: bool) -> anyhow::Result<Database> {

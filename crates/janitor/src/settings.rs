@@ -5,13 +5,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use janitor_core::{ErrorStyle, Policy, SkippedPolicy};
+use janitor_core::{ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy};
 use janitor_producer::Breaker;
 use janitor_queue::QueueSettings;
-use janitor_store::{redact_url, SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX};
+use janitor_store::{
+    redact_url, AgentProbe, ProbeSettings, SlotKeys, DEFAULT_SLOT_META_PREFIX, DEFAULT_SLOT_PREFIX,
+    PLATFORM_PROBE_URL,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ErrorStyleArg, GlobalArgs, SkippedPolicyArg};
+use crate::cli::{ErrorStyleArg, GlobalArgs, SkippedPolicyArg, UnreachableArg};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -22,6 +25,11 @@ pub const DEFAULT_SCAN_BATCH: usize = 500;
 pub const DEFAULT_CONCURRENCY: usize = 128;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 10;
+/// The agent probe's per-request timeout. Shorter than the platform's 15 s: a sweep waits
+/// for its slowest agent, and an agent that slow counts as unreachable.
+pub const DEFAULT_AGENT_PROBE_TIMEOUT_MS: u64 = 5_000;
+pub const DEFAULT_AGENT_PROBE_CONCURRENCY: usize = 8;
+pub const DEFAULT_AGENT_PROBE_CACHE_SECS: u64 = 5;
 const DEFAULT_CONFIG_FILE: &str = "janitor.toml";
 
 /// `janitor.toml`: every key optional, unknown keys rejected.
@@ -42,6 +50,11 @@ struct FileSettings {
     skipped_after_secs: Option<i64>,
     skipped_policy: Option<SkippedPolicy>,
     error_style: Option<ErrorStyle>,
+    agent_probe_url: Option<String>,
+    agent_probe_timeout_ms: Option<u64>,
+    agent_probe_concurrency: Option<usize>,
+    agent_probe_cache_secs: Option<u64>,
+    agent_unreachable: Option<UnreachablePolicy>,
     scan_batch: Option<usize>,
     queue: Option<String>,
     backlog_cap: Option<u64>,
@@ -83,6 +96,8 @@ pub struct Settings {
     pub retry_max_delay: Duration,
     pub sweep_interval: Duration,
     pub breaker: Breaker,
+    /// The agent liveness probe (`None`: off).
+    pub probe: Option<ProbeSettings>,
     /// Bearer token for mutating HTTP endpoints (`JANITOR_ADMIN_TOKEN` only: never a flag,
     /// never in the settings file, never printed).
     pub admin_token: Option<String>,
@@ -298,6 +313,62 @@ impl Settings {
             file.breaker_drain_per_minute,
             bd.drain_per_minute,
         );
+        let agent_probe_url = layer(
+            s,
+            "agent_probe_url",
+            args.agent_probe_url.clone(),
+            file.agent_probe_url,
+            String::new(),
+        );
+        let agent_probe_timeout_ms = layer(
+            s,
+            "agent_probe_timeout_ms",
+            args.agent_probe_timeout_ms,
+            file.agent_probe_timeout_ms,
+            DEFAULT_AGENT_PROBE_TIMEOUT_MS,
+        );
+        let agent_probe_concurrency = layer(
+            s,
+            "agent_probe_concurrency",
+            args.agent_probe_concurrency,
+            file.agent_probe_concurrency,
+            DEFAULT_AGENT_PROBE_CONCURRENCY,
+        );
+        let agent_probe_cache_secs = layer(
+            s,
+            "agent_probe_cache_secs",
+            args.agent_probe_cache_secs,
+            file.agent_probe_cache_secs,
+            DEFAULT_AGENT_PROBE_CACHE_SECS,
+        );
+        let agent_unreachable = layer(
+            s,
+            "agent_unreachable",
+            args.agent_unreachable.map(|u| match u {
+                UnreachableArg::Skip => UnreachablePolicy::Skip,
+                UnreachableArg::Hold => UnreachablePolicy::Hold,
+            }),
+            file.agent_unreachable,
+            defaults.agent_unreachable,
+        );
+        let probe = match agent_probe_url.trim() {
+            "" => None,
+            url => {
+                let settings = ProbeSettings {
+                    url_template: if url == "platform" {
+                        PLATFORM_PROBE_URL.to_owned()
+                    } else {
+                        url.to_owned()
+                    },
+                    timeout: Duration::from_millis(agent_probe_timeout_ms),
+                    concurrency: agent_probe_concurrency,
+                    cache_ttl: Duration::from_secs(agent_probe_cache_secs),
+                };
+                // Checks the template now: a bad one is a startup error, not a quiet no-op.
+                AgentProbe::new(settings.clone())?;
+                Some(settings)
+            }
+        };
         let policy = Policy {
             default_timeout_secs,
             ttl_buffer_secs,
@@ -307,6 +378,7 @@ impl Settings {
             skipped,
             sentinel_report_after_secs,
             error_style,
+            agent_unreachable,
         };
         policy
             .validate()
@@ -370,6 +442,7 @@ impl Settings {
                 cool_off_secs: breaker_cool_off_secs,
                 drain_per_minute: breaker_drain_per_minute,
             },
+            probe,
             admin_token: {
                 let token = args.admin_token.clone().filter(|t| !t.is_empty());
                 sources.push((
@@ -426,6 +499,27 @@ impl Settings {
             self.breaker.min_reclaims.to_string(),
             self.breaker.cool_off_secs.to_string(),
             self.breaker.drain_per_minute.to_string(),
+            self.probe
+                .as_ref()
+                .map_or_else(String::new, |p| p.url_template.clone()),
+            self.probe
+                .as_ref()
+                .map_or(DEFAULT_AGENT_PROBE_TIMEOUT_MS, |p| {
+                    p.timeout.as_millis() as u64
+                })
+                .to_string(),
+            self.probe
+                .as_ref()
+                .map_or(DEFAULT_AGENT_PROBE_CONCURRENCY, |p| p.concurrency)
+                .to_string(),
+            self.probe
+                .as_ref()
+                .map_or(DEFAULT_AGENT_PROBE_CACHE_SECS, |p| p.cache_ttl.as_secs())
+                .to_string(),
+            match p.agent_unreachable {
+                UnreachablePolicy::Skip => "skip".to_owned(),
+                UnreachablePolicy::Hold => "hold".to_owned(),
+            },
             if self.admin_token.is_some() {
                 "(set)"
             } else {

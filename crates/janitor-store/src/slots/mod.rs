@@ -16,12 +16,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use janitor_core::{
-    from_unix_seconds, to_unix_seconds, AgentName, ExecutionId, SlotObservation, Timestamp,
+    from_unix_seconds, to_unix_seconds, AgentName, AgentSays, ExecutionId, Liveness,
+    SlotObservation, Timestamp,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use crate::{SlotKeys, StoreError};
+use crate::{AgentProbe, SlotKeys, StoreError};
 
 static ACQUIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/acquire.lua")));
@@ -126,6 +127,8 @@ pub struct SlotStore {
     conn: ConnectionManager,
     keys: SlotKeys,
     ttl_buffer_secs: i64,
+    /// The agent liveness probe, when configured: the other evidence beside the stores.
+    probe: Option<AgentProbe>,
 }
 
 impl std::fmt::Debug for SlotStore {
@@ -156,7 +159,43 @@ impl SlotStore {
             conn,
             keys,
             ttl_buffer_secs,
+            probe: None,
         })
+    }
+
+    /// Asks agents before their runs are failed or their slots removed (see [`AgentProbe`]).
+    pub fn with_probe(mut self, probe: Option<AgentProbe>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    pub fn probe(&self) -> Option<&AgentProbe> {
+        self.probe.as_ref()
+    }
+
+    /// Fills in what the agents say about the runs `ask` selects: one request per agent,
+    /// none when the probe is off or nothing is selected. `runs[i]` pairs with `live[i]`.
+    pub async fn ask_agents(
+        &self,
+        runs: &[(AgentName, ExecutionId)],
+        live: &mut [Liveness],
+        ask: impl Fn(usize) -> bool,
+    ) {
+        let Some(probe) = &self.probe else { return };
+        let wanted: Vec<usize> = (0..runs.len().min(live.len()))
+            .filter(|&i| ask(i))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let agents: Vec<AgentName> = wanted.iter().map(|&i| runs[i].0.clone()).collect();
+        let answers = probe.ask(&agents).await;
+        for i in wanted {
+            live[i].agent = Some(match answers.get(&runs[i].0) {
+                Some(Ok(known)) => known.says(&runs[i].1),
+                _ => AgentSays::Unreachable,
+            });
+        }
     }
 
     pub fn keys(&self) -> &SlotKeys {

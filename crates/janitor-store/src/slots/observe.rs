@@ -472,6 +472,7 @@ impl SlotStore {
             .iter()
             .map(|v| Liveness {
                 in_flight: !matches!(v, Value::Nil),
+                agent: None,
             })
             .collect())
     }

@@ -50,7 +50,7 @@ impl Applier {
             .map(|(j, _)| (j.agent.clone(), j.execution_id.clone()))
             .collect();
         let ids: Vec<ExecutionId> = runs.iter().map(|(_, e)| e.clone()).collect();
-        let ((now, slots), live) =
+        let ((now, slots), mut live) =
             tokio::try_join!(self.slots.lookup_at(&runs), self.slots.liveness(&ids))?;
         let mut rows: HashMap<String, RowEntry> = self
             .rows
@@ -59,6 +59,26 @@ impl Applier {
             .into_iter()
             .map(|r| (r.id().to_owned(), r))
             .collect();
+        if self.slots.probe().is_some() {
+            // Ask the agents of the jobs that would fail a run or remove a slot on evidence
+            // a wrong view could fake (one request per agent), before deciding for good.
+            let guarded: Vec<bool> = jobs
+                .iter()
+                .zip(&slots)
+                .zip(&live)
+                .map(|(((job, _), slot), live)| {
+                    let slot = slot.as_ref().ok().and_then(Option::as_ref);
+                    let row = match rows.get(job.execution_id.as_str()) {
+                        Some(RowEntry::Row(row)) => Some(row),
+                        _ => None,
+                    };
+                    decide(slot, row, live, now, &self.policy).is_guarded()
+                })
+                .collect();
+            self.slots
+                .ask_agents(&runs, &mut live, |i| guarded[i])
+                .await;
+        }
         let steps = jobs
             .iter()
             .zip(slots)
@@ -120,7 +140,10 @@ impl Applier {
                 }
                 _ => None,
             },
-            detail: None,
+            // What the agent said, when it was asked: kept with the change.
+            detail: live
+                .agent
+                .map(|says| format!("{{\"agent_probe\":\"{}\"}}", says.as_str())),
         };
         Step::Planned(Plan {
             slot,

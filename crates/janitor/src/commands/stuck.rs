@@ -282,6 +282,12 @@ fn describe(verdict: &Verdict) -> String {
                 "report: backlog sentinel held since {}, left to the platform",
                 format_timestamp(*since)
             ),
+            janitor_core::Concern::AgentHasResult => {
+                "report: the agent finished it moments ago; left to the platform".into()
+            }
+            janitor_core::Concern::AgentUnreachable => {
+                "report: the agent did not answer; held until it does".into()
+            }
         },
         Verdict::Alive { by, .. } => format!("alive: {}", by.describe()),
         Verdict::Healthy { .. } => "healthy".into(),
