@@ -67,6 +67,16 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
     .await
     .unwrap();
     env.mark_in_flight("marked").await.unwrap();
+    // Queued for a day and an hour: the platform's backlog expiry (24 h) has passed.
+    env.seed_run(
+        "backlog",
+        "agent:one",
+        "queued",
+        &ts_ago(now, 25.0 * 3600.0, "naive"),
+        None,
+    )
+    .await
+    .unwrap();
     // The backlog drain's sentinel: a member with no row by design, past the row grace.
     env.seed_slot("agent:one", "drain-7f3a", 60.0, None)
         .await
@@ -101,6 +111,7 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
     assert_eq!(v["drain-7f3a"]["verdict"], "alive");
     assert_eq!(v["drain-7f3a"]["by"], "sentinel");
     assert_eq!(v["orphan"]["verdict"], "fail_orphan");
+    assert_eq!(v["backlog"]["verdict"], "fail_backlog_expired");
     // Without sessions the never-launched rule is off: a young run with no session
     // column is simply running.
     let nosession = if generation.has_sessions() {
@@ -139,6 +150,7 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
         ("queued", "queued"),
         ("badtime", "running"),
         ("marked", "running"),
+        ("backlog", "failed"),
     ]);
     expect.insert(
         "nosession",
@@ -169,6 +181,14 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
         .unwrap()
         .unwrap();
     assert!(error.starts_with("Orphaned execution"), "{error}");
+    let error = env
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'backlog'")
+        .await
+        .unwrap();
+    assert_eq!(
+        error.as_deref(),
+        Some("Backlog expired: queued longer than 24 hours")
+    );
 }
 
 macro_rules! generations {
@@ -187,4 +207,94 @@ generations! {
     spring_2026_on_postgres: Kind::Postgres, Generation::Spring2026;
     today_on_sqlite: Kind::Sqlite, Generation::Today;
     today_on_postgres: Kind::Postgres, Generation::Today;
+}
+
+/// Beside the platform's own cleanup, which still runs during a migration: its writes are
+/// compare-and-sets too, a late `success` wins over a cleanup-written `failed`, and when it
+/// acts first janitor's job has nothing left to do.
+#[tokio::test]
+async fn beside_the_platforms_own_cleanup() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let now = env.redis_now().await.unwrap();
+    for id in ["overwritten", "beaten"] {
+        env.seed_slot("agent:one", id, 30.0 * 60.0, Some(600))
+            .await
+            .unwrap();
+        env.seed_run(
+            id,
+            "agent:one",
+            "running",
+            &ts_ago(now, 30.0 * 60.0, "zulu"),
+            Some("dispatched"),
+        )
+        .await
+        .unwrap();
+    }
+    // The platform's cleanup acts first on `beaten`, after janitor enqueued its job.
+    let swept = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(swept["kinds"]["reclaim_slot"]["found"], 2, "{swept:#}");
+    env.sql(
+        "UPDATE schedule_executions SET status = 'failed', \
+         error = 'lease_expired: Stale execution — slot TTL expired for agent ''agent:one'', cleaned by cleanup service' \
+         WHERE id = 'beaten' AND status = 'running'",
+    )
+    .await
+    .unwrap();
+    let mut redis = env.redis().await.unwrap();
+    redis::cmd("ZREM")
+        .arg(format!("{}agent:one", env.slot_prefix))
+        .arg("beaten")
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+    let worked = env.run(&["work", "--exit-when-idle", "--json"]).ok().json();
+    assert_eq!(worked["kinds"]["reclaim_slot"]["applied"], 1, "{worked:#}");
+    assert_eq!(
+        worked["kinds"]["reclaim_slot"]["no_longer_needed"], 1,
+        "{worked:#}"
+    );
+    let platforms = env
+        .sql_text("SELECT error FROM schedule_executions WHERE id = 'beaten'")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        platforms.contains("cleaned by cleanup service"),
+        "{platforms}"
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE execution_id = 'beaten'")
+            .await,
+        0
+    );
+
+    // The run janitor failed completes after all: the platform writes `success` over it.
+    assert_eq!(
+        env.status("overwritten").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    env.sql(
+        "UPDATE schedule_executions SET status = 'success', error = NULL WHERE id = 'overwritten'",
+    )
+    .await
+    .unwrap();
+    let audits = env.count("SELECT COUNT(*) FROM janitor_audit").await;
+    let again = env.run(&["run", "--once"]);
+    again.ok();
+    assert!(
+        again.stdout.contains("no-ops 0, errors 0"),
+        "{}",
+        again.stdout
+    );
+    let swept = env.run(&["sweep", "--json"]).ok().json();
+    assert_eq!(swept["completed_after_failed"], 1, "{swept:#}");
+    assert_eq!(
+        env.status("overwritten").await.unwrap().as_deref(),
+        Some("success")
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit").await,
+        audits
+    );
 }

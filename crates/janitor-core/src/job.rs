@@ -24,7 +24,8 @@ pub enum JobKind {
     ReclaimSlot,
     /// Rule 2: release a live slot nothing runs in.
     ReleaseSlot,
-    /// Rules 3 and 4: fail an orphaned or never-launched run (releasing its slot for 4).
+    /// Rules 3, 4 and 7: fail an orphaned, never-launched or expired-backlog run (releasing
+    /// its slot for 4).
     FailRun,
     /// Rule 5: finalize an old `skipped` run as `cancelled`.
     FinalizeSkipped,
@@ -57,7 +58,9 @@ impl JobKind {
         match verdict {
             Verdict::ReclaimStaleSlot { .. } => Some(Self::ReclaimSlot),
             Verdict::ReleaseLeakedSlot { .. } => Some(Self::ReleaseSlot),
-            Verdict::FailOrphan { .. } | Verdict::FailNeverLaunched { .. } => Some(Self::FailRun),
+            Verdict::FailOrphan { .. }
+            | Verdict::FailNeverLaunched { .. }
+            | Verdict::FailBacklogExpired { .. } => Some(Self::FailRun),
             Verdict::FinalizeSkipped { .. } => Some(Self::FinalizeSkipped),
             Verdict::Report(_) | Verdict::Healthy { .. } | Verdict::Alive { .. } => None,
         }

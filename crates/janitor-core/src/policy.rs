@@ -17,6 +17,9 @@ pub const DEFAULT_SKIPPED_AFTER_SECS: i64 = 600;
 /// How long a backlog sentinel (`drain-…`) may sit in a slot ZSET before it is reported:
 /// the platform's swap takes seconds; ten minutes is generous.
 pub const DEFAULT_SENTINEL_REPORT_AFTER_SECS: i64 = 600;
+/// How long a `queued` row may wait for a slot before its backlog entry has expired (the
+/// platform's own rule: 24 hours).
+pub const DEFAULT_QUEUED_EXPIRE_AFTER_SECS: i64 = 24 * 3600;
 /// The longest timeout the platform lets an agent or schedule declare. A slot whose own
 /// `timeout_seconds` is corrupt is judged by the longest of its candidates, this among them,
 /// so bad metadata never shortens a live run's deadline.
@@ -81,6 +84,7 @@ pub struct Policy {
     pub sentinel_report_after_secs: i64,
     pub error_style: ErrorStyle,
     pub agent_unreachable: UnreachablePolicy,
+    pub queued_expire_after_secs: i64,
 }
 
 impl Default for Policy {
@@ -95,6 +99,7 @@ impl Default for Policy {
             sentinel_report_after_secs: DEFAULT_SENTINEL_REPORT_AFTER_SECS,
             error_style: ErrorStyle::Janitor,
             agent_unreachable: UnreachablePolicy::Skip,
+            queued_expire_after_secs: DEFAULT_QUEUED_EXPIRE_AFTER_SECS,
         }
     }
 }
@@ -109,6 +114,7 @@ impl Policy {
             ("session grace", self.session_grace_secs),
             ("skipped threshold", self.skipped_after_secs),
             ("sentinel report bound", self.sentinel_report_after_secs),
+            ("queued expiry", self.queued_expire_after_secs),
         ];
         for (name, value) in fields {
             if !(0..=MAX_TIMEOUT_SECS).contains(&value) {

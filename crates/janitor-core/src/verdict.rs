@@ -285,6 +285,9 @@ pub enum Verdict {
         since: Timestamp,
         release_slot: bool,
     },
+    /// Rule 7: a `queued` row with no slot has waited longer than the backlog's expiry
+    /// (from `started_at`, its creation): `failed`, as the platform's own backlog sweep does.
+    FailBacklogExpired { since: Timestamp },
     /// Rule 5: a `skipped` row older than the threshold becomes `cancelled` (`failed`,
     /// `as_failed`, under [`SkippedPolicy::Platform`]).
     FinalizeSkipped { since: Timestamp, as_failed: bool },
@@ -315,6 +318,7 @@ impl Verdict {
             Self::ReclaimStaleSlot { fail_row: true, .. }
             | Self::FailOrphan { .. }
             | Self::FailNeverLaunched { .. }
+            | Self::FailBacklogExpired { .. }
             | Self::FinalizeSkipped {
                 as_failed: true, ..
             } => Some(Status::Failed),
@@ -365,6 +369,7 @@ impl Verdict {
                 .and_then(|s| from_unix_seconds(s.score))
                 .and_then(|at| plus(at, policy.missing_row_grace_secs)),
             Self::FinalizeSkipped { since, .. } => plus(*since, policy.skipped_after_secs),
+            Self::FailBacklogExpired { since } => plus(*since, policy.queued_expire_after_secs),
             _ => None,
         }
     }
@@ -377,6 +382,7 @@ impl Verdict {
             Self::FailOrphan { .. } => "fail_orphan",
             Self::FailNeverLaunched { .. } => "fail_never_launched",
             Self::FinalizeSkipped { .. } => "finalize_skipped",
+            Self::FailBacklogExpired { .. } => "fail_backlog_expired",
             Self::Report(_) => "report",
             Self::Alive { .. } => "alive",
             Self::Healthy { .. } => "healthy",
@@ -430,6 +436,12 @@ impl Verdict {
             Self::FinalizeSkipped {
                 as_failed: true, ..
             } => Some("Finalized by cleanup: skipped execution".to_owned()),
+            Self::FailBacklogExpired { .. } => Some(match policy.queued_expire_after_secs {
+                secs if secs % 3600 == 0 => {
+                    format!("Backlog expired: queued longer than {} hours", secs / 3600)
+                }
+                secs => format!("Backlog expired: queued longer than {secs} seconds"),
+            }),
             Self::FinalizeSkipped { .. } => Some("Skipped — agent was busy".to_owned()),
             _ => None,
         }
@@ -674,6 +686,15 @@ fn decide_without_slot(row: &RowObservation, now: Timestamp, policy: &Policy) ->
         }
         Status::Skipped => decide_skipped(row, now, policy, None),
         Status::Other(value) => Verdict::Report(Concern::UnknownStatus(value.clone())),
+        Status::Queued => {
+            let Ok(created) = row.started_at.as_ref() else {
+                return unparseable(row);
+            };
+            match plus(*created, policy.queued_expire_after_secs) {
+                Some(expiry) if now > expiry => Verdict::FailBacklogExpired { since: *created },
+                _ => Verdict::Report(Concern::AwaitingSlot(Status::Queued)),
+            }
+        }
         status => Verdict::Report(Concern::AwaitingSlot(status.clone())),
     }
 }

@@ -4,7 +4,7 @@ use chrono::{TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 
 use super::*;
-use crate::{parse_timestamp, to_unix_seconds};
+use crate::{parse_timestamp, to_unix_seconds, JobKind};
 
 fn t0() -> Timestamp {
     Utc.with_ymd_and_hms(2026, 5, 1, 15, 30, 0).unwrap()
@@ -967,4 +967,50 @@ fn the_agents_answer_enters_the_verdict() {
         with(AgentSays::Unreachable, hold),
         Verdict::Report(Concern::AgentUnreachable)
     );
+}
+
+#[test]
+fn a_queued_row_past_the_backlog_expiry_is_failed_in_the_platforms_words() {
+    let p = policy();
+    let r = row("queued", t0(), None);
+    let day = TimeDelta::seconds(p.queued_expire_after_secs);
+    assert_eq!(
+        decide(None, Some(&r), &Liveness::NONE, t0() + day, &p),
+        Verdict::Report(Concern::AwaitingSlot(Status::Queued))
+    );
+    let v = decide(None, Some(&r), &Liveness::NONE, t0() + day + mins(1), &p);
+    assert_eq!(v, Verdict::FailBacklogExpired { since: t0() });
+    assert_eq!(v.row_target(), Some(Status::Failed));
+    assert_eq!(
+        v.row_error(None, &p).as_deref(),
+        Some("Backlog expired: queued longer than 24 hours")
+    );
+    assert_eq!(JobKind::for_verdict(&v), Some(JobKind::FailRun));
+    // Holding a live slot it is being dispatched right now; leased, it is the lease's.
+    let s = slot(t0() + day, SlotTimeout::Declared(600));
+    assert!(matches!(
+        decide(
+            Some(&s),
+            Some(&r),
+            &Liveness::NONE,
+            t0() + day + mins(1),
+            &p
+        ),
+        Verdict::Healthy { .. }
+    ));
+    let leased = RowObservation {
+        lease: Some(Ok(t0() + day + mins(30))),
+        ..r.clone()
+    };
+    assert!(!decide(
+        None,
+        Some(&leased),
+        &Liveness::NONE,
+        t0() + day + mins(1),
+        &p
+    )
+    .is_actionable());
+    // `pending_retry` rows are waiting for their retry, not a backlog slot.
+    let retry = row("pending_retry", t0(), None);
+    assert!(!decide(None, Some(&retry), &Liveness::NONE, t0() + day * 2, &p).is_actionable());
 }

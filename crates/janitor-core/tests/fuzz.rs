@@ -175,6 +175,8 @@ fn pair() -> impl Strategy<
             sentinel_report_after_secs: sentinel,
             error_style: janitor_core::ErrorStyle::Janitor,
             agent_unreachable: janitor_core::UnreachablePolicy::Hold,
+            // Shares the skipped threshold's range: expiry before or after every deadline.
+            queued_expire_after_secs: k,
         });
     let live =
         (any::<bool>(), proptest::option::of(0u8..5)).prop_map(|(in_flight, agent)| Liveness {

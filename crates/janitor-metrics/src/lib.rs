@@ -68,6 +68,8 @@ pub const QUEUE_UP: &str = "janitor_queue_up";
 
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "janitor_build_info";
+/// Gauge: runs janitor failed in the last 24 h that the platform has since completed.
+pub const COMPLETED_AFTER_FAILED: &str = "janitor_runs_completed_after_failed";
 /// Counter: agent liveness probe requests, by outcome.
 pub const AGENT_PROBES: &str = "janitor_agent_probes_total";
 /// Histogram: agent liveness probe request latency, by outcome.
@@ -157,6 +159,10 @@ pub fn describe() {
         OLDEST_DUE,
         Unit::Seconds,
         "How long the oldest due job has waited (read at scrape time)."
+    );
+    describe_gauge!(
+        COMPLETED_AFTER_FAILED,
+        "Runs janitor failed in the last 24 hours that the platform has since completed (a late success wins; janitor never writes them again)."
     );
     describe_counter!(
         AGENT_PROBES,
@@ -328,6 +334,11 @@ pub fn late_completion() {
 /// A job of `kind` applied `late` after the run's deadline.
 pub fn reaped(kind: &'static str, late: Duration) {
     histogram!(REAP_LATENCY, "kind" => kind).record(late.as_secs_f64());
+}
+
+/// Runs janitor failed in the last 24 h that are `success` now (read by every sweep).
+pub fn completed_after_failed(n: u64) {
+    gauge!(COMPLETED_AFTER_FAILED).set(n as f64);
 }
 
 /// The agent liveness probe asked an agent: `outcome` is `answered`, `unreachable`,

@@ -67,6 +67,10 @@ pub struct SweepReport {
     /// queue was full, so more work may remain than was found.
     pub stats: ObserveStats,
     pub kinds: BTreeMap<&'static str, KindReport>,
+    /// Runs janitor failed in the last 24 hours that the platform has since completed
+    /// (a late `success` wins over a cleanup-written `failed`; janitor never writes them
+    /// again). `None` when the count could not be read.
+    pub completed_after_failed: Option<u64>,
     /// With `dry_run`: the jobs that would have been enqueued.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub would_enqueue: Vec<CleanupJob>,
@@ -185,6 +189,9 @@ pub async fn sweep(
 }
 
 fn record(report: &SweepReport) {
+    if let Some(n) = report.completed_after_failed {
+        janitor_metrics::completed_after_failed(n);
+    }
     janitor_metrics::sweep_finished(&janitor_metrics::SweepFigures {
         elapsed: Duration::from_millis(report.elapsed_ms),
         slots: report.stats.slots_scanned,
@@ -391,7 +398,16 @@ async fn sweep_pass(
     } else {
         state.mode.as_str()
     };
+    let day_ago = now - chrono::TimeDelta::hours(24);
+    let completed_after_failed = match rows.completed_after_failed(day_ago).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not count runs completed after janitor failed them");
+            None
+        }
+    };
     Ok(SweepReport {
+        completed_after_failed,
         now,
         dry_run: options.dry_run,
         elapsed_ms: started.elapsed().as_millis() as u64,

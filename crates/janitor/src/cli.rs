@@ -69,6 +69,15 @@ pub struct GlobalArgs {
         value_name = "SECS"
     )]
     pub sentinel_report_after_secs: Option<i64>,
+    /// Age after which a queued row without a slot is failed as an expired backlog entry
+    /// (the platform's own rule: 24 h), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_QUEUED_EXPIRE_AFTER_SECS",
+        value_name = "SECS"
+    )]
+    pub queued_expire_after_secs: Option<i64>,
     /// Timeout of a run whose schedule and agent declare none, in seconds.
     #[arg(
         long,

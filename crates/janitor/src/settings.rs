@@ -43,6 +43,7 @@ struct FileSettings {
     inflight_prefix: Option<String>,
     sentinel_prefix: Option<String>,
     sentinel_report_after_secs: Option<i64>,
+    queued_expire_after_secs: Option<i64>,
     default_timeout_secs: Option<i64>,
     ttl_buffer_secs: Option<i64>,
     missing_row_grace_secs: Option<i64>,
@@ -161,6 +162,13 @@ impl Settings {
             args.sentinel_report_after_secs,
             file.sentinel_report_after_secs,
             defaults.sentinel_report_after_secs,
+        );
+        let queued_expire_after_secs = layer(
+            s,
+            "queued_expire_after_secs",
+            args.queued_expire_after_secs,
+            file.queued_expire_after_secs,
+            defaults.queued_expire_after_secs,
         );
         let default_timeout_secs = layer(
             s,
@@ -379,6 +387,7 @@ impl Settings {
             sentinel_report_after_secs,
             error_style,
             agent_unreachable,
+            queued_expire_after_secs,
         };
         policy
             .validate()
@@ -471,6 +480,7 @@ impl Settings {
             self.slot_keys.inflight_prefix().to_owned(),
             self.slot_keys.sentinel_prefix().to_owned(),
             p.sentinel_report_after_secs.to_string(),
+            p.queued_expire_after_secs.to_string(),
             p.default_timeout_secs.to_string(),
             p.ttl_buffer_secs.to_string(),
             p.missing_row_grace_secs.to_string(),

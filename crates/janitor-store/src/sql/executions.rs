@@ -433,6 +433,25 @@ impl ExecutionStore {
         Ok(entries)
     }
 
+    /// How many runs janitor failed since `since` that are `success` now: the platform's
+    /// status rule lets a late `success` win over a cleanup-written `failed` (its own
+    /// cleanup's or janitor's), and janitor never writes such a row again. Counted by
+    /// every sweep as late completions after the fact.
+    pub async fn completed_after_failed(&self, since: Timestamp) -> Result<u64, StoreError> {
+        let sql = marks(
+            self.db.backend(),
+            "SELECT COUNT(DISTINCT a.execution_id) FROM janitor_audit a \
+             JOIN schedule_executions e ON e.id = a.execution_id \
+             WHERE a.action = 'run_failed' AND a.at >= $1 AND e.status = 'success'",
+        )
+        .into_owned();
+        let since = format_timestamp(since);
+        let n: i64 = with_pool!(&self.db, pool => {
+            sqlx::query_scalar(&sql).bind(&since).fetch_one(pool).await?
+        });
+        Ok(n.max(0) as u64)
+    }
+
     /// Moves a non-terminal run to `failed` if it still has `expected` status, closing its
     /// open activity as `failed` and writing the audit row, in one transaction.
     pub async fn fail_run(&self, change: &Transition<'_>) -> Result<CasOutcome, StoreError> {

@@ -256,6 +256,7 @@ fn describe(verdict: &Verdict) -> String {
         },
         Verdict::FailOrphan { .. } => "fail orphaned run (no slot)".into(),
         Verdict::FailNeverLaunched { .. } => "fail run: never got a session".into(),
+        Verdict::FailBacklogExpired { .. } => "fail run: queued past the backlog expiry".into(),
         Verdict::FinalizeSkipped {
             as_failed: false, ..
         } => "finalize skipped as cancelled".into(),
