@@ -56,7 +56,7 @@ async fn migrate_keeps_a_trinity_database_intact() {
     let first = env.run(&["migrate"]);
     first.ok();
     assert!(
-        first.stdout.contains("applied 2, 3, 4 "),
+        first.stdout.contains("applied 2, 3, 4, 5 "),
         "{}",
         first.stdout
     );

@@ -77,6 +77,25 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
     )
     .await
     .unwrap();
+    // Activities left `started`: of a finished run (closed as completed at once), of a
+    // running run (the run's), with no run for three hours (failed, as the platform's
+    // 120-minute pass does), and naming a run that is gone, half an hour old (not yet).
+    env.seed_activity("act-done", "leaked", &ts_ago(now, 2.0 * 60.0, "zulu"))
+        .await
+        .unwrap();
+    env.seed_activity("act-live", "long3600", &ts_ago(now, 21.0 * 60.0, "zulu"))
+        .await
+        .unwrap();
+    env.seed_activity("act-gone", "nobody", &ts_ago(now, 30.0 * 60.0, "zulu"))
+        .await
+        .unwrap();
+    env.sql(&format!(
+        "INSERT INTO agent_activities (id, agent_name, activity_type, activity_state, started_at, created_at) \
+         VALUES ('act-chat', 'agent:one', 'chat_start', 'started', '{0}', '{0}')",
+        ts_ago(now, 3.0 * 3600.0, "zulu")
+    ))
+    .await
+    .unwrap();
     // The backlog drain's sentinel: a member with no row by design, past the row grace.
     env.seed_slot("agent:one", "drain-7f3a", 60.0, None)
         .await
@@ -126,6 +145,24 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
         assert_eq!(v["lapsed"]["verdict"], "report");
         assert_eq!(v["lapsed"]["concern"], "lease_expired");
     }
+    let closes: BTreeMap<String, String> = report["activities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["activity"]["id"].as_str().unwrap().to_owned(),
+                a["verdict"]["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        closes,
+        BTreeMap::from([
+            ("act-chat".to_owned(), "failed".to_owned()),
+            ("act-done".to_owned(), "completed".to_owned())
+        ])
+    );
     let text = env.run(&["stuck"]).ok().stdout.clone();
     assert!(text.contains("alive: in-flight marker"), "{text}");
     assert!(
@@ -174,6 +211,33 @@ async fn one_cycle_on(kind: Kind, generation: Generation) {
     let mut one = env.slot_members("agent:one").await.unwrap();
     one.sort();
     assert_eq!(one, vec!["drain-7f3a", "long3600", "marked"]);
+    for (id, state) in [
+        ("act-done", "completed"),
+        ("act-chat", "failed"),
+        ("act-live", "started"),
+        ("act-gone", "started"),
+    ] {
+        let found = env
+            .sql_text(&format!(
+                "SELECT activity_state FROM agent_activities WHERE id = '{id}'"
+            ))
+            .await
+            .unwrap();
+        assert_eq!(found.as_deref(), Some(state), "{id} on {generation:?}");
+    }
+    let chat = env
+        .sql_text("SELECT error FROM agent_activities WHERE id = 'act-chat'")
+        .await
+        .unwrap();
+    assert_eq!(
+        chat.as_deref(),
+        Some("Marked as failed by cleanup: exceeded 120-minute timeout")
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'activity_closed'")
+            .await,
+        2
+    );
     // The rows janitor wrote read back through the columns this generation has.
     let error = env
         .sql_text("SELECT error FROM schedule_executions WHERE id = 'orphan'")

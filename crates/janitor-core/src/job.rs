@@ -29,14 +29,18 @@ pub enum JobKind {
     FailRun,
     /// Rule 5: finalize an old `skipped` run as `cancelled`.
     FinalizeSkipped,
+    /// Rule 8: close a `started` activity nothing can still finish (its `execution_id`
+    /// names the activity).
+    CloseActivity,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [
+    pub const ALL: [JobKind; 5] = [
         Self::ReclaimSlot,
         Self::ReleaseSlot,
         Self::FailRun,
         Self::FinalizeSkipped,
+        Self::CloseActivity,
     ];
 
     /// The kind named `name` (as [`Self::as_str`] spells it).
@@ -50,6 +54,7 @@ impl JobKind {
             Self::ReleaseSlot => "release_slot",
             Self::FailRun => "fail_run",
             Self::FinalizeSkipped => "finalize_skipped",
+            Self::CloseActivity => "close_activity",
         }
     }
 
@@ -149,6 +154,26 @@ impl CleanupJob {
             self.execution_id,
             evidence
         )
+    }
+
+    /// The job that closes `activity` (rule 8), when its verdict says so.
+    pub fn for_activity(
+        verdict: &crate::ActivityVerdict,
+        activity: &crate::ActivityObservation,
+    ) -> Option<Self> {
+        verdict.is_actionable().then(|| Self {
+            version: JOB_VERSION,
+            kind: JobKind::CloseActivity,
+            agent: activity.agent.clone(),
+            execution_id: activity.id.clone(),
+            observed_score: None,
+            deadline: None,
+            observed_status: match &activity.run {
+                crate::ActivityRun::Found(_, status) => Some(status.clone()),
+                _ => None,
+            },
+            redrive_of: None,
+        })
     }
 
     /// Reads a payload, rejecting unknown versions with a clear error.

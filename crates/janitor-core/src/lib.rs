@@ -6,6 +6,7 @@
 //! producer uses the same [`decide`] to choose jobs and the worker re-runs it before acting,
 //! so there is exactly one reconciliation, not one sweep per symptom.
 
+mod activity;
 mod ids;
 mod job;
 mod policy;
@@ -13,14 +14,17 @@ mod status;
 mod time;
 mod verdict;
 
+pub use activity::{
+    decide_activity, ActivityObservation, ActivityRun, ActivityVerdict, CloseReason,
+};
 pub use ids::{AgentName, ExecutionId, IdError};
 pub use job::{CleanupJob, JobKind, JobPayloadError, JOB_VERSION};
 pub use policy::{
-    ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy, DEFAULT_MISSING_ROW_GRACE_SECS,
-    DEFAULT_QUEUED_EXPIRE_AFTER_SECS, DEFAULT_SENTINEL_REPORT_AFTER_SECS,
-    DEFAULT_SESSION_GRACE_SECS, DEFAULT_SKIPPED_AFTER_SECS, DEFAULT_TIMEOUT_SECS,
-    DEFAULT_TTL_BUFFER_SECS, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS,
-    PLATFORM_MAX_TIMEOUT_SECS,
+    ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy, DEFAULT_ACTIVITY_STALE_AFTER_SECS,
+    DEFAULT_MISSING_ROW_GRACE_SECS, DEFAULT_QUEUED_EXPIRE_AFTER_SECS,
+    DEFAULT_SENTINEL_REPORT_AFTER_SECS, DEFAULT_SESSION_GRACE_SECS, DEFAULT_SKIPPED_AFTER_SECS,
+    DEFAULT_TIMEOUT_SECS, DEFAULT_TTL_BUFFER_SECS, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS,
+    MAX_TIMEOUT_SECS, PLATFORM_MAX_TIMEOUT_SECS,
 };
 pub use status::Status;
 pub use time::{

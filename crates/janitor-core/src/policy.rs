@@ -20,6 +20,9 @@ pub const DEFAULT_SENTINEL_REPORT_AFTER_SECS: i64 = 600;
 /// How long a `queued` row may wait for a slot before its backlog entry has expired (the
 /// platform's own rule: 24 hours).
 pub const DEFAULT_QUEUED_EXPIRE_AFTER_SECS: i64 = 24 * 3600;
+/// How long an activity with no run that could still finish it may stay `started` (the
+/// platform's own stale-activity rule: 120 minutes).
+pub const DEFAULT_ACTIVITY_STALE_AFTER_SECS: i64 = 120 * 60;
 /// The longest timeout the platform lets an agent or schedule declare. A slot whose own
 /// `timeout_seconds` is corrupt is judged by the longest of its candidates, this among them,
 /// so bad metadata never shortens a live run's deadline.
@@ -85,6 +88,7 @@ pub struct Policy {
     pub error_style: ErrorStyle,
     pub agent_unreachable: UnreachablePolicy,
     pub queued_expire_after_secs: i64,
+    pub activity_stale_after_secs: i64,
 }
 
 impl Default for Policy {
@@ -100,6 +104,7 @@ impl Default for Policy {
             error_style: ErrorStyle::Janitor,
             agent_unreachable: UnreachablePolicy::Skip,
             queued_expire_after_secs: DEFAULT_QUEUED_EXPIRE_AFTER_SECS,
+            activity_stale_after_secs: DEFAULT_ACTIVITY_STALE_AFTER_SECS,
         }
     }
 }
@@ -115,6 +120,7 @@ impl Policy {
             ("skipped threshold", self.skipped_after_secs),
             ("sentinel report bound", self.sentinel_report_after_secs),
             ("queued expiry", self.queued_expire_after_secs),
+            ("stale activity threshold", self.activity_stale_after_secs),
         ];
         for (name, value) in fields {
             if !(0..=MAX_TIMEOUT_SECS).contains(&value) {

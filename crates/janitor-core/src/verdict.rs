@@ -197,6 +197,13 @@ impl AliveBy {
     }
 }
 
+pub(crate) fn serialize_timestamp_result<S: serde::Serializer>(
+    value: &Result<Timestamp, TimestampError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serialize_started_at(value, serializer)
+}
+
 fn serialize_started_at<S: serde::Serializer>(
     value: &Result<Timestamp, TimestampError>,
     serializer: S,

@@ -177,6 +177,7 @@ fn pair() -> impl Strategy<
             agent_unreachable: janitor_core::UnreachablePolicy::Hold,
             // Shares the skipped threshold's range: expiry before or after every deadline.
             queued_expire_after_secs: k,
+            activity_stale_after_secs: s,
         });
     let live =
         (any::<bool>(), proptest::option::of(0u8..5)).prop_map(|(in_flight, agent)| Liveness {

@@ -6,12 +6,13 @@ use std::ops::ControlFlow;
 use chrono::TimeDelta;
 use futures::StreamExt as _;
 use janitor_core::{
-    decide, row_deadline, slot_deadline, AgentName, ExecutionId, Liveness, Policy, RowObservation,
-    SlotObservation, Status, TimeoutSource, Timestamp, Verdict,
+    decide, decide_activity, row_deadline, slot_deadline, ActivityObservation, ActivityVerdict,
+    AgentName, ExecutionId, Liveness, Policy, RowObservation, SlotObservation, Status,
+    TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry, SlotRead, SlotStore,
-    StoreError,
+    ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry,
+    SlotRead, SlotStore, StoreError,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -32,12 +33,20 @@ pub struct Pair {
     pub verdict: Verdict,
 }
 
+/// One judged `started` activity (rule 8).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActivityPair {
+    pub activity: ActivityObservation,
+    pub verdict: ActivityVerdict,
+}
+
 /// Everything a pass can find. (Findings are handed on one at a time and nearly all are
 /// pairs: boxing them would allocate per item for nothing.)
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Finding {
     Pair(Pair),
+    Activity(ActivityPair),
     CorruptSlot(CorruptSlot),
     CorruptRow(CorruptRow),
     /// Every open row and every slot has been judged.
@@ -51,6 +60,8 @@ pub struct ObserveStats {
     pub rows_scanned: u64,
     pub corrupt_slots: u64,
     pub corrupt_rows: u64,
+    /// `started` activities judged (rule 8).
+    pub activities_scanned: u64,
     /// The sink stopped the pass early (the sweep had no more room to enqueue).
     pub truncated: bool,
     /// Verdict name → count.
@@ -116,6 +127,12 @@ async fn observe_with<E: From<StoreError>>(
                     }
                     *$stats.verdicts.entry(pair.verdict.name()).or_default() += 1
                 }
+                Finding::Activity(a) => {
+                    $stats.activities_scanned += 1;
+                    if a.verdict.is_actionable() {
+                        *$stats.verdicts.entry("close_activity").or_default() += 1;
+                    }
+                }
                 Finding::CorruptSlot(_) => $stats.corrupt_slots += 1,
                 Finding::CorruptRow(_) => $stats.corrupt_rows += 1,
                 Finding::End => {}
@@ -173,6 +190,28 @@ async fn observe_with<E: From<StoreError>>(
         }
         for pair in judge_all(slots, judged, now, policy).await {
             emit!(Finding::Pair(pair), stats)
+        }
+    }
+
+    // Activities left `started` (rule 8): paged by id, each with its run's status.
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = rows
+            .open_activities(after.as_deref(), batch as u32)
+            .await
+            .map_err(E::from)?;
+        for entry in page {
+            match entry {
+                ActivityEntry::Activity(activity) => {
+                    let verdict = decide_activity(&activity, now, policy);
+                    emit!(Finding::Activity(ActivityPair { activity, verdict }), stats)
+                }
+                ActivityEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
+            }
+        }
+        match next {
+            Some(next) => after = Some(next),
+            None => break,
         }
     }
 

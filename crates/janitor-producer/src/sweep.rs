@@ -274,8 +274,31 @@ async fn sweep_pass(
         now,
         options.batch.max(1),
         async |finding| {
-            let Finding::Pair(pair) = finding else {
-                return Ok(ControlFlow::Continue(()));
+            let pair = match finding {
+                Finding::Pair(pair) => pair,
+                // Closing an activity no run can still finish changes no run and no slot:
+                // unguarded, like finalizing a skipped run.
+                Finding::Activity(found) => {
+                    let Some(job) = CleanupJob::for_activity(&found.verdict, &found.activity)
+                    else {
+                        return Ok(ControlFlow::Continue(()));
+                    };
+                    pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+                    if (held.len() as u64) < pusher.room {
+                        held.push(Held {
+                            job,
+                            guarded: false,
+                            due: f64::NEG_INFINITY,
+                        });
+                    } else {
+                        *overflow.entry(job.kind).or_default() += 1;
+                        if options.force {
+                            return Ok(ControlFlow::Break(()));
+                        }
+                    }
+                    return Ok(ControlFlow::Continue(()));
+                }
+                _ => return Ok(ControlFlow::Continue(())),
             };
             figures.judged += 1;
             if pair.slot.is_some() {

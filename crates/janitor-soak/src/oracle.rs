@@ -58,9 +58,9 @@ pub struct Verdicts {
     pub phantom_audit: Vec<String>,
     pub wrong_effects: Vec<String>,
     /// Runs whose `started` activity the platform wrote after janitor had finalized the run
-    /// (it writes the row, then the activity, not in one transaction): left open, because
-    /// janitor has no rule for an activity whose run is already terminal. Reported, not
-    /// counted as janitor's wrong effect.
+    /// (it writes the row, then the activity, not in one transaction) and that is still open
+    /// at the end (rule 8 closes it on a later sweep). Reported, not counted as janitor's
+    /// wrong effect.
     pub late_activities: Vec<String>,
     /// Seconds from each dead run's deadline to janitor's last effect on it.
     pub latencies: Vec<f64>,

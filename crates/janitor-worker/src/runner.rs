@@ -70,6 +70,7 @@ pub struct KindTally {
     pub slots_released: u64,
     pub runs_failed: u64,
     pub runs_cancelled: u64,
+    pub activities_closed: u64,
 }
 
 /// Outcomes per job kind, plus payloads that could not be read.
@@ -99,6 +100,7 @@ impl Tally {
                         Effect::SlotReleased => t.slots_released += 1,
                         Effect::RunFailed => t.runs_failed += 1,
                         Effect::RunCancelled => t.runs_cancelled += 1,
+                        Effect::ActivityClosed => t.activities_closed += 1,
                     }
                 }
             }

@@ -78,6 +78,15 @@ pub struct GlobalArgs {
         value_name = "SECS"
     )]
     pub queued_expire_after_secs: Option<i64>,
+    /// Age after which a started activity with no run that could still finish it is
+    /// failed (the platform's own rule: 120 minutes), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_ACTIVITY_STALE_AFTER_SECS",
+        value_name = "SECS"
+    )]
+    pub activity_stale_after_secs: Option<i64>,
     /// Timeout of a run whose schedule and agent declare none, in seconds.
     #[arg(
         long,

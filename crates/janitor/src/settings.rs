@@ -44,6 +44,7 @@ struct FileSettings {
     sentinel_prefix: Option<String>,
     sentinel_report_after_secs: Option<i64>,
     queued_expire_after_secs: Option<i64>,
+    activity_stale_after_secs: Option<i64>,
     default_timeout_secs: Option<i64>,
     ttl_buffer_secs: Option<i64>,
     missing_row_grace_secs: Option<i64>,
@@ -162,6 +163,13 @@ impl Settings {
             args.sentinel_report_after_secs,
             file.sentinel_report_after_secs,
             defaults.sentinel_report_after_secs,
+        );
+        let activity_stale_after_secs = layer(
+            s,
+            "activity_stale_after_secs",
+            args.activity_stale_after_secs,
+            file.activity_stale_after_secs,
+            defaults.activity_stale_after_secs,
         );
         let queued_expire_after_secs = layer(
             s,
@@ -388,6 +396,7 @@ impl Settings {
             error_style,
             agent_unreachable,
             queued_expire_after_secs,
+            activity_stale_after_secs,
         };
         policy
             .validate()
@@ -480,6 +489,7 @@ impl Settings {
             self.slot_keys.inflight_prefix().to_owned(),
             self.slot_keys.sentinel_prefix().to_owned(),
             p.sentinel_report_after_secs.to_string(),
+            p.activity_stale_after_secs.to_string(),
             p.queued_expire_after_secs.to_string(),
             p.default_timeout_secs.to_string(),
             p.ttl_buffer_secs.to_string(),

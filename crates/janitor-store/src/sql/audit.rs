@@ -28,6 +28,8 @@ pub enum AuditAction {
     RunFailed,
     /// A skipped run was moved to `cancelled`.
     RunCancelled,
+    /// A `started` activity nothing could still finish was closed (rule 8).
+    ActivityClosed,
 }
 
 impl AuditAction {
@@ -36,11 +38,12 @@ impl AuditAction {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
-    pub const ALL: [AuditAction; 4] = [
+    pub const ALL: [AuditAction; 5] = [
         Self::SlotReclaimed,
         Self::SlotReleased,
         Self::RunFailed,
         Self::RunCancelled,
+        Self::ActivityClosed,
     ];
 
     /// A short stable name, for the audit table, metrics and logs.
@@ -50,6 +53,7 @@ impl AuditAction {
             Self::SlotReleased => "slot_released",
             Self::RunFailed => "run_failed",
             Self::RunCancelled => "run_cancelled",
+            Self::ActivityClosed => "activity_closed",
         }
     }
 }

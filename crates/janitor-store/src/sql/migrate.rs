@@ -48,6 +48,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../../migrations/sqlite/0004_audit_change_key.sql"),
         include_str!("../../../../migrations/postgres/0004_audit_change_key.sql"),
     ),
+    (
+        5,
+        "started activities by id",
+        include_str!("../../../../migrations/sqlite/0005_started_activities_by_id.sql"),
+        include_str!("../../../../migrations/postgres/0005_started_activities_by_id.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -16,6 +16,7 @@ use sqlx::Connection as _;
 
 use crate::{redact_url, StoreError};
 
+pub mod activities;
 pub mod audit;
 pub mod executions;
 mod migrate;

@@ -10,8 +10,8 @@
 
 mod phases;
 
-use janitor_core::{CleanupJob, Policy};
-use janitor_store::{ExecutionStore, SlotStore, StoreError};
+use janitor_core::{decide_activity, ActivityVerdict, CleanupJob, JobKind, Policy};
+use janitor_store::{ActivityClose, ActivityEntry, ExecutionStore, SlotStore, StoreError};
 use serde::Serialize;
 
 /// One change a job made: the same four changes the audit log records, under one name
@@ -169,6 +169,28 @@ impl Applier {
         &self,
         jobs: &[(CleanupJob, String)],
     ) -> Result<Vec<Outcome>, StoreError> {
+        // Activity closes touch neither a run nor a slot: their own small path.
+        if jobs.iter().any(|(j, _)| j.kind == JobKind::CloseActivity) {
+            let (activities, runs): (Vec<usize>, Vec<usize>) =
+                (0..jobs.len()).partition(|&i| jobs[i].0.kind == JobKind::CloseActivity);
+            let pick = |idx: &[usize]| idx.iter().map(|&i| jobs[i].clone()).collect::<Vec<_>>();
+            let closed = self.close_activities(&pick(&activities)).await?;
+            let applied = Box::pin(self.apply_batch(&pick(&runs))).await?;
+            let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+            for (i, o) in activities.into_iter().zip(closed) {
+                outcomes[i] = Some(o);
+            }
+            for (i, o) in runs.into_iter().zip(applied) {
+                outcomes[i] = Some(o);
+            }
+            return Ok(outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Outcome::NoLongerNeeded { why: Moot::Gone }))
+                .collect());
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut batch = self.decide(jobs).await?;
         let slot_audits = self
             .remove_slots(&mut batch, phases::Stage::BeforeRows)
@@ -187,6 +209,82 @@ impl Applier {
             self.slots.ack_outbox(&late_audits).await?;
         }
         Ok(batch.finish())
+    }
+
+    /// Closes the activities of `jobs` whose fresh verdict still says so (rule 8): one read,
+    /// one transaction of compare-and-set closes with their audit rows.
+    async fn close_activities(
+        &self,
+        jobs: &[(CleanupJob, String)],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<_> = jobs.iter().map(|(j, _)| j.execution_id.clone()).collect();
+        let (now, found) =
+            tokio::try_join!(self.slots.server_time(), self.rows.activities_by_ids(&ids))?;
+        let mut by_id: std::collections::HashMap<String, ActivityEntry> = found
+            .into_iter()
+            .map(|e| match &e {
+                ActivityEntry::Activity(a) => (a.id.to_string(), e),
+                ActivityEntry::Corrupt(c) => (c.id.clone(), e),
+            })
+            .collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; jobs.len()];
+        let mut planned = Vec::new();
+        for (i, (job, job_id)) in jobs.iter().enumerate() {
+            match by_id.remove(job.execution_id.as_str()) {
+                None => outcomes[i] = Some(Outcome::NoLongerNeeded { why: Moot::Gone }),
+                Some(ActivityEntry::Corrupt(c)) => {
+                    outcomes[i] = Some(Outcome::NoLongerNeeded {
+                        why: Moot::CorruptRow(c.reason),
+                    })
+                }
+                Some(ActivityEntry::Activity(activity)) => {
+                    let verdict = decide_activity(&activity, now, &self.policy);
+                    match verdict {
+                        ActivityVerdict::Close { state, .. } => {
+                            let evidence = janitor_store::Evidence {
+                                job_id: Some(job_id.clone()),
+                                job_kind: Some(job.kind.as_str().to_owned()),
+                                worker: self.worker.clone(),
+                                ..Default::default()
+                            };
+                            let error = verdict.error(&self.policy);
+                            planned.push((i, activity, state, error, evidence));
+                        }
+                        _ => outcomes[i] = Some(Outcome::NoLongerNeeded { why: Moot::Healthy }),
+                    }
+                }
+            }
+        }
+        let changes: Vec<ActivityClose<'_>> = planned
+            .iter()
+            .map(|(_, activity, state, error, evidence)| ActivityClose {
+                activity,
+                state,
+                error: error.as_deref(),
+                now,
+                evidence,
+            })
+            .collect();
+        let applied = self.rows.close_activities(&changes, now).await?;
+        for ((i, ..), applied) in planned.iter().zip(applied) {
+            outcomes[*i] = Some(if applied {
+                Outcome::Applied {
+                    effects: vec![Effect::ActivityClosed],
+                }
+            } else {
+                janitor_metrics::cas_conflict("sql", "row_changed");
+                Outcome::NoLongerNeeded {
+                    why: Moot::StatusChanged("started".into()),
+                }
+            });
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::NoLongerNeeded { why: Moot::Gone }))
+            .collect())
     }
 
     /// Writes the audit rows of removals whose batch could not (an outage, a crash) and

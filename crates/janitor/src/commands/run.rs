@@ -183,23 +183,26 @@ async fn wait_for_room(queue: &janitor_queue::Queue, limit: Duration) {
 fn print_cycle(report: &CycleReport) {
     print_report(&report.sweep);
     let k = |name: &str| report.jobs.kinds.get(name).copied().unwrap_or_default();
-    let (reclaim, release, fail, skip) = (
+    let (reclaim, release, fail, skip, activity) = (
         k("reclaim_slot"),
         k("release_slot"),
         k("fail_run"),
         k("finalize_skipped"),
+        k("close_activity"),
     );
     let no_ops: u64 = report.jobs.kinds.values().map(|t| t.no_longer_needed).sum();
     let errors: u64 = report.jobs.kinds.values().map(|t| t.errors).sum();
     let dead: u64 = report.jobs.kinds.values().map(|t| t.dead).sum::<u64>() + report.jobs.malformed;
     println!(
         "cycle: stale slots reclaimed {} (runs failed with them {}), leaked slots released {}, \
-         orphaned/never-launched runs failed {}, skipped runs finalized {}, no-ops {}, errors {}, dead {}",
+         orphaned/never-launched runs failed {}, skipped runs finalized {}, activities closed {}, \
+         no-ops {}, errors {}, dead {}",
         reclaim.slots_reclaimed,
         reclaim.runs_failed,
         release.slots_released + fail.slots_released,
         fail.runs_failed,
-        skip.runs_cancelled,
+        skip.runs_cancelled + skip.runs_failed,
+        activity.activities_closed,
         no_ops,
         errors,
         dead

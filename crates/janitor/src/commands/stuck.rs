@@ -2,7 +2,7 @@
 //! every slot without a live run, each with its deadline and the verdict the rules give.
 
 use janitor_core::{format_timestamp, Timestamp, Verdict};
-use janitor_producer::{observe, Finding, ObserveStats, Pair};
+use janitor_producer::{observe, ActivityPair, Finding, ObserveStats, Pair};
 use janitor_store::{CorruptRow, CorruptSlot, ExecutionStore, RuleOff, SlotStore};
 use serde::Serialize;
 
@@ -18,6 +18,8 @@ pub struct Report {
     pairs_total: usize,
     corrupt_slots: Vec<CorruptSlotJson>,
     corrupt_rows: Vec<CorruptRowJson>,
+    /// `started` activities rule 8 would close (the others are not listed).
+    activities: Vec<ActivityPair>,
     /// The rules this database's schema switches off, and why.
     rules_off: Vec<RuleOff>,
     stats: ObserveStats,
@@ -69,6 +71,7 @@ pub async fn report(
     let mut pairs = Vec::new();
     let mut corrupt_slots = Vec::new();
     let mut corrupt_rows = Vec::new();
+    let mut activities = Vec::new();
     let stats = observe::<janitor_store::StoreError>(
         slots,
         rows,
@@ -102,6 +105,11 @@ pub async fn report(
                     status,
                     reason,
                 }),
+                Finding::Activity(found) => {
+                    if found.verdict.is_actionable() {
+                        activities.push(found)
+                    }
+                }
                 Finding::End => {}
             }
             Ok(std::ops::ControlFlow::Continue(()))
@@ -115,6 +123,7 @@ pub async fn report(
         pairs,
         corrupt_slots,
         corrupt_rows,
+        activities,
         rules_off: rows.schema().rules_off(),
         stats,
     })
@@ -223,6 +232,29 @@ fn print_table(report: &Report) {
         println!(
             "corrupt row: id {:?} agent {:?} status {:?}: {}",
             c.id, c.agent, c.status, c.reason
+        );
+    }
+    for a in &report.activities {
+        println!(
+            "activity {} ({}) started {}: close as {} ({})",
+            a.activity.id,
+            a.activity.agent,
+            a.activity.started_at_raw,
+            match &a.verdict {
+                janitor_core::ActivityVerdict::Close { state, .. } => state,
+                _ => &"?",
+            },
+            match &a.verdict {
+                janitor_core::ActivityVerdict::Close {
+                    reason: janitor_core::CloseReason::Stale,
+                    ..
+                } => "open past the stale-activity threshold with no run to finish it".to_owned(),
+                janitor_core::ActivityVerdict::Close {
+                    reason: janitor_core::CloseReason::RunFinished(s),
+                    ..
+                } => format!("its run is already {s}"),
+                _ => String::new(),
+            }
         );
     }
     for RuleOff { rule, why } in &report.rules_off {
