@@ -144,6 +144,9 @@ async fn observe_with<E: From<StoreError>>(
         }};
     }
 
+    // Activities (rule 8) are independent of both passes: read alongside them.
+    let mut activity_pages = read_activities(&mut readers, rows, batch);
+
     // SQL → Redis: every open row, with its slot if it holds one.
     let mut row_batches = read_open_rows(&mut readers, slots, rows, paired, batch);
     while let Some(read) = row_batches.recv().await {
@@ -193,14 +196,9 @@ async fn observe_with<E: From<StoreError>>(
         }
     }
 
-    // Activities left `started` (rule 8): paged by id, each with its run's status.
-    let mut after: Option<String> = None;
-    loop {
-        let (page, next) = rows
-            .open_activities(after.as_deref(), batch as u32)
-            .await
-            .map_err(E::from)?;
-        for entry in page {
+    // Activities left `started` that rule 8 can close: paged by id, with their runs.
+    while let Some(read) = activity_pages.recv().await {
+        for entry in read.map_err(E::from)? {
             match entry {
                 ActivityEntry::Activity(activity) => {
                     let verdict = decide_activity(&activity, now, policy);
@@ -208,10 +206,6 @@ async fn observe_with<E: From<StoreError>>(
                 }
                 ActivityEntry::Corrupt(c) => emit!(Finding::CorruptRow(c), stats),
             }
-        }
-        match next {
-            Some(next) => after = Some(next),
-            None => break,
         }
     }
 
@@ -223,6 +217,31 @@ async fn observe_with<E: From<StoreError>>(
 async fn forward<T>(tx: &mpsc::Sender<Result<T, StoreError>>, item: Result<T, StoreError>) -> bool {
     let failed = item.is_err();
     tx.send(item).await.is_ok() && !failed
+}
+
+/// Starts the reader of the activities rule 8 can close, page by page.
+fn read_activities(
+    readers: &mut JoinSet<()>,
+    rows: &ExecutionStore,
+    batch: usize,
+) -> mpsc::Receiver<Result<Vec<ActivityEntry>, StoreError>> {
+    let (tx, rx) = mpsc::channel(READ_AHEAD);
+    let rows = rows.clone();
+    readers.spawn(async move {
+        let mut after: Option<String> = None;
+        loop {
+            let page = rows.open_activities(after.as_deref(), batch as u32).await;
+            let next = page.as_ref().ok().and_then(|(_, next)| next.clone());
+            if !forward(&tx, page.map(|(entries, _)| entries)).await {
+                return;
+            }
+            match next {
+                Some(next) => after = Some(next),
+                None => return,
+            }
+        }
+    });
+    rx
 }
 
 /// Starts the row pass's readers: keyset pages of open rows flow to a task that looks up
