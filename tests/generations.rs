@@ -362,3 +362,133 @@ async fn beside_the_platforms_own_cleanup() {
         audits
     );
 }
+
+/// Without the platform's lease reaper (`--lease-policy requeue`), janitor re-queues an
+/// expired pull lease exactly as the reaper does and parks it as poison at the cap; with
+/// `fail` it fails it. Within the lease nothing happens under any policy.
+async fn expired_leases_under_each_policy(kind: Kind) {
+    let env = Env::new(kind).await;
+    env.create_platform(Generation::Today).await.unwrap();
+    env.run(&["migrate"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let queued = ts_ago(now, 3.0 * 3600.0, "naive");
+    let lapsed = ts_ago(now, 600.0, "zulu");
+    env.seed_leased_run(
+        "valid",
+        "agent:one",
+        &queued,
+        &ts_ago(now, -3600.0, "zulu"),
+        0,
+    )
+    .await
+    .unwrap();
+    env.seed_leased_run("again", "agent:one", &queued, &lapsed, 1)
+        .await
+        .unwrap();
+    env.seed_leased_run("poison", "agent:one", &queued, &lapsed, 3)
+        .await
+        .unwrap();
+    env.seed_activity("act-again", "again", &queued)
+        .await
+        .unwrap();
+
+    // The default leaves every one to the platform.
+    env.run(&["run", "--once"]).ok();
+    for id in ["valid", "again", "poison"] {
+        assert_eq!(
+            env.status(id).await.unwrap().as_deref(),
+            Some("running"),
+            "{id}"
+        );
+    }
+
+    let out = env.run(&["run", "--once", "--lease-policy", "requeue"]);
+    out.ok();
+    let row = |column: &str, id: &str| {
+        format!("SELECT CAST({column} AS TEXT) FROM schedule_executions WHERE id = '{id}'")
+    };
+    assert_eq!(
+        env.status("valid").await.unwrap().as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        env.status("again").await.unwrap().as_deref(),
+        Some("queued")
+    );
+    assert_eq!(
+        env.sql_text(&row("redelivery_count", "again"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        env.sql_text(&row("lease_expires_at", "again"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        env.sql_text(&row("claimed_by_worker", "again"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        env.sql_text(&row("claim_token", "again"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("tok-again")
+    );
+    assert_eq!(
+        env.sql_text("SELECT activity_state FROM agent_activities WHERE id = 'act-again'")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cancelled")
+    );
+    assert_eq!(
+        env.status("poison").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    let error = env
+        .sql_text(&row("error", "poison"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(error.starts_with("poison_lease: "), "{error}");
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'run_requeued' AND execution_id = 'again'")
+            .await,
+        1
+    );
+    // A second pass re-queues nothing more (the run is queued now, its lease cleared).
+    env.run(&["run", "--once", "--lease-policy", "requeue"])
+        .ok();
+    assert_eq!(
+        env.sql_text(&row("redelivery_count", "again"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("2")
+    );
+
+    // `fail`: the platform's lease ran out on a run of its own.
+    env.seed_leased_run("lost", "agent:one", &queued, &lapsed, 0)
+        .await
+        .unwrap();
+    env.run(&["run", "--once", "--lease-policy", "fail"]).ok();
+    assert_eq!(env.status("lost").await.unwrap().as_deref(), Some("failed"));
+    assert_eq!(
+        env.status("valid").await.unwrap().as_deref(),
+        Some("running")
+    );
+    let error = env.sql_text(&row("error", "lost")).await.unwrap().unwrap();
+    assert!(
+        error.starts_with("lease_expired: pull lease expired"),
+        "{error}"
+    );
+}
+
+janitor_testkit::both_backends!(expired_leases_under_each_policy);

@@ -29,18 +29,21 @@ pub enum JobKind {
     FailRun,
     /// Rule 5: finalize an old `skipped` run as `cancelled`.
     FinalizeSkipped,
+    /// Re-queue a pull-mode run whose lease expired (`--lease-policy requeue`).
+    RequeueRun,
     /// Rule 8: close a `started` activity nothing can still finish (its `execution_id`
     /// names the activity).
     CloseActivity,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
+    pub const ALL: [JobKind; 6] = [
         Self::ReclaimSlot,
         Self::ReleaseSlot,
         Self::FailRun,
         Self::FinalizeSkipped,
         Self::CloseActivity,
+        Self::RequeueRun,
     ];
 
     /// The kind named `name` (as [`Self::as_str`] spells it).
@@ -55,6 +58,7 @@ impl JobKind {
             Self::FailRun => "fail_run",
             Self::FinalizeSkipped => "finalize_skipped",
             Self::CloseActivity => "close_activity",
+            Self::RequeueRun => "requeue_run",
         }
     }
 
@@ -65,7 +69,9 @@ impl JobKind {
             Verdict::ReleaseLeakedSlot { .. } => Some(Self::ReleaseSlot),
             Verdict::FailOrphan { .. }
             | Verdict::FailNeverLaunched { .. }
-            | Verdict::FailBacklogExpired { .. } => Some(Self::FailRun),
+            | Verdict::FailBacklogExpired { .. }
+            | Verdict::FailLease { .. } => Some(Self::FailRun),
+            Verdict::RequeueLease { .. } => Some(Self::RequeueRun),
             Verdict::FinalizeSkipped { .. } => Some(Self::FinalizeSkipped),
             Verdict::Report(_) | Verdict::Healthy { .. } | Verdict::Alive { .. } => None,
         }
@@ -122,6 +128,8 @@ impl CleanupJob {
             Verdict::ReclaimStaleSlot { deadline, .. } | Verdict::FailOrphan { deadline } => {
                 Some(*deadline)
             }
+            // The lease's end: a re-delivered run's next expiry is new work.
+            Verdict::RequeueLease { until } | Verdict::FailLease { until, .. } => Some(*until),
             _ => None,
         };
         Some(Self {
@@ -217,6 +225,7 @@ mod tests {
             started_at_raw: String::new(),
             effective_timeout: None,
             lease: None,
+            lease_raw: None,
             redelivery_count: 0,
             completed: false,
         };

@@ -20,7 +20,8 @@ pub use activity::{
 pub use ids::{AgentName, ExecutionId, IdError};
 pub use job::{CleanupJob, JobKind, JobPayloadError, JOB_VERSION};
 pub use policy::{
-    ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy, DEFAULT_ACTIVITY_STALE_AFTER_SECS,
+    ErrorStyle, LeasePolicy, Policy, SkippedPolicy, UnreachablePolicy,
+    DEFAULT_ACTIVITY_STALE_AFTER_SECS, DEFAULT_LEASE_MAX_REDELIVERY,
     DEFAULT_MISSING_ROW_GRACE_SECS, DEFAULT_QUEUED_EXPIRE_AFTER_SECS,
     DEFAULT_SENTINEL_REPORT_AFTER_SECS, DEFAULT_SESSION_GRACE_SECS, DEFAULT_SKIPPED_AFTER_SECS,
     DEFAULT_TIMEOUT_SECS, DEFAULT_TTL_BUFFER_SECS, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS,

@@ -52,6 +52,24 @@ pub enum SkippedPolicy {
     Platform,
 }
 
+/// What to do with a pull-mode run whose lease has expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeasePolicy {
+    /// Leave it to the platform's lease reaper; report it (the default).
+    #[default]
+    Platform,
+    /// Re-queue it exactly as the platform's reaper does (`queued`, `redelivery_count +
+    /// 1`, lease and worker cleared, `claim_token` kept), failing it as poison at the cap:
+    /// for deployments that run without that reaper.
+    Requeue,
+    /// Fail it.
+    Fail,
+}
+
+/// The platform's re-delivery cap (`MAX_REDELIVERY`).
+pub const DEFAULT_LEASE_MAX_REDELIVERY: i64 = 3;
+
 /// What an unreachable agent means when the liveness probe is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +107,8 @@ pub struct Policy {
     pub agent_unreachable: UnreachablePolicy,
     pub queued_expire_after_secs: i64,
     pub activity_stale_after_secs: i64,
+    pub lease: LeasePolicy,
+    pub lease_max_redelivery: i64,
 }
 
 impl Default for Policy {
@@ -105,6 +125,8 @@ impl Default for Policy {
             agent_unreachable: UnreachablePolicy::Skip,
             queued_expire_after_secs: DEFAULT_QUEUED_EXPIRE_AFTER_SECS,
             activity_stale_after_secs: DEFAULT_ACTIVITY_STALE_AFTER_SECS,
+            lease: LeasePolicy::Platform,
+            lease_max_redelivery: DEFAULT_LEASE_MAX_REDELIVERY,
         }
     }
 }
@@ -121,6 +143,7 @@ impl Policy {
             ("sentinel report bound", self.sentinel_report_after_secs),
             ("queued expiry", self.queued_expire_after_secs),
             ("stale activity threshold", self.activity_stale_after_secs),
+            ("lease re-delivery cap", self.lease_max_redelivery),
         ];
         for (name, value) in fields {
             if !(0..=MAX_TIMEOUT_SECS).contains(&value) {

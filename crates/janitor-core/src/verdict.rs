@@ -10,9 +10,9 @@ use chrono::TimeDelta;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    from_unix_seconds, AgentName, ErrorStyle, ExecutionId, Policy, SkippedPolicy, Status,
-    Timestamp, TimestampError, UnreachablePolicy, EARLIEST_PLAUSIBLE_SCORE, MAX_SCORE_AHEAD_SECS,
-    MAX_TIMEOUT_SECS, PLATFORM_MAX_TIMEOUT_SECS,
+    from_unix_seconds, AgentName, ErrorStyle, ExecutionId, LeasePolicy, Policy, SkippedPolicy,
+    Status, Timestamp, TimestampError, UnreachablePolicy, EARLIEST_PLAUSIBLE_SCORE,
+    MAX_SCORE_AHEAD_SECS, MAX_TIMEOUT_SECS, PLATFORM_MAX_TIMEOUT_SECS,
 };
 
 /// The `timeout_seconds` field of a slot's metadata hash, as found.
@@ -92,6 +92,9 @@ pub struct RowObservation {
         serialize_with = "serialize_lease"
     )]
     pub lease: Option<Result<Timestamp, TimestampError>>,
+    /// `lease_expires_at` exactly as stored: a lease write names it.
+    #[serde(skip)]
+    pub lease_raw: Option<String>,
     /// `redelivery_count`: how often the platform's lease reaper re-queued the run (0 when
     /// NULL or absent).
     #[serde(skip_serializing_if = "is_zero")]
@@ -292,6 +295,12 @@ pub enum Verdict {
         since: Timestamp,
         release_slot: bool,
     },
+    /// A pull-mode run's lease expired under [`LeasePolicy::Requeue`], below the cap:
+    /// back to `queued` with `redelivery_count + 1`, as the platform's lease reaper does.
+    RequeueLease { until: Timestamp },
+    /// A pull-mode run's lease expired under [`LeasePolicy::Fail`], or under
+    /// [`LeasePolicy::Requeue`] at the re-delivery cap (`poison`): `failed`.
+    FailLease { until: Timestamp, poison: bool },
     /// Rule 7: a `queued` row with no slot has waited longer than the backlog's expiry
     /// (from `started_at`, its creation): `failed`, as the platform's own backlog sweep does.
     FailBacklogExpired { since: Timestamp },
@@ -326,9 +335,11 @@ impl Verdict {
             | Self::FailOrphan { .. }
             | Self::FailNeverLaunched { .. }
             | Self::FailBacklogExpired { .. }
+            | Self::FailLease { .. }
             | Self::FinalizeSkipped {
                 as_failed: true, ..
             } => Some(Status::Failed),
+            Self::RequeueLease { .. } => Some(Status::Queued),
             Self::FinalizeSkipped { .. } => Some(Status::Cancelled),
             _ => None,
         }
@@ -360,6 +371,8 @@ impl Verdict {
                 }
                 | Self::FailOrphan { .. }
                 | Self::FailNeverLaunched { .. }
+                | Self::RequeueLease { .. }
+                | Self::FailLease { .. }
         )
     }
 
@@ -377,6 +390,7 @@ impl Verdict {
                 .and_then(|at| plus(at, policy.missing_row_grace_secs)),
             Self::FinalizeSkipped { since, .. } => plus(*since, policy.skipped_after_secs),
             Self::FailBacklogExpired { since } => plus(*since, policy.queued_expire_after_secs),
+            Self::RequeueLease { until } | Self::FailLease { until, .. } => Some(*until),
             _ => None,
         }
     }
@@ -390,6 +404,8 @@ impl Verdict {
             Self::FailNeverLaunched { .. } => "fail_never_launched",
             Self::FinalizeSkipped { .. } => "finalize_skipped",
             Self::FailBacklogExpired { .. } => "fail_backlog_expired",
+            Self::RequeueLease { .. } => "requeue_lease",
+            Self::FailLease { .. } => "fail_lease",
             Self::Report(_) => "report",
             Self::Alive { .. } => "alive",
             Self::Healthy { .. } => "healthy",
@@ -443,6 +459,14 @@ impl Verdict {
             Self::FinalizeSkipped {
                 as_failed: true, ..
             } => Some("Finalized by cleanup: skipped execution".to_owned()),
+            Self::FailLease { poison: true, .. } => Some(format!(
+                "poison_lease: pull lease expired and re-delivery cap ({}) reached — failed by janitor",
+                policy.lease_max_redelivery
+            )),
+            Self::FailLease { until, .. } => Some(format!(
+                "lease_expired: pull lease expired at {}; failed by janitor",
+                crate::format_timestamp(*until)
+            )),
             Self::FailBacklogExpired { .. } => Some(match policy.queued_expire_after_secs {
                 secs if secs % 3600 == 0 => {
                     format!("Backlog expired: queued longer than {} hours", secs / 3600)
@@ -527,6 +551,11 @@ pub fn decide(
     if let Some(slot) = slot.filter(|s| s.sentinel) {
         return decide_sentinel(slot, now, policy);
     }
+    // A slot score that is no acquire time: neither the slot nor its row is judged, by any
+    // rule.
+    if let Some(slot) = slot.filter(|s| !plausible_score(s.score, now)) {
+        return Verdict::Report(Concern::CorruptSlotScore(slot.score));
+    }
     if !finished {
         if live.in_flight {
             return Verdict::Alive {
@@ -548,10 +577,27 @@ pub fn decide(
             // Absent, or unreachable under `skip`: the stores alone decide.
             _ => {}
         }
-        if let Some(lease) = row.and_then(|r| r.lease.as_ref()) {
+        if let Some((row, lease)) = row.and_then(|r| r.lease.as_ref().map(|l| (r, l))) {
             return match lease {
                 Err(err) => Verdict::Report(Concern::UnparseableLease(err.value.clone())),
-                Ok(until) if now > *until => Verdict::Report(Concern::LeaseExpired(*until)),
+                Ok(until) if now > *until => match policy.lease {
+                    // Only a `running` row is the reaper's to act on, as on the platform.
+                    _ if row.status != Status::Running => {
+                        Verdict::Report(Concern::LeaseExpired(*until))
+                    }
+                    LeasePolicy::Platform => Verdict::Report(Concern::LeaseExpired(*until)),
+                    LeasePolicy::Requeue if row.redelivery_count < policy.lease_max_redelivery => {
+                        Verdict::RequeueLease { until: *until }
+                    }
+                    LeasePolicy::Requeue => Verdict::FailLease {
+                        until: *until,
+                        poison: true,
+                    },
+                    LeasePolicy::Fail => Verdict::FailLease {
+                        until: *until,
+                        poison: false,
+                    },
+                },
                 Ok(until) => Verdict::Alive {
                     by: AliveBy::Lease { until: *until },
                     recheck_at: Some(*until),

@@ -35,6 +35,7 @@ fn row(status: &str, started: Timestamp, session: Option<&str>) -> RowObservatio
         started_at_raw: String::new(),
         effective_timeout: None,
         lease: None,
+        lease_raw: None,
         redelivery_count: 0,
         completed: false,
     }
@@ -599,6 +600,7 @@ fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
                 started_at_raw: String::new(),
                 effective_timeout: timeout,
                 lease: None,
+                lease_raw: None,
                 redelivery_count: 0,
                 completed: false,
             }),
@@ -729,6 +731,7 @@ fn an_in_flight_marker_keeps_a_run_alive_under_every_rule() {
 fn leased(status: &str, started: Timestamp, lease: &str) -> RowObservation {
     RowObservation {
         lease: Some(parse_timestamp(lease)),
+        lease_raw: None,
         ..row(status, started, Some("dispatched"))
     }
 }
@@ -1000,6 +1003,7 @@ fn a_queued_row_past_the_backlog_expiry_is_failed_in_the_platforms_words() {
     ));
     let leased = RowObservation {
         lease: Some(Ok(t0() + day + mins(30))),
+        lease_raw: None,
         ..r.clone()
     };
     assert!(!decide(
@@ -1013,4 +1017,61 @@ fn a_queued_row_past_the_backlog_expiry_is_failed_in_the_platforms_words() {
     // `pending_retry` rows are waiting for their retry, not a backlog slot.
     let retry = row("pending_retry", t0(), None);
     assert!(!decide(None, Some(&retry), &Liveness::NONE, t0() + day * 2, &p).is_actionable());
+}
+
+#[test]
+fn an_expired_lease_is_the_platforms_unless_the_policy_takes_it() {
+    let until = parse_timestamp("2026-05-01T16:00:00Z").unwrap();
+    let r = |count: i64| RowObservation {
+        redelivery_count: count,
+        ..leased("running", t0(), "2026-05-01T16:00:00Z")
+    };
+    let after = until + TimeDelta::seconds(1);
+    let with = |lease, row: &RowObservation, now| {
+        let p = Policy { lease, ..policy() };
+        decide(None, Some(row), &Liveness::NONE, now, &p)
+    };
+    assert_eq!(
+        with(LeasePolicy::Platform, &r(0), after),
+        Verdict::Report(Concern::LeaseExpired(until))
+    );
+    assert_eq!(
+        with(LeasePolicy::Requeue, &r(2), after),
+        Verdict::RequeueLease { until }
+    );
+    let poison = with(LeasePolicy::Requeue, &r(3), after);
+    assert_eq!(
+        poison,
+        Verdict::FailLease {
+            until,
+            poison: true
+        }
+    );
+    assert_eq!(
+        poison.row_error(None, &policy()).as_deref(),
+        Some(
+            "poison_lease: pull lease expired and re-delivery cap (3) reached — failed by janitor"
+        )
+    );
+    assert_eq!(
+        with(LeasePolicy::Fail, &r(0), after),
+        Verdict::FailLease {
+            until,
+            poison: false
+        }
+    );
+    assert_eq!(
+        JobKind::for_verdict(&Verdict::RequeueLease { until }),
+        Some(JobKind::RequeueRun)
+    );
+    // Within the lease every policy leaves it alone; a leased row that is not running is
+    // only reported.
+    for lease in [LeasePolicy::Requeue, LeasePolicy::Fail] {
+        assert!(!with(lease, &r(0), until).is_actionable());
+        let queued = RowObservation {
+            status: Status::Queued,
+            ..r(0)
+        };
+        assert!(!with(lease, &queued, after).is_actionable());
+    }
 }

@@ -142,6 +142,7 @@ fn pair() -> impl Strategy<
                     session_tracked: true,
                     effective_timeout: timeout,
                     lease: lease.map(|(lease, _)| lease),
+                    lease_raw: None,
                     redelivery_count: 0,
                     completed,
                 },
@@ -178,6 +179,12 @@ fn pair() -> impl Strategy<
             // Shares the skipped threshold's range: expiry before or after every deadline.
             queued_expire_after_secs: k,
             activity_stale_after_secs: s,
+            lease: match sentinel % 3 {
+                0 => janitor_core::LeasePolicy::Platform,
+                1 => janitor_core::LeasePolicy::Requeue,
+                _ => janitor_core::LeasePolicy::Fail,
+            },
+            lease_max_redelivery: 3,
         });
     let live =
         (any::<bool>(), proptest::option::of(0u8..5)).prop_map(|(in_flight, agent)| Liveness {
@@ -249,7 +256,12 @@ proptest! {
             live.agent,
             Some(AgentSays::Running | AgentSays::Pending | AgentSays::RecentlyCompleted)
         );
-        if !finished && (live.in_flight || agent_knows || row.as_ref().is_some_and(|r| r.lease.is_some())) {
+        let leased = row.as_ref().is_some_and(|r| r.lease.is_some());
+        if !finished
+            && (live.in_flight
+                || agent_knows
+                || (leased && policy.lease == janitor_core::LeasePolicy::Platform))
+        {
             prop_assert!(!verdict.is_actionable(), "{:?}", verdict);
         }
         // A terminal row never changes.
@@ -269,6 +281,17 @@ proptest! {
                     let reclaimed = matches!(verdict, Verdict::ReclaimStaleSlot { .. });
                     prop_assert!(!reclaimed, "{:?}", verdict);
                 }
+            }
+        }
+        // A leased run is acted on only past its lease, and only by the lease rules.
+        if leased && !finished && !live.in_flight && !agent_knows {
+            let lease_rule = matches!(
+                verdict,
+                Verdict::RequeueLease { .. } | Verdict::FailLease { .. }
+            );
+            prop_assert!(lease_rule || !verdict.is_actionable(), "{:?}", verdict);
+            if let (true, Some(Ok(until))) = (lease_rule, row.as_ref().and_then(|r| r.lease.clone())) {
+                prop_assert!(now > until);
             }
         }
         // Nothing is healthy in the past.

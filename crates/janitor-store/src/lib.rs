@@ -26,6 +26,7 @@ pub use slots::{
 pub use sql::activities::{ActivityClose, ActivityEntry};
 pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{
-    escape_bytes, CasOutcome, CorruptRow, ExecutionStore, RowCursor, RowEntry, RowPage, Transition,
+    escape_bytes, CasOutcome, CorruptRow, ExecutionStore, Requeue, RowCursor, RowEntry, RowPage,
+    Transition,
 };
 pub use sql::{Backend, Database, MigrationReport, RuleOff, Schema};

@@ -404,6 +404,7 @@ async fn conflicts_and_missing_rows_write_nothing(kind: Kind) {
         started_at_raw: "2026-05-01T15:30:00Z",
         require_no_session: false,
         platform_skipped: false,
+        expected_lease: None,
         evidence: Box::leak(Box::new(ev.clone())),
     };
     assert_eq!(
@@ -446,6 +447,7 @@ async fn skipped_runs_are_cancelled_only_from_skipped(kind: Kind) {
         started_at_raw: "garbage-time",
         require_no_session: false,
         platform_skipped: false,
+        expected_lease: None,
         evidence: &ev,
     };
     assert!(matches!(
@@ -714,6 +716,7 @@ fn fail<'a>(run: &'a ExecutionId, evidence: &'a Evidence) -> Transition<'a> {
         started_at_raw: "2026-05-01T15:30:00Z",
         require_no_session: false,
         platform_skipped: false,
+        expected_lease: None,
         evidence,
     }
 }

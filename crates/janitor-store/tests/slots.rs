@@ -79,6 +79,7 @@ fn running(
         started_at_raw: String::new(),
         effective_timeout: Some(3600),
         lease: None,
+        lease_raw: None,
         redelivery_count: 0,
         completed: false,
     }

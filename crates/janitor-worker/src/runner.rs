@@ -71,6 +71,7 @@ pub struct KindTally {
     pub runs_failed: u64,
     pub runs_cancelled: u64,
     pub activities_closed: u64,
+    pub runs_requeued: u64,
 }
 
 /// Outcomes per job kind, plus payloads that could not be read.
@@ -101,6 +102,7 @@ impl Tally {
                         Effect::RunFailed => t.runs_failed += 1,
                         Effect::RunCancelled => t.runs_cancelled += 1,
                         Effect::ActivityClosed => t.activities_closed += 1,
+                        Effect::RunRequeued => t.runs_requeued += 1,
                     }
                 }
             }

@@ -168,6 +168,19 @@ pub struct GlobalArgs {
     /// when the agent answers (hold).
     #[arg(long, global = true, env = "JANITOR_AGENT_UNREACHABLE", value_enum)]
     pub agent_unreachable: Option<UnreachableArg>,
+    /// What to do with a pull-mode run whose lease expired: leave it to the platform's
+    /// lease reaper (platform), re-queue it as that reaper does (requeue), or fail it.
+    #[arg(long, global = true, env = "JANITOR_LEASE_POLICY", value_enum)]
+    pub lease_policy: Option<LeasePolicyArg>,
+    /// Re-deliveries before `--lease-policy requeue` fails a run as poison (the platform's
+    /// MAX_REDELIVERY).
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_LEASE_MAX_REDELIVERY",
+        value_name = "N"
+    )]
+    pub lease_max_redelivery: Option<i64>,
     /// Whose words the error texts janitor writes are in.
     #[arg(long, global = true, env = "JANITOR_ERROR_STYLE", value_enum)]
     pub error_style: Option<ErrorStyleArg>,
@@ -283,6 +296,16 @@ pub enum SkippedPolicyArg {
     /// The platform's own rule: skipped is terminal once completed_at is set; old skipped
     /// rows without it are finalized as failed ("Finalized by cleanup: skipped execution").
     Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LeasePolicyArg {
+    /// Leave it to the platform's lease reaper; report it.
+    Platform,
+    /// Re-queue it as the platform's reaper does, failing it as poison at the cap.
+    Requeue,
+    /// Fail it.
+    Fail,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use janitor_core::{ErrorStyle, Policy, SkippedPolicy, UnreachablePolicy};
+use janitor_core::{ErrorStyle, LeasePolicy, Policy, SkippedPolicy, UnreachablePolicy};
 use janitor_producer::Breaker;
 use janitor_queue::QueueSettings;
 use janitor_store::{
@@ -14,7 +14,7 @@ use janitor_store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{ErrorStyleArg, GlobalArgs, SkippedPolicyArg, UnreachableArg};
+use crate::cli::{ErrorStyleArg, GlobalArgs, LeasePolicyArg, SkippedPolicyArg, UnreachableArg};
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://janitor.db";
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -45,6 +45,8 @@ struct FileSettings {
     sentinel_report_after_secs: Option<i64>,
     queued_expire_after_secs: Option<i64>,
     activity_stale_after_secs: Option<i64>,
+    lease_policy: Option<LeasePolicy>,
+    lease_max_redelivery: Option<i64>,
     default_timeout_secs: Option<i64>,
     ttl_buffer_secs: Option<i64>,
     missing_row_grace_secs: Option<i64>,
@@ -170,6 +172,24 @@ impl Settings {
             args.activity_stale_after_secs,
             file.activity_stale_after_secs,
             defaults.activity_stale_after_secs,
+        );
+        let lease_policy = layer(
+            s,
+            "lease_policy",
+            args.lease_policy.map(|l| match l {
+                LeasePolicyArg::Platform => LeasePolicy::Platform,
+                LeasePolicyArg::Requeue => LeasePolicy::Requeue,
+                LeasePolicyArg::Fail => LeasePolicy::Fail,
+            }),
+            file.lease_policy,
+            defaults.lease,
+        );
+        let lease_max_redelivery = layer(
+            s,
+            "lease_max_redelivery",
+            args.lease_max_redelivery,
+            file.lease_max_redelivery,
+            defaults.lease_max_redelivery,
         );
         let queued_expire_after_secs = layer(
             s,
@@ -397,6 +417,8 @@ impl Settings {
             agent_unreachable,
             queued_expire_after_secs,
             activity_stale_after_secs,
+            lease: lease_policy,
+            lease_max_redelivery,
         };
         policy
             .validate()
@@ -490,6 +512,12 @@ impl Settings {
             self.slot_keys.sentinel_prefix().to_owned(),
             p.sentinel_report_after_secs.to_string(),
             p.activity_stale_after_secs.to_string(),
+            match p.lease {
+                LeasePolicy::Platform => "platform".to_owned(),
+                LeasePolicy::Requeue => "requeue".to_owned(),
+                LeasePolicy::Fail => "fail".to_owned(),
+            },
+            p.lease_max_redelivery.to_string(),
             p.queued_expire_after_secs.to_string(),
             p.default_timeout_secs.to_string(),
             p.ttl_buffer_secs.to_string(),

@@ -30,6 +30,8 @@ pub enum AuditAction {
     RunCancelled,
     /// A `started` activity nothing could still finish was closed (rule 8).
     ActivityClosed,
+    /// A pull-mode run whose lease expired was re-queued (`--lease-policy requeue`).
+    RunRequeued,
 }
 
 impl AuditAction {
@@ -38,12 +40,13 @@ impl AuditAction {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
 
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 6] = [
         Self::SlotReclaimed,
         Self::SlotReleased,
         Self::RunFailed,
         Self::RunCancelled,
         Self::ActivityClosed,
+        Self::RunRequeued,
     ];
 
     /// A short stable name, for the audit table, metrics and logs.
@@ -54,6 +57,7 @@ impl AuditAction {
             Self::RunFailed => "run_failed",
             Self::RunCancelled => "run_cancelled",
             Self::ActivityClosed => "activity_closed",
+            Self::RunRequeued => "run_requeued",
         }
     }
 }

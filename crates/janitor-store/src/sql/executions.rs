@@ -80,6 +80,17 @@ pub enum CasOutcome {
     NotFound,
 }
 
+/// A requested re-queue of a leased run.
+#[derive(Debug, Clone)]
+pub struct Requeue<'a> {
+    pub execution_id: &'a ExecutionId,
+    /// `lease_expires_at` exactly as read.
+    pub lease_raw: &'a str,
+    /// `redelivery_count` as read.
+    pub redelivery_count: i64,
+    pub evidence: &'a Evidence,
+}
+
 /// A requested status change.
 #[derive(Debug, Clone)]
 pub struct Transition<'a> {
@@ -101,6 +112,10 @@ pub struct Transition<'a> {
     /// only while `completed_at` is still NULL, with `completed_at = COALESCE(started_at,
     /// now)` and `duration_ms = 0`, as the platform's own cleanup writes it.
     pub platform_skipped: bool,
+    /// A lease rule's change: the row must still hold this lease (`lease_expires_at` as
+    /// read). `None`: the row must hold no lease (a run claimed since the read is not
+    /// janitor's).
+    pub expected_lease: Option<&'a str>,
     pub evidence: &'a Evidence,
 }
 
@@ -233,8 +248,10 @@ impl RawRow {
                 // column may hold '').
                 lease: self
                     .lease
+                    .as_deref()
                     .filter(|l| !l.trim().is_empty())
-                    .map(|l| parse_timestamp(&l)),
+                    .map(parse_timestamp),
+                lease_raw: self.lease.filter(|l| !l.trim().is_empty()),
                 redelivery_count: self.redeliveries.unwrap_or(0),
                 completed: self.completed.unwrap_or(0) != 0,
             }),
@@ -452,6 +469,122 @@ impl ExecutionStore {
         Ok(n.max(0) as u64)
     }
 
+    /// Re-queues pull-mode runs whose lease expired exactly as the platform's lease reaper
+    /// does: `queued`, `redelivery_count + 1`, `lease_expires_at` and `claimed_by_worker`
+    /// cleared, `claim_token` kept; each only while it is still `running` with the lease
+    /// and the count it was judged on. The superseded attempt's open activity is closed as
+    /// `cancelled` (a superseded attempt is not a failure), with one audit row per run, in
+    /// one transaction.
+    pub async fn requeue_leased(
+        &self,
+        changes: &[Requeue<'_>],
+        now: Timestamp,
+    ) -> Result<Vec<CasOutcome>, StoreError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.schema.lease || !self.schema.redelivery_count {
+            return Err(StoreError::Config(
+                "re-queueing a leased run needs lease_expires_at and redelivery_count".into(),
+            ));
+        }
+        let backend = self.db.backend();
+        let update = marks(
+            backend,
+            "UPDATE schedule_executions SET status = 'queued', \
+             redelivery_count = COALESCE(redelivery_count, 0) + 1, \
+             lease_expires_at = NULL, claimed_by_worker = NULL \
+             WHERE id = $1 AND status = 'running' AND CAST(lease_expires_at AS TEXT) = $2 \
+             AND COALESCE(redelivery_count, 0) = CAST($3 AS BIGINT) \
+             RETURNING CAST(agent_name AS TEXT) AS agent_name",
+        )
+        .into_owned();
+        let close = marks(
+            backend,
+            "UPDATE agent_activities SET activity_state = 'cancelled', completed_at = $1, \
+             error = COALESCE(error, $2) WHERE related_execution_id = $3 AND activity_state = $4",
+        )
+        .into_owned();
+        let current = marks(
+            backend,
+            "SELECT CAST(status AS TEXT) FROM schedule_executions WHERE id = $1",
+        )
+        .into_owned();
+        let done_at = format_timestamp(now);
+        let schema = self.schema;
+        let outcomes = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = Vec::with_capacity(changes.len());
+            let mut audits = Vec::new();
+            for change in changes {
+                let agent: Option<Option<String>> = sqlx::query_scalar(&update)
+                    .bind(change.execution_id.as_str())
+                    .bind(change.lease_raw)
+                    .bind(change.redelivery_count)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let outcome = match agent {
+                    Some(agent) => {
+                        let agent = agent.unwrap_or_default();
+                        let mut closed = 0;
+                        if schema.agent_activities {
+                            closed = sqlx::query(&close)
+                                .bind(&done_at)
+                                .bind("Superseded: pull lease expired, re-queued by janitor")
+                                .bind(change.execution_id.as_str())
+                                .bind("started")
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                        }
+                        audits.push(AuditRow {
+                            action: AuditAction::RunRequeued,
+                            execution_id: change.execution_id.to_string(),
+                            agent: agent.clone(),
+                            status_before: Some("running".into()),
+                            status_after: Some("queued".into()),
+                            evidence: change.evidence.clone(),
+                            // One re-delivery per lease: the lease and the count name it.
+                            change_key: Some(format!(
+                                "run_requeued:{}:{}:{}",
+                                change.execution_id, change.lease_raw, change.redelivery_count
+                            )),
+                            at: None,
+                        });
+                        CasOutcome::Applied {
+                            agent,
+                            activities_closed: closed,
+                        }
+                    }
+                    None => {
+                        let status: Option<Option<String>> = sqlx::query_scalar(&current)
+                            .bind(change.execution_id.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        match status {
+                            None => CasOutcome::NotFound,
+                            Some(s) => {
+                                let s = Status::parse(&s.unwrap_or_default());
+                                if s.is_terminal() {
+                                    CasOutcome::AlreadyTerminal(s)
+                                } else {
+                                    CasOutcome::Conflict(s)
+                                }
+                            }
+                        }
+                    }
+                };
+                outcomes.push(outcome);
+            }
+            for chunk in audits.chunks(400) {
+                insert_audit_rows!(&mut *tx, backend, chunk, now)?;
+            }
+            tx.commit().await?;
+            outcomes
+        });
+        Ok(outcomes)
+    }
+
     /// Moves a non-terminal run to `failed` if it still has `expected` status, closing its
     /// open activity as `failed` and writing the audit row, in one transaction.
     pub async fn fail_run(&self, change: &Transition<'_>) -> Result<CasOutcome, StoreError> {
@@ -499,10 +632,11 @@ impl ExecutionStore {
             "AND v.nosess = 0"
         };
         let lease_check = if self.schema.lease {
-            " AND (schedule_executions.lease_expires_at IS NULL \
-             OR TRIM(CAST(schedule_executions.lease_expires_at AS TEXT)) = '')"
+            " AND ((v.lease IS NULL AND (schedule_executions.lease_expires_at IS NULL \
+             OR TRIM(CAST(schedule_executions.lease_expires_at AS TEXT)) = '')) \
+             OR CAST(schedule_executions.lease_expires_at AS TEXT) = v.lease)"
         } else {
-            ""
+            " AND v.lease IS NULL"
         };
 
         let backend = self.db.backend();
@@ -536,8 +670,8 @@ impl ExecutionStore {
                 // Every fact the verdict used is compared: the status, `started_at` as
                 // read, for a never-launched run that it still has no session, and that
                 // no pull worker has claimed the run since (a leased run is not janitor's).
-                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess, pskip) AS MATERIALIZED (VALUES ");
-                push_rows(&mut sql, todo.len(), 9, &[5, 7, 8]);
+                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess, pskip, lease) AS MATERIALIZED (VALUES ");
+                push_rows(&mut sql, todo.len(), 10, &[5, 7, 8]);
                 sql.push_str(&format!(
                     ") UPDATE schedule_executions SET status = v.target, error = v.err, \
                      completed_at = CASE WHEN v.pskip = 1 THEN COALESCE(schedule_executions.started_at, v.done_at) ELSE v.done_at END, \
@@ -568,7 +702,8 @@ impl ExecutionStore {
                         .bind(duration)
                         .bind(change.started_at_raw)
                         .bind(i64::from(change.require_no_session))
-                        .bind(i64::from(change.platform_skipped));
+                        .bind(i64::from(change.platform_skipped))
+                        .bind(change.expected_lease);
                 }
                 for row in query.fetch_all(&mut *tx).await? {
                     let id: Option<String> = row.try_get("id")?;

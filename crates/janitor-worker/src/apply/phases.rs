@@ -245,8 +245,22 @@ impl Applier {
             .collect();
         let mut changes = Vec::new();
         let mut change_of = Vec::new();
+        let mut requeues = Vec::new();
+        let mut requeue_of = Vec::new();
         for (i, step) in batch.steps.iter().enumerate() {
             let Step::Planned(plan) = step else { continue };
+            if let (Verdict::RequeueLease { .. }, Some(row)) = (&plan.verdict, plan.row.as_ref()) {
+                if let Some(lease_raw) = row.lease_raw.as_deref() {
+                    requeues.push(janitor_store::Requeue {
+                        execution_id: &row.execution_id,
+                        lease_raw,
+                        redelivery_count: row.redelivery_count,
+                        evidence: &plan.evidence,
+                    });
+                    requeue_of.push(i);
+                }
+                continue;
+            }
             if let (Some(target), Some(row)) = (plan.verdict.row_target(), plan.row.as_ref()) {
                 changes.push((
                     Transition {
@@ -257,6 +271,10 @@ impl Applier {
                         started_at: row.started_at.as_ref().ok().copied(),
                         started_at_raw: &row.started_at_raw,
                         require_no_session: never_launched(&plan.verdict),
+                        expected_lease: match plan.verdict {
+                            Verdict::FailLease { .. } => row.lease_raw.as_deref(),
+                            _ => None,
+                        },
                         platform_skipped: matches!(
                             plan.verdict,
                             Verdict::FinalizeSkipped {
@@ -271,15 +289,21 @@ impl Applier {
                 change_of.push(i);
             }
         }
-        if changes.is_empty() && slot_audits.is_empty() {
-            return Ok(());
-        }
-        let written = self
-            .rows
-            .transitions(&changes, slot_audits, batch.now)
-            .await?;
+        let requeued = self.rows.requeue_leased(&requeues, batch.now).await?;
+        drop(requeues);
+        let written = if changes.is_empty() && slot_audits.is_empty() {
+            Vec::new()
+        } else {
+            self.rows
+                .transitions(&changes, slot_audits, batch.now)
+                .await?
+        };
         drop(changes);
-        for (i, outcome) in change_of.into_iter().zip(written) {
+        let done = change_of
+            .into_iter()
+            .zip(written)
+            .chain(requeue_of.into_iter().zip(requeued));
+        for (i, outcome) in done {
             let Step::Planned(plan) = &mut batch.steps[i] else {
                 continue;
             };
@@ -341,10 +365,10 @@ impl Plan {
         }
         if row_applied {
             if let Some(target) = verdict.row_target() {
-                let run = if target == Status::Cancelled {
-                    Effect::RunCancelled
-                } else {
-                    Effect::RunFailed
+                let run = match target {
+                    Status::Cancelled => Effect::RunCancelled,
+                    Status::Queued => Effect::RunRequeued,
+                    _ => Effect::RunFailed,
                 };
                 // The run's change first: a never-launched slot went after it.
                 let at = if never_launched(&verdict) {

@@ -289,6 +289,11 @@ fn describe(verdict: &Verdict) -> String {
         Verdict::FailOrphan { .. } => "fail orphaned run (no slot)".into(),
         Verdict::FailNeverLaunched { .. } => "fail run: never got a session".into(),
         Verdict::FailBacklogExpired { .. } => "fail run: queued past the backlog expiry".into(),
+        Verdict::RequeueLease { .. } => "re-queue: pull lease expired".into(),
+        Verdict::FailLease { poison: true, .. } => {
+            "fail run: pull lease expired at the re-delivery cap (poison)".into()
+        }
+        Verdict::FailLease { poison: false, .. } => "fail run: pull lease expired".into(),
         Verdict::FinalizeSkipped {
             as_failed: false, ..
         } => "finalize skipped as cancelled".into(),
