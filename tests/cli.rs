@@ -82,20 +82,9 @@ async fn migrate_keeps_a_trinity_database_intact() {
 }
 
 fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
-    report["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pair| {
-            let id = pair["slot"]["execution_id"]
-                .as_str()
-                .or(pair["row"]["execution_id"].as_str())
-                .unwrap();
-            (
-                id.to_owned(),
-                pair["verdict"]["verdict"].as_str().unwrap().to_owned(),
-            )
-        })
+    janitor_e2e::pairs_by_run(report)
+        .into_iter()
+        .map(|(id, pair)| (id, pair["verdict"]["verdict"].as_str().unwrap().to_owned()))
         .collect()
 }
 

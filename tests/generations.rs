@@ -6,21 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use janitor_e2e::{seed_incident, ts_ago, Env, Kind};
+use janitor_e2e::{pairs_by_run, seed_incident, ts_ago, Env, Kind};
 use janitor_testkit::Generation;
 
 fn verdicts(report: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
-    report["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pair| {
-            let id = pair["slot"]["execution_id"]
-                .as_str()
-                .or(pair["row"]["execution_id"].as_str())
-                .unwrap();
-            (id.to_owned(), pair["verdict"].clone())
-        })
+    pairs_by_run(report)
+        .into_iter()
+        .map(|(id, pair)| (id, pair["verdict"].clone()))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use janitor_e2e::{ts_ago, Env, Kind};
+use janitor_e2e::{pairs_by_run, ts_ago, Env, Kind};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// A tiny HTTP/1.1 server: `GET /{agent}/api/executions/running` answers as that agent
@@ -96,12 +96,9 @@ async fn seed_stale(env: &Env, agent: &str, id: &str) {
 }
 
 fn verdicts(report: &serde_json::Value) -> BTreeMap<String, String> {
-    report["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|pair| {
-            let id = pair["row"]["execution_id"].as_str().unwrap().to_owned();
+    pairs_by_run(report)
+        .into_iter()
+        .map(|(id, pair)| {
             let v = &pair["verdict"];
             let name = match v["verdict"].as_str().unwrap() {
                 "alive" => format!("alive:{}", v["says"].as_str().unwrap_or("?")),

@@ -520,3 +520,20 @@ pub fn http(
     let body = String::from_utf8(body).unwrap();
     (status, body)
 }
+
+/// The pairs of a `janitor stuck --json` report, by execution id (the slot's, else the
+/// row's).
+pub fn pairs_by_run(report: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            let id = pair["slot"]["execution_id"]
+                .as_str()
+                .or(pair["row"]["execution_id"].as_str())
+                .unwrap();
+            (id.to_owned(), pair.clone())
+        })
+        .collect()
+}
