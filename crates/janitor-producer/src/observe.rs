@@ -219,13 +219,33 @@ async fn forward<T>(tx: &mpsc::Sender<Result<T, StoreError>>, item: Result<T, St
     tx.send(item).await.is_ok() && !failed
 }
 
-/// Starts the reader of the activities rule 8 can close, page by page.
+/// How often one process reads the activities rule 8 can close. Its thresholds are in
+/// hours and a finished run's activity is rare, while the read visits every open
+/// activity: a catch-up sweeping every second would spend a fifth of its time on it.
+const ACTIVITY_PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Whether this process's activity pass is due (the first pass of a process always is).
+fn activity_pass_due() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= ACTIVITY_PASS_INTERVAL);
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
+}
+
+/// Starts the reader of the activities rule 8 can close, page by page (none when this
+/// process read them less than [`ACTIVITY_PASS_INTERVAL`] ago).
 fn read_activities(
     readers: &mut JoinSet<()>,
     rows: &ExecutionStore,
     batch: usize,
 ) -> mpsc::Receiver<Result<Vec<ActivityEntry>, StoreError>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
+    if !activity_pass_due() {
+        return rx;
+    }
     let rows = rows.clone();
     readers.spawn(async move {
         let mut after: Option<String> = None;

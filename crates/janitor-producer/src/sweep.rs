@@ -69,7 +69,8 @@ pub struct SweepReport {
     pub kinds: BTreeMap<&'static str, KindReport>,
     /// Runs janitor failed in the last 24 hours that the platform has since completed
     /// (a late `success` wins over a cleanup-written `failed`; janitor never writes them
-    /// again). `None` when the count could not be read.
+    /// again). Counted at most once a minute per process; `None` when not counted this
+    /// sweep (or a dry run) or when the count could not be read.
     pub completed_after_failed: Option<u64>,
     /// With `dry_run`: the jobs that would have been enqueued.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -186,6 +187,21 @@ pub async fn sweep(
         }
     }
     result
+}
+
+/// How often one process counts the runs completed after janitor failed them: the count
+/// reads a day of janitor's fails, too much for every sweep of a catch-up.
+const COMPLETED_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Whether this process's count is due (the first sweep of a process always counts).
+fn completed_check_due() -> bool {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    let due = last.is_none_or(|at| at.elapsed() >= COMPLETED_CHECK_INTERVAL);
+    if due {
+        *last = Some(std::time::Instant::now());
+    }
+    due
 }
 
 fn record(report: &SweepReport) {
@@ -421,12 +437,16 @@ async fn sweep_pass(
     } else {
         state.mode.as_str()
     };
-    let day_ago = now - chrono::TimeDelta::hours(24);
-    let completed_after_failed = match rows.completed_after_failed(day_ago).await {
-        Ok(n) => Some(n),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not count runs completed after janitor failed them");
-            None
+    let completed_after_failed = if options.dry_run || !completed_check_due() {
+        None
+    } else {
+        let day_ago = now - chrono::TimeDelta::hours(24);
+        match rows.completed_after_failed(day_ago).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not count runs completed after janitor failed them");
+                None
+            }
         }
     };
     Ok(SweepReport {
