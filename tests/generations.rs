@@ -396,9 +396,6 @@ async fn expired_leases_under_each_policy(kind: Kind) {
 
     let out = env.run(&["run", "--once", "--lease-policy", "requeue"]);
     out.ok();
-    let row = |column: &str, id: &str| {
-        format!("SELECT CAST({column} AS TEXT) FROM schedule_executions WHERE id = '{id}'")
-    };
     assert_eq!(
         env.status("valid").await.unwrap().as_deref(),
         Some("running")
@@ -408,29 +405,13 @@ async fn expired_leases_under_each_policy(kind: Kind) {
         Some("queued")
     );
     assert_eq!(
-        env.sql_text(&row("redelivery_count", "again"))
-            .await
-            .unwrap()
-            .as_deref(),
+        env.column("again", "redelivery_count").await.as_deref(),
         Some("2")
     );
+    assert_eq!(env.column("again", "lease_expires_at").await, None);
+    assert_eq!(env.column("again", "claimed_by_worker").await, None);
     assert_eq!(
-        env.sql_text(&row("lease_expires_at", "again"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        env.sql_text(&row("claimed_by_worker", "again"))
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        env.sql_text(&row("claim_token", "again"))
-            .await
-            .unwrap()
-            .as_deref(),
+        env.column("again", "claim_token").await.as_deref(),
         Some("tok-again")
     );
     assert_eq!(
@@ -444,11 +425,7 @@ async fn expired_leases_under_each_policy(kind: Kind) {
         env.status("poison").await.unwrap().as_deref(),
         Some("failed")
     );
-    let error = env
-        .sql_text(&row("error", "poison"))
-        .await
-        .unwrap()
-        .unwrap();
+    let error = env.column("poison", "error").await.unwrap();
     assert!(error.starts_with("poison_lease: "), "{error}");
     assert_eq!(
         env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'run_requeued' AND execution_id = 'again'")
@@ -459,10 +436,7 @@ async fn expired_leases_under_each_policy(kind: Kind) {
     env.run(&["run", "--once", "--lease-policy", "requeue"])
         .ok();
     assert_eq!(
-        env.sql_text(&row("redelivery_count", "again"))
-            .await
-            .unwrap()
-            .as_deref(),
+        env.column("again", "redelivery_count").await.as_deref(),
         Some("2")
     );
 
@@ -476,7 +450,7 @@ async fn expired_leases_under_each_policy(kind: Kind) {
         env.status("valid").await.unwrap().as_deref(),
         Some("running")
     );
-    let error = env.sql_text(&row("error", "lost")).await.unwrap().unwrap();
+    let error = env.column("lost", "error").await.unwrap();
     assert!(
         error.starts_with("lease_expired: pull lease expired"),
         "{error}"

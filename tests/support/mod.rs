@@ -110,6 +110,15 @@ impl Env {
             .unwrap()
     }
 
+    /// One column of a run's row, as text (`None` for NULL or no row).
+    pub async fn column(&self, id: &str, column: &str) -> Option<String> {
+        self.sql_text(&format!(
+            "SELECT CAST({column} AS TEXT) FROM schedule_executions WHERE id = '{id}'"
+        ))
+        .await
+        .unwrap()
+    }
+
     /// [`Env::count`] for an owned query (handy in closures).
     pub async fn count_owned(&self, sql: String) -> i64 {
         self.count(&sql).await
