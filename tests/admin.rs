@@ -2,7 +2,7 @@
 //! bearer token, bad requests answered with a 4xx and a JSON error.
 #![allow(clippy::unwrap_used)]
 
-use janitor_e2e::{http, seed_incident, Env, Kind};
+use janitor_e2e::{http, metric, scrape, seed_incident, Env, Kind};
 use serde_json::Value;
 
 const TOKEN: &str = "t0ken";
@@ -171,38 +171,6 @@ async fn the_admin_api_reads_the_queue_and_re_drives_behind_a_token() {
     server.stop();
 }
 
-/// The sum of the samples of `name` whose labels include every pair in `labels`
-/// (Prometheus text format; janitor's label values hold no commas or quotes).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let mut total = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let have: Vec<&str> = series_labels.split(',').collect();
-        if labels
-            .iter()
-            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
-        {
-            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    total.unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
-}
-
-fn scrape(addr: &str) -> String {
-    let (status, text) = http(addr, "GET", "/metrics", None, "");
-    assert_eq!(status, 200, "{text}");
-    text
-}
-
 fn wait_for(lines: &mut impl Iterator<Item = String>, needle: &str) -> String {
     lines
         .find(|line| line.contains(needle))
@@ -274,6 +242,8 @@ async fn metrics_count_what_the_producer_found_and_the_workers_did() {
         0.0
     );
     assert_eq!(metric(&text, "janitor_queue_up", &[]), 1.0);
+    // A producer alone: no worker heartbeats on this queue.
+    assert_eq!(metric(&text, "janitor_queue_workers_alive", &[]), 0.0);
     assert_eq!(metric(&text, "janitor_breaker_tripped", &[]), 0.0);
     assert!(metric(&text, "janitor_last_sweep_timestamp_seconds", &[]) > 1.7e9);
     assert!(

@@ -546,3 +546,36 @@ pub fn pairs_by_run(report: &serde_json::Value) -> BTreeMap<String, serde_json::
         })
         .collect()
 }
+
+/// The sum of the samples of `name` whose labels include every pair in `labels`
+/// (Prometheus text format; janitor's label values hold no commas or quotes).
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let have: Vec<&str> = series_labels.split(',').collect();
+        if labels
+            .iter()
+            .all(|(k, v)| have.contains(&format!("{k}=\"{v}\"").as_str()))
+        {
+            *total.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    total.unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{text}"))
+}
+
+/// `GET /metrics` of a served process (asserting a 200).
+pub fn scrape(addr: &str) -> String {
+    let (status, text) = http(addr, "GET", "/metrics", None, "");
+    assert_eq!(status, 200, "{text}");
+    text
+}

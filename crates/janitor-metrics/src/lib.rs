@@ -65,6 +65,8 @@ pub const QUEUE_JOBS: &str = "janitor_queue_jobs";
 pub const OLDEST_DUE: &str = "janitor_queue_oldest_due_age_seconds";
 /// 1 when the last scrape could read the queue from Redis, else 0.
 pub const QUEUE_UP: &str = "janitor_queue_up";
+/// Worker replicas whose heartbeat is fresh (read from Redis at scrape time).
+pub const QUEUE_WORKERS: &str = "janitor_queue_workers_alive";
 
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "janitor_build_info";
@@ -172,6 +174,10 @@ pub fn describe() {
         AGENT_PROBE_LATENCY,
         Unit::Seconds,
         "How long an agent liveness probe request took, by outcome."
+    );
+    describe_gauge!(
+        QUEUE_WORKERS,
+        "Worker replicas whose queue heartbeat is fresh (read at scrape time)."
     );
     describe_gauge!(BUILD_INFO, "Always 1, labelled with the running version.");
     describe_gauge!(
@@ -358,12 +364,18 @@ pub fn worker_restarted() {
     counter!(WORKER_RESTARTS).increment(1);
 }
 
-/// The queue as read at scrape time: `(state, jobs)` pairs and the oldest due job's wait.
-pub fn queue_depth(states: impl IntoIterator<Item = (&'static str, u64)>, oldest_due: Option<f64>) {
+/// The queue as read at scrape time: `(state, jobs)` pairs, the oldest due job's wait and
+/// the workers with a fresh heartbeat.
+pub fn queue_depth(
+    states: impl IntoIterator<Item = (&'static str, u64)>,
+    oldest_due: Option<f64>,
+    workers_alive: u64,
+) {
     for (state, jobs) in states {
         gauge!(QUEUE_JOBS, "state" => state).set(jobs as f64);
     }
     gauge!(OLDEST_DUE).set(oldest_due.unwrap_or(0.0));
+    gauge!(QUEUE_WORKERS).set(workers_alive as f64);
     gauge!(QUEUE_UP).set(1.0);
 }
 

@@ -31,6 +31,9 @@ pub struct QueueStats {
     pub in_flight: BTreeMap<String, u64>,
     pub dead: u64,
     pub done: u64,
+    /// Workers whose last heartbeat is within the heartbeat threshold
+    /// (`heartbeat_interval × missed_heartbeats`): the replicas fetching from this queue now.
+    pub workers_alive: u64,
     /// Seconds the oldest due job (scheduled or active) has been due; `None` when none is.
     pub oldest_due_age_secs: Option<f64>,
 }
@@ -160,6 +163,12 @@ impl Queue {
             }
             start += PAGE as isize;
         }
+        // Heartbeats are the library's client clock in whole seconds; one second of slack.
+        let threshold = self.settings().heartbeat_interval.as_secs_f64()
+            * self.settings().missed_heartbeats as f64;
+        stats.workers_alive = conn
+            .zcount(keys.workers(), now - threshold - 1.0, "+inf")
+            .await?;
         let workers: Vec<String> = conn.zrange(keys.workers(), 0, -1).await?;
         for worker in workers {
             let held: u64 = conn.scard(keys.inflight(&worker)).await?;

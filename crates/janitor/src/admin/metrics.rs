@@ -80,6 +80,7 @@ pub(super) async fn scrape(State(app): State<Arc<App>>) -> Response {
                 ("done", stats.done),
             ],
             stats.oldest_due_age_secs,
+            stats.workers_alive,
         ),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "metrics: the queue could not be read");

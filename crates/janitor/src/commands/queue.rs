@@ -60,6 +60,7 @@ async fn stats(queue: &Queue, json: bool) -> anyhow::Result<()> {
     }
     println!("  dead       {}", stats.dead);
     println!("  done       {}", stats.done);
+    println!("  workers    {} alive", stats.workers_alive);
     match stats.oldest_due_age_secs {
         Some(age) => println!("  oldest due job waiting {age:.1}s"),
         None => println!("  no job is due"),
