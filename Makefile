@@ -37,6 +37,10 @@ test: services browser build validate-deploy ## Run every test against real Redi
 	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' target/test-output.log
 
+.PHONY: openapi
+openapi: build ## Write the admin API's OpenAPI document to docs/openapi.json (a test keeps it current)
+	target/debug/janitor openapi > docs/openapi.json
+
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings denied
 	$(CARGO) fmt --all -- --check

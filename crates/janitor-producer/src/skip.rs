@@ -11,7 +11,7 @@ use janitor_store::{ExecutionStore, RowEntry, SlotStore, StoreError};
 use serde::Serialize;
 
 /// What a skip enqueue did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SkipReceipt {
     pub task_id: String,
     pub agent: AgentName,

@@ -36,7 +36,7 @@ pub struct SweepOptions {
 }
 
 /// Per job kind: what was found and what became of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KindReport {
     pub found: u64,
     #[serde(flatten)]
@@ -51,7 +51,7 @@ impl SweepReport {
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SweepReport {
     pub now: Timestamp,
     pub dry_run: bool,
@@ -78,7 +78,7 @@ pub struct SweepReport {
 }
 
 /// The breaker's side of one pass.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BreakerReport {
     /// `closed`, `holding`, `draining`, or `refused` (the wrong-database signature).
     pub state: &'static str,

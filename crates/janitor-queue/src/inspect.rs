@@ -21,7 +21,7 @@ static RETRY_DEAD: LazyLock<Script> =
 const PAGE: usize = 500;
 
 /// Counts per state, plus how long the oldest due job has waited.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct QueueStats {
     pub scheduled_due: u64,
     pub scheduled_future: u64,
@@ -39,7 +39,7 @@ pub struct QueueStats {
 }
 
 /// The states a job can be listed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting in `Q:scheduled` for its first delivery (due now or later).
@@ -82,7 +82,7 @@ impl JobState {
 }
 
 /// One job as an operator reads it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub id: String,
     pub state: JobState,
@@ -106,14 +106,14 @@ pub struct JobInfo {
 type Listed = (String, Option<f64>, Option<String>);
 
 /// One page of a listing; `next` is the cursor of the following page (`None` at the end).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobPage {
     pub jobs: Vec<JobInfo>,
     pub next: Option<u64>,
 }
 
 /// What a purge did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PurgeReport {
     pub purged: u64,
     /// Finished within the retention period.
@@ -125,7 +125,7 @@ pub struct PurgeReport {
 }
 
 /// What a re-drive did to one id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryOutcome {
     /// Out of the dead set, attempts reset, due now.
@@ -232,11 +232,11 @@ impl Queue {
                 )
             }
             JobState::Scheduled | JobState::Retrying => {
-                let start = cursor as isize;
+                let (start, stop) = index_range(cursor, limit);
                 let page: Vec<(String, f64)> = conn
-                    .zrange_withscores(keys.scheduled(), start, start + limit as isize - 1)
+                    .zrange_withscores(keys.scheduled(), start, stop)
                     .await?;
-                let next = (page.len() == limit).then_some(cursor + limit as u64);
+                let next = (page.len() == limit).then(|| cursor.saturating_add(limit as u64));
                 (
                     page.into_iter()
                         .map(|(id, at)| (id, Some(at), None))
@@ -245,11 +245,9 @@ impl Queue {
                 )
             }
             JobState::Active => {
-                let start = cursor as isize;
-                let page: Vec<String> = conn
-                    .lrange(keys.active(), start, start + limit as isize - 1)
-                    .await?;
-                let next = (page.len() == limit).then_some(cursor + limit as u64);
+                let (start, stop) = index_range(cursor, limit);
+                let page: Vec<String> = conn.lrange(keys.active(), start, stop).await?;
+                let next = (page.len() == limit).then(|| cursor.saturating_add(limit as u64));
                 (page.into_iter().map(|id| (id, None, None)).collect(), next)
             }
             JobState::InFlight => {
@@ -503,6 +501,15 @@ fn last_error(result: &str) -> Option<String> {
 
 /// Redis' clock: whole seconds (the library's scores are whole seconds, and an id is due
 /// once its score is at most that) and the precise time.
+/// The `ZRANGE`/`LRANGE` indexes of a page: a cursor is any u64 a client sends, so it is
+/// capped far past any real list (an empty page) instead of overflowing or turning into a
+/// negative index, which Redis reads from the list's end.
+fn index_range(cursor: u64, limit: usize) -> (isize, isize) {
+    let last_start = isize::MAX - PAGE as isize;
+    let start = isize::try_from(cursor).map_or(last_start, |c| c.min(last_start));
+    (start, start + limit as isize - 1)
+}
+
 async fn server_now(conn: &mut apalis_redis::ConnectionManager) -> Result<(i64, f64), QueueError> {
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok((secs, secs as f64 + micros as f64 / 1e6))

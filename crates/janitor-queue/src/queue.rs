@@ -97,7 +97,7 @@ pub enum QueueError {
 }
 
 /// What one enqueue call did with its jobs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EnqueueReport {
     /// Pushed as new tasks.
     pub enqueued: u64,

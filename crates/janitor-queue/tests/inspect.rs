@@ -270,3 +270,28 @@ async fn purge_deletes_only_old_finished_jobs_and_never_a_rescheduled_one() {
         Default::default()
     );
 }
+
+/// A cursor no listing ever handed out (the API takes any u64) is an empty page: never an
+/// overflow (a panic that closed the connection, found by schemathesis) nor a negative
+/// index that reads the list from its end.
+#[tokio::test]
+async fn a_cursor_past_every_list_is_an_empty_page() {
+    let (q, _conn) = queue().await;
+    let jobs: Vec<CleanupJob> = (0..3).map(|i| job(JobKind::FailRun, i)).collect();
+    q.enqueue(&jobs, Duration::ZERO).await.unwrap();
+    let first = q.list(JobState::Scheduled, None, 0, 500).await.unwrap();
+    assert_eq!(first.jobs.len(), 3);
+    for cursor in [
+        3,
+        i64::MAX as u64 - 1,
+        i64::MAX as u64,
+        i64::MAX as u64 + 1,
+        u64::MAX,
+    ] {
+        for state in [JobState::Scheduled, JobState::Retrying, JobState::Active] {
+            let page = q.list(state, None, cursor, 500).await.unwrap();
+            assert!(page.jobs.is_empty(), "{state:?} at {cursor}: {page:?}");
+            assert_eq!(page.next, None, "{state:?} at {cursor}");
+        }
+    }
+}

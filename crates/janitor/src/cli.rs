@@ -359,6 +359,8 @@ pub enum Command {
     Queue(QueueCommand),
     /// What janitor changed and why (the audit trail), newest first.
     Audit(AuditArgs),
+    /// Print the admin API's OpenAPI 3.1 document (as `GET /api/v1/openapi.json` serves it).
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

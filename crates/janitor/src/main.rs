@@ -48,6 +48,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Healthcheck(args) = &cli.command {
         return commands::healthcheck::run(args).await;
     }
+    if let Command::Openapi = &cli.command {
+        print!("{}", admin::openapi::document_text());
+        return Ok(());
+    }
     let settings = Settings::load(&cli.global)?;
     match &cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, args).await,
@@ -58,7 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => commands::run::run(&settings, args).await,
         Command::Skip(args) => commands::skip::run(&settings, args).await,
         Command::Serve(args) => commands::serve::run(&settings, args).await,
-        Command::Healthcheck(_) => unreachable!("handled above"),
+        Command::Healthcheck(_) | Command::Openapi => unreachable!("handled above"),
         Command::Queue(command) => commands::queue::run(&settings, command).await,
         Command::Audit(args) => commands::audit::run(&settings, args).await,
     }

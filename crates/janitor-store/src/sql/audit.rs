@@ -142,7 +142,7 @@ macro_rules! insert_audit_rows {
 pub(crate) use insert_audit_rows;
 
 /// One audit row as read back.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub id: i64,
     pub at: String,

@@ -173,7 +173,7 @@ pub struct Schema {
 }
 
 /// A rule, or an input of one, that this database's schema switches off.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RuleOff {
     pub rule: &'static str,
     pub why: &'static str,

@@ -15,6 +15,7 @@
 
 mod api;
 pub mod metrics;
+pub mod openapi;
 mod ui;
 
 use std::net::SocketAddr;
@@ -139,9 +140,10 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(ui::page))
         .route("/assets/{file}", get(ui::asset))
-        .route("/metrics", get(metrics::scrape))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
+        .route("/metrics", get(openapi::metrics))
+        .route("/healthz", get(openapi::health))
+        .route("/readyz", get(openapi::ready))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/skip", post(api::skip))
         .route("/api/v1/queue/stats", get(api::queue_stats))
         .route("/api/v1/jobs", get(api::jobs))
@@ -151,20 +153,42 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/v1/stuck", get(api::stuck))
         .route("/api/v1/audit", get(api::audit_trail))
         .route("/api/v1/sweep", post(api::sweep_now))
+        // Every error is JSON, the router's own included.
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
         .with_state(app)
 }
 
+/// Every error's body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, in one line.
+    pub error: String,
+}
+
+/// `GET /readyz`: each store's answer, `ok` or its error.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    pub redis: String,
+    pub database: String,
+}
+
 /// 200 when both stores answer within a second; 503 naming each one that did not.
-async fn ready(State(app): State<Arc<App>>) -> Response {
+async fn readiness(State(app): State<Arc<App>>) -> Response {
     let limit = std::time::Duration::from_secs(1);
     let (redis, database) = tokio::join!(
         tokio::time::timeout(limit, app.slots.server_time()),
         tokio::time::timeout(limit, app.rows.database().ping()),
     );
     let verdict = |r: Result<Result<(), String>, tokio::time::error::Elapsed>| match r {
-        Ok(Ok(())) => json!("ok"),
-        Ok(Err(e)) => json!(e),
-        Err(_) => json!("timed out"),
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".to_owned(),
     };
     let redis = verdict(redis.map(|r| r.map(drop).map_err(|e| e.to_string())));
     let database = verdict(database.map(|r| r.map_err(|e| e.to_string())));
@@ -173,11 +197,7 @@ async fn ready(State(app): State<Arc<App>>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        Json(json!({ "redis": redis, "database": database })),
-    )
-        .into_response()
+    (status, Json(Readiness { redis, database })).into_response()
 }
 
 /// A refused request: its status and message, answered as `{"error": …}`.
@@ -249,6 +269,18 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
+/// A number the API documents a range for: outside it is a 400, never silently clamped.
+fn in_range(name: &str, value: i64, min: i64, max: i64) -> Result<i64, Refusal> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("{name}: {value} is not within {min} to {max}"),
+        ))
+    }
+}
+
 fn parse_kind(kind: Option<&str>) -> Result<Option<JobKind>, Refusal> {
     match kind {
         None => Ok(None),
@@ -262,5 +294,11 @@ fn parse_kind(kind: Option<&str>) -> Result<Option<JobKind>, Refusal> {
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    (
+        status,
+        Json(ErrorBody {
+            error: message.into(),
+        }),
+    )
+        .into_response()
 }

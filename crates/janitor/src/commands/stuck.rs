@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::cli::StuckArgs;
 use crate::{context, settings::Settings};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Report {
     now: Timestamp,
     pairs: Vec<Pair>,
@@ -25,14 +25,14 @@ pub struct Report {
     stats: ObserveStats,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CorruptSlotJson {
     key: String,
     member: String,
     reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CorruptRowJson {
     id: String,
     agent: String,
