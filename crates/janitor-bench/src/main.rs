@@ -7,7 +7,12 @@
 //! - sweep: one pass over many live slots and running rows, its duration and the peak
 //!   memory of the `janitor sweep` process at two sizes.
 //!
+//! - skip intake: `POST /api/v1/skip` requests/s on a release `janitor serve`, for a burst
+//!   of distinct skips and for repeats of one (see [`intake`]).
+//!
 //! Every scenario runs in its own database and Redis key space (the test sandbox).
+
+mod intake;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -48,7 +53,14 @@ struct Args {
     /// The queue's backlog cap (janitor's default is 4,000).
     #[arg(long, default_value_t = janitor_queue::DEFAULT_BACKLOG_CAP)]
     backlog_cap: u64,
-    /// Run only the scenarios whose name contains this (catch-up, sweep; postgres, sqlite).
+    /// Requests in each skip-intake burst (distinct skips, then repeats of one).
+    #[arg(long, default_value_t = 5_000)]
+    skip_requests: usize,
+    /// Keep-alive connections the skip-intake bursts are sent over.
+    #[arg(long, default_value_t = 16)]
+    skip_connections: usize,
+    /// Run only the scenarios whose name contains this (catch-up, sweep, skip-intake;
+    /// postgres, sqlite).
     #[arg(long)]
     only: Option<String>,
     /// The janitor binary to run (built with `make release`).
@@ -138,9 +150,40 @@ async fn main() -> anyhow::Result<()> {
             ok: (big.rss_kib as f64) < 1.5 * small.rss_kib as f64,
         });
     }
+    for kind in [Kind::Postgres, Kind::Sqlite] {
+        if !wanted("skip-intake", kind) {
+            continue;
+        }
+        let (distinct, repeats) = intake::skip_intake(&args, kind).await?;
+        for (what, b) in [
+            ("distinct skips", distinct),
+            ("repeats of one skip", repeats),
+        ] {
+            rows.push(Line {
+                what: format!(
+                    "skip intake, {} {what} over {} connections, {}",
+                    args.skip_requests,
+                    args.skip_connections,
+                    name(kind)
+                ),
+                measured: format!(
+                    "{:.0} req/s (p50 {:.1} ms, p99 {:.1} ms)",
+                    b.per_sec, b.p50_ms, b.p99_ms
+                ),
+                target: format!(">= {SKIP_INTAKE_TARGET:.0} req/s"),
+                baseline: "-".into(),
+                ratio: "-".into(),
+                ok: b.per_sec >= SKIP_INTAKE_TARGET,
+            });
+        }
+    }
     print_table(&rows);
     Ok(())
 }
+
+/// The skip intake's floor: a scheduler skips at most one run per schedule per tick; a
+/// thousand a second is a whole fleet's worth of skips in one instant.
+const SKIP_INTAKE_TARGET: f64 = 1_000.0;
 
 fn name(kind: Kind) -> &'static str {
     match kind {
