@@ -42,6 +42,8 @@ async fn the_committed_document_is_the_one_served() {
         .map(String::as_str)
         .collect();
     for path in [
+        "/",
+        "/assets/{file}",
         "/healthz",
         "/readyz",
         "/metrics",

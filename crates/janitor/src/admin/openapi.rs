@@ -20,7 +20,7 @@ use super::{api, ErrorBody, Readiness};
         license(name = "MIT")
     ),
     paths(
-        health, ready, metrics, document,
+        super::ui::page, super::ui::asset, health, ready, metrics, document,
         api::queue_stats, api::jobs, api::job, api::stuck, api::audit_trail,
         api::retry, api::purge, api::sweep_now, api::skip,
     ),

@@ -6,6 +6,7 @@
 //! token the operator types only with the requests that change something. A strict
 //! Content-Security-Policy keeps it to its own origin.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
@@ -42,11 +43,27 @@ fn respond(content_type: &'static str, body: &'static str) -> Response {
     response
 }
 
+/// The operator's page.
+#[utoipa::path(get, path = "/", tag = "process",
+    responses((status = 200, description = "The page", body = String, content_type = "text/html")))]
 pub(super) async fn page() -> Response {
     respond("text/html; charset=utf-8", INDEX)
 }
 
-pub(super) async fn asset(Path(name): Path<String>) -> Response {
+/// The page's script and style sheet (`app.js`, `app.css`), compiled into the binary.
+#[utoipa::path(get, path = "/assets/{file}", tag = "process",
+    params(("file" = String, Path, description = "app.js or app.css")),
+    responses(
+        (status = 200, description = "The file", content(
+            (String = "text/javascript"), (String = "text/css"))),
+        (status = 400, description = "A name that is not UTF-8", body = super::ErrorBody),
+        (status = 404, description = "No such asset", body = super::ErrorBody),
+    ))]
+pub(super) async fn asset(name: Result<Path<String>, PathRejection>) -> Response {
+    let name = match name {
+        Ok(Path(name)) => name,
+        Err(rejection) => return super::error(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => respond(content_type, body),
         None => super::error(StatusCode::NOT_FOUND, format!("no asset {name:?}")),
