@@ -5,16 +5,11 @@
 //! token.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use janitor_e2e::{http, run, seed_incident, Env, Kind};
+use janitor_e2e::{http, repo, run, seed_incident, Env, Kind};
 
 const TOKEN: &str = "fuzz-t0ken";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 #[tokio::test]
 async fn the_committed_document_is_the_one_served() {

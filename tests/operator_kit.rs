@@ -6,13 +6,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use janitor_e2e::{metric, scrape, seed_incident, Env, Kind};
+use janitor_e2e::{metric, repo, scrape, seed_incident, Env, Kind};
 use janitor_testkit::eventually;
 
 /// A file of the repository (tests run in `tests/`).
 fn repo_file(path: &str) -> String {
-    let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    let full = repo().join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
 /// The `janitor_…` metric names a text mentions (label values and strings included: a

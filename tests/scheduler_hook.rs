@@ -5,16 +5,11 @@
 //! every run enqueued exactly once, whatever was retried.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use janitor_e2e::{janitor_bin, run, ts_ago, Env, Kind};
+use janitor_e2e::{janitor_bin, repo, run, ts_ago, Env, Kind};
 
 const TOKEN: &str = "hook-t0ken";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 #[tokio::test]
 async fn a_python_scheduler_hands_over_skipped_runs_each_enqueued_once() {

@@ -8,6 +8,11 @@ use std::process::{Command, Output};
 
 pub use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox, TestDb};
 
+/// The repository's root (tests run in `tests/`).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The `janitor` binary next to this test executable (`make test` builds it first).
 pub fn janitor_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();

@@ -20,6 +20,18 @@ use super::{
 };
 use crate::commands;
 
+/// How every change refuses a request without the right token (see `super::authorize`).
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // Only its documentation is used: the refusals are `super::Refusal`s.
+pub(super) enum AuthRefusal {
+    /// A missing or wrong bearer token
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No admin token is configured: changes are disabled
+    #[response(status = 403)]
+    Disabled(ErrorBody),
+}
+
 /// Jobs per state, the workers alive and the oldest due job's wait (`janitor queue stats`).
 #[utoipa::path(get, path = "/api/v1/queue/stats", tag = "queue",
     responses(
@@ -268,8 +280,7 @@ pub(super) struct RetryResult {
     responses(
         (status = 200, description = "What moved", body = RetryResult),
         (status = 400, description = "Neither or both of ids and all_dead, an unknown kind, or a malformed body", body = ErrorBody),
-        (status = 401, description = "A missing or wrong bearer token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured: changes are disabled", body = ErrorBody),
+        AuthRefusal,
         (status = 503, description = "Redis did not answer", body = ErrorBody),
     ))]
 pub(super) async fn retry(
@@ -338,8 +349,7 @@ pub(super) enum PurgeState {
     responses(
         (status = 200, description = "What was purged and kept", body = janitor_queue::PurgeReport),
         (status = 400, description = "A state other than done or dead, a bad duration, or a malformed body", body = ErrorBody),
-        (status = 401, description = "A missing or wrong bearer token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured: changes are disabled", body = ErrorBody),
+        AuthRefusal,
         (status = 503, description = "Redis did not answer", body = ErrorBody),
     ))]
 pub(super) async fn purge(
@@ -379,8 +389,7 @@ pub(super) struct SweepRequest {
     responses(
         (status = 200, description = "The sweep's report", body = janitor_producer::SweepReport),
         (status = 400, description = "A malformed body", body = ErrorBody),
-        (status = 401, description = "A missing or wrong bearer token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured: changes are disabled", body = ErrorBody),
+        AuthRefusal,
         (status = 409, description = "Another producer holds the sweep lease, or a store failed", body = ErrorBody),
     ))]
 pub(super) async fn sweep_now(
@@ -426,8 +435,7 @@ pub(super) struct SkipRequest {
     responses(
         (status = 202, description = "Enqueued (or already queued)", body = janitor_producer::SkipReceipt),
         (status = 400, description = "A malformed body, execution id or agent name", body = ErrorBody),
-        (status = 401, description = "A missing or wrong bearer token", body = ErrorBody),
-        (status = 403, description = "No admin token is configured: changes are disabled", body = ErrorBody),
+        AuthRefusal,
         (status = 404, description = "No such run (give `agent` to enqueue it anyway)", body = ErrorBody),
         (status = 409, description = "The run is not skipped, or its row is unreadable", body = ErrorBody),
         (status = 503, description = "Redis or the database did not answer", body = ErrorBody),
