@@ -499,8 +499,6 @@ fn last_error(result: &str) -> Option<String> {
     }
 }
 
-/// Redis' clock: whole seconds (the library's scores are whole seconds, and an id is due
-/// once its score is at most that) and the precise time.
 /// The `ZRANGE`/`LRANGE` indexes of a page: a cursor is any u64 a client sends, so it is
 /// capped far past any real list (an empty page) instead of overflowing or turning into a
 /// negative index, which Redis reads from the list's end.
@@ -510,6 +508,8 @@ fn index_range(cursor: u64, limit: usize) -> (isize, isize) {
     (start, start + limit as isize - 1)
 }
 
+/// Redis' clock: whole seconds (the library's scores are whole seconds, and an id is due
+/// once its score is at most that) and the precise time.
 async fn server_now(conn: &mut apalis_redis::ConnectionManager) -> Result<(i64, f64), QueueError> {
     let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok((secs, secs as f64 + micros as f64 / 1e6))

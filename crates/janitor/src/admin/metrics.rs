@@ -67,6 +67,9 @@ impl Exporter {
 
 /// The Prometheus text, after reading the queue's depth (at most a second; on failure
 /// `janitor_queue_up` is 0 and the last depths stay).
+#[utoipa::path(get, path = "/metrics", tag = "process",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain")))]
 pub(super) async fn scrape(State(app): State<Arc<App>>) -> Response {
     match tokio::time::timeout(Duration::from_secs(1), app.queue.stats()).await {
         Ok(Ok(stats)) => janitor_metrics::queue_depth(

@@ -2,7 +2,8 @@
 //!
 //! `GET /` is the operator's page (see [`ui`]); `GET /metrics` the Prometheus text (see
 //! [`metrics`]); `GET /healthz` answers while the process is up; `GET /readyz` answers 200
-//! only while Redis and the database both answer (503 with the failing one otherwise).
+//! only while Redis and the database both answer (503 with the failing one otherwise);
+//! `GET /api/v1/openapi.json` describes all of them (see [`openapi`]).
 //!
 //! JSON under `/api/v1/` — reads: `GET queue/stats`, `GET jobs?state=…&kind=…&cursor=…&limit=…`,
 //! `GET jobs/{id}` (with its run's audit rows), `GET stuck[?actionable=true]`,
@@ -140,9 +141,9 @@ fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(ui::page))
         .route("/assets/{file}", get(ui::asset))
-        .route("/metrics", get(openapi::metrics))
-        .route("/healthz", get(openapi::health))
-        .route("/readyz", get(openapi::ready))
+        .route("/metrics", get(metrics::scrape))
+        .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/skip", post(api::skip))
         .route("/api/v1/queue/stats", get(api::queue_stats))
@@ -178,8 +179,21 @@ pub struct Readiness {
     pub database: String,
 }
 
+/// The process is up. (While it still waits for its stores it answers
+/// `{"status":"starting"}`, and every other endpoint a 503 `{"error": …}`.)
+#[utoipa::path(get, path = "/healthz", tag = "process",
+    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
+async fn health() -> &'static str {
+    "ok\n"
+}
+
 /// 200 when both stores answer within a second; 503 naming each one that did not.
-async fn readiness(State(app): State<Arc<App>>) -> Response {
+#[utoipa::path(get, path = "/readyz", tag = "process",
+    responses(
+        (status = 200, description = "Redis and the database answer", body = Readiness),
+        (status = 503, description = "One of them does not (named with its error)", body = Readiness),
+    ))]
+async fn ready(State(app): State<Arc<App>>) -> Response {
     let limit = std::time::Duration::from_secs(1);
     let (redis, database) = tokio::join!(
         tokio::time::timeout(limit, app.slots.server_time()),

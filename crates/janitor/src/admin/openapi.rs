@@ -20,7 +20,8 @@ use super::{api, ErrorBody, Readiness};
         license(name = "MIT")
     ),
     paths(
-        super::ui::page, super::ui::asset, health, ready, metrics, document,
+        super::ui::page, super::ui::asset, super::health, super::ready, super::metrics::scrape,
+        document,
         api::queue_stats, api::jobs, api::job, api::stuck, api::audit_trail,
         api::retry, api::purge, api::sweep_now, api::skip,
     ),
@@ -60,31 +61,6 @@ pub fn document_text() -> String {
         .unwrap_or_else(|e| format!("{{\"error\": \"the OpenAPI document: {e}\"}}"));
     text.push('\n');
     text
-}
-
-/// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "process",
-    responses((status = 200, description = "Up", body = String, content_type = "text/plain")))]
-pub(super) async fn health() -> &'static str {
-    "ok\n"
-}
-
-/// Both stores answer within a second.
-#[utoipa::path(get, path = "/readyz", tag = "process",
-    responses(
-        (status = 200, description = "Redis and the database answer", body = Readiness),
-        (status = 503, description = "One of them does not (named with its error)", body = Readiness),
-    ))]
-pub(super) async fn ready(state: axum::extract::State<std::sync::Arc<super::App>>) -> Response {
-    super::readiness(state).await
-}
-
-/// Prometheus text exposition of this process's metrics and the queue.
-#[utoipa::path(get, path = "/metrics", tag = "process",
-    responses((status = 200, description = "Prometheus text format 0.0.4", body = String,
-        content_type = "text/plain")))]
-pub(super) async fn metrics(state: axum::extract::State<std::sync::Arc<super::App>>) -> Response {
-    super::metrics::scrape(state).await
 }
 
 /// This document.
