@@ -6,6 +6,19 @@ use sqlx::Connection as _;
 
 use crate::{redis_url, slot_prefixes, Kind, TestDb};
 
+/// Deletes every key matching ARGV[1], a `SCAN` page at a time, inside Redis.
+static CLEAR_NAMESPACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local cursor, n = '0', 0
+         repeat
+           local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 5000)
+           cursor = page[1]
+           for _, key in ipairs(page[2]) do redis.call('UNLINK', key); n = n + 1 end
+         until cursor == '0'
+         return n",
+    )
+});
+
 /// A generation of the platform's schema, as its own code created it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Generation {
@@ -156,31 +169,19 @@ impl Sandbox {
     }
 
     /// Deletes every Redis key of this sandbox (slots, slot hashes, queue), so large runs
-    /// do not leave a keyspace that slows every later SCAN.
+    /// do not leave a keyspace that slows every later SCAN. Dropping the sandbox does it too.
     pub async fn clear_redis(&self) -> anyhow::Result<()> {
-        let namespace = self.slot_prefix.trim_end_matches("agent:slots:");
         let mut conn = self.redis().await?;
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{namespace}*"))
-                .arg("COUNT")
-                .arg(5_000)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<()>(&mut conn)
-                    .await?;
-            }
-            if next == 0 {
-                return Ok(());
-            }
-            cursor = next;
-        }
+        CLEAR_NAMESPACE
+            .arg(format!("{}*", self.namespace()))
+            .invoke_async::<u64>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// `jt…:`, the prefix of every key this sandbox's slots and queue use.
+    fn namespace(&self) -> &str {
+        self.slot_prefix.trim_end_matches("agent:slots:")
     }
 
     /// Members of an agent's slot set.
@@ -323,4 +324,46 @@ pub async fn run_sql(kind: Kind, url: &str, sql: &str) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+impl Drop for Sandbox {
+    /// Deletes this sandbox's Redis keys: test runs leave nothing behind for the next
+    /// `SCAN` (a bench's sweep walks every key of the server; a day of test runs once left
+    /// 38,000). Best effort: a Redis that is down keeps them.
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.namespace());
+        if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
+            let _ = CLEAR_NAMESPACE.arg(pattern).invoke::<u64>(&mut conn);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_sandbox_leaves_no_redis_key_behind() -> anyhow::Result<()> {
+        let sandbox = Sandbox::new(Kind::Sqlite).await?;
+        sandbox
+            .seed_slot("agent one", "run-1", 5.0, Some(60))
+            .await?;
+        let pattern = format!("{}*", sandbox.namespace());
+        let mut conn = sandbox.redis().await?;
+        let count = |conn: &mut redis::aio::MultiplexedConnection| {
+            let pattern = pattern.clone();
+            let mut conn = conn.clone();
+            async move {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query_async(&mut conn)
+                    .await?;
+                anyhow::Ok(keys.len())
+            }
+        };
+        assert_eq!(count(&mut conn).await?, 2, "the slot and its hash");
+        drop(sandbox);
+        assert_eq!(count(&mut conn).await?, 0);
+        Ok(())
+    }
 }
