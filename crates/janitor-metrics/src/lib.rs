@@ -68,6 +68,17 @@ pub const QUEUE_UP: &str = "janitor_queue_up";
 /// Worker replicas whose heartbeat is fresh (read from Redis at scrape time).
 pub const QUEUE_WORKERS: &str = "janitor_queue_workers_alive";
 
+/// Due passes finished, by `result` (`ok` | `error`).
+pub const DUE_PASSES: &str = "janitor_due_passes_total";
+/// How long one due pass took.
+pub const DUE_PASS_DURATION: &str = "janitor_due_pass_duration_seconds";
+/// Deadline-index members due passes handled, by `outcome` (`rescheduled`: still waiting,
+/// put back at its next instant; `dropped`: gone or only reportable; `handed_back`: its row
+/// vanished, left to the full sweep; `acted`: a job was found).
+pub const DUE_PAIRS: &str = "janitor_due_pairs_total";
+/// Pairs in the deadline index after the last full sweep rebuilt it.
+pub const DUE_INDEX_SIZE: &str = "janitor_due_index_pairs";
+
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "janitor_build_info";
 /// Gauge: runs janitor failed in the last 24 h that the platform has since completed.
@@ -79,15 +90,31 @@ pub const AGENT_PROBE_LATENCY: &str = "janitor_agent_probe_duration_seconds";
 
 /// Histogram buckets for [`SWEEP_DURATION`], in seconds.
 pub const SWEEP_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-/// Histogram buckets for [`REAP_LATENCY`], in seconds: a sweep interval up to hours.
+/// Histogram buckets for [`DUE_PASS_DURATION`], in seconds.
+pub const DUE_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+/// Histogram buckets for [`REAP_LATENCY`], in seconds: a due pass's second up to hours.
 pub const REAP_BUCKETS: &[f64] = &[
-    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0, 3_600.0, 7_200.0,
+    0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1_800.0, 3_600.0, 7_200.0,
 ];
 
 /// Gives every metric its help text and unit (call once, after installing a recorder).
 pub fn describe() {
     describe_counter!(SWEEPS, "Sweeps finished, by result (ok, error).");
     describe_histogram!(SWEEP_DURATION, Unit::Seconds, "How long one sweep took.");
+    describe_counter!(DUE_PASSES, "Due passes finished, by result (ok, error).");
+    describe_histogram!(
+        DUE_PASS_DURATION,
+        Unit::Seconds,
+        "How long one due pass took."
+    );
+    describe_counter!(
+        DUE_PAIRS,
+        "Deadline-index pairs due passes handled, by outcome (rescheduled, dropped, handed_back, acted)."
+    );
+    describe_gauge!(
+        DUE_INDEX_SIZE,
+        "Pairs in the deadline index after the last full sweep rebuilt it."
+    );
     describe_counter!(SWEEP_ITEMS, "Items sweeps judged, by item (slot, row).");
     describe_gauge!(
         LAST_SWEEP,
@@ -212,6 +239,12 @@ pub fn register(kinds: &[&'static str], effects: &[&'static str]) {
         counter!(CORRUPT_ITEMS, "store" => store).absolute(0);
     }
     counter!(BREAKER_TRIPS).absolute(0);
+    for result in ["ok", "error"] {
+        counter!(DUE_PASSES, "result" => result).absolute(0);
+    }
+    for outcome in ["rescheduled", "dropped", "handed_back", "acted"] {
+        counter!(DUE_PAIRS, "outcome" => outcome).absolute(0);
+    }
     for &kind in kinds {
         sweep_kind(kind, &KindFigures::default());
         for outcome in [
@@ -271,6 +304,44 @@ pub fn sweep_finished(f: &SweepFigures) {
     if f.breaker_trip {
         counter!(BREAKER_TRIPS).increment(1);
     }
+}
+
+/// What one due pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DueFigures {
+    pub elapsed: Duration,
+    pub due: u64,
+    pub rescheduled: u64,
+    pub dropped: u64,
+    pub handed_back: u64,
+}
+
+/// A due pass finished without an error.
+pub fn due_pass_finished(f: &DueFigures) {
+    counter!(DUE_PASSES, "result" => "ok").increment(1);
+    histogram!(DUE_PASS_DURATION).record(f.elapsed.as_secs_f64());
+    let acted = f
+        .due
+        .saturating_sub(f.rescheduled + f.dropped + f.handed_back);
+    counter!(DUE_PAIRS, "outcome" => "rescheduled").increment(f.rescheduled);
+    counter!(DUE_PAIRS, "outcome" => "dropped").increment(f.dropped);
+    counter!(DUE_PAIRS, "outcome" => "handed_back").increment(f.handed_back);
+    counter!(DUE_PAIRS, "outcome" => "acted").increment(acted);
+}
+
+/// A due pass stopped on an error.
+pub fn due_pass_failed() {
+    counter!(DUE_PASSES, "result" => "error").increment(1);
+}
+
+/// The deadline index a full sweep rebuilt holds `n` pairs.
+pub fn due_index_size(n: u64) {
+    gauge!(DUE_INDEX_SIZE).set(n as f64);
+}
+
+/// The breaker tripped outside a sweep (in a due pass).
+pub fn breaker_tripped() {
+    counter!(BREAKER_TRIPS).increment(1);
 }
 
 /// A sweep stopped on an error.

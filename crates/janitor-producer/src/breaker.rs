@@ -97,7 +97,25 @@ pub struct BreakerState {
     /// The judging instant of the previous pass that acted: what became due after it is
     /// new to this pass.
     pub previous_pass: Option<f64>,
+    /// Pairs the last full sweep judged: the fleet a due pass is judged against.
+    pub fleet: u64,
+    /// The judging instant of the previous due pass (due passes count what became due
+    /// after it, full sweeps after `previous_pass`).
+    pub due_previous: Option<f64>,
+    /// Guarded effects due passes found newly due, summed with an exponential decay of
+    /// [`DUE_WINDOW_SECS`], and when that sum was last updated.
+    pub recent: f64,
+    pub recent_at: f64,
 }
+
+/// The window over which due passes' newly due guarded effects are summed (a decay time
+/// constant): a due pass sees one second of deaths, so the breaker judges a minute of them
+/// against the fleet, as a full sweep judged its pass against its pairs.
+pub const DUE_WINDOW_SECS: f64 = 60.0;
+
+/// Serializes the breaker's read-judge-write between the full sweep and the due pass of
+/// one process (across processes, the sweep lease does).
+pub static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What a pass saw, for [`Breaker::judge`].
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -211,6 +229,44 @@ impl Breaker {
         Decision::Allow
     }
 
+    /// Decides a due pass. A due pass judges only the pairs due now, so it is judged on the
+    /// guarded effects due passes found over the last [`DUE_WINDOW_SECS`] (a decaying sum)
+    /// against the fleet the last full sweep judged, and never drains: while the breaker is
+    /// holding or draining, guarded work is the full sweep's, at the drain rate.
+    pub fn judge_due(&self, state: &mut BreakerState, pass: &PassFigures, force: bool) -> Decision {
+        let decay = if state.recent_at > 0.0 {
+            (-(pass.now - state.recent_at).max(0.0) / DUE_WINDOW_SECS).exp()
+        } else {
+            0.0
+        };
+        state.recent = state.recent * decay + pass.guarded_new as f64;
+        state.recent_at = pass.now;
+        state.due_previous = Some(pass.now);
+        if force {
+            return Decision::Allow;
+        }
+        match state.mode {
+            Mode::Closed => {
+                let fleet = state.fleet.max(pass.judged);
+                if self.trips(state.recent.floor() as u64, fleet) {
+                    state.mode = Mode::Holding;
+                    state.tripped_at = Some(pass.now);
+                    state.tokens = 0.0;
+                    return Decision::Hold {
+                        until: pass.now + self.cool_off_secs as f64,
+                        tripped: true,
+                    };
+                }
+                Decision::Allow
+            }
+            Mode::Holding => Decision::Hold {
+                until: state.tripped_at.unwrap_or(pass.now) + self.cool_off_secs as f64,
+                tripped: false,
+            },
+            Mode::Draining => Decision::Drain { allow: 0 },
+        }
+    }
+
     /// Records that `pushed` guarded jobs went out under a drain allowance.
     pub fn spent(state: &mut BreakerState, pushed: u64) {
         if state.mode == Mode::Draining {
@@ -231,7 +287,17 @@ pub async fn load(
 ) -> Result<BreakerState, redis::RedisError> {
     let fields: Vec<Option<String>> = redis::cmd("HMGET")
         .arg(state_key(queue))
-        .arg(&["mode", "tripped_at", "tokens", "tokens_at", "previous_pass"])
+        .arg(&[
+            "mode",
+            "tripped_at",
+            "tokens",
+            "tokens_at",
+            "previous_pass",
+            "fleet",
+            "due_previous",
+            "recent",
+            "recent_at",
+        ])
         .query_async(&mut conn.clone())
         .await?;
     let num = |i: usize| -> Option<f64> {
@@ -252,6 +318,10 @@ pub async fn load(
         tokens: num(2).unwrap_or(0.0),
         tokens_at: num(3).unwrap_or(0.0),
         previous_pass: num(4),
+        fleet: num(5).map_or(0, |n| n.max(0.0) as u64),
+        due_previous: num(6),
+        recent: num(7).unwrap_or(0.0).max(0.0),
+        recent_at: num(8).unwrap_or(0.0),
     })
 }
 
@@ -274,6 +344,14 @@ pub async fn store(
         .arg(state.tokens_at.to_string())
         .arg("previous_pass")
         .arg(opt(state.previous_pass))
+        .arg("fleet")
+        .arg(state.fleet)
+        .arg("due_previous")
+        .arg(opt(state.due_previous))
+        .arg("recent")
+        .arg(state.recent.to_string())
+        .arg("recent_at")
+        .arg(state.recent_at.to_string())
         .exec_async(&mut conn.clone())
         .await
 }
@@ -423,5 +501,75 @@ mod tests {
             now: 7.0,
         };
         assert_eq!(b.judge(&mut s, &minority, false), Decision::Allow);
+    }
+
+    /// Issue 14: a due pass sees one second of deaths. Judged on its own pairs (all due,
+    /// mostly dead) it would trip on every pass; judged per second against the fleet it would
+    /// never see a mass death spread over several seconds. It is judged on a minute's
+    /// decaying sum against the fleet the last full sweep judged.
+    #[test]
+    fn due_passes_are_judged_on_a_minute_of_deaths_against_the_fleet() {
+        let b = Breaker::default();
+        let fleet = 100_000;
+        let mut s = BreakerState {
+            fleet,
+            ..BreakerState::default()
+        };
+        // 1% of the fleet dying each minute, a due pass a second: never trips, although
+        // every pass's pairs are all due.
+        for t in 1..=600 {
+            let steady = pass(t as f64, 17, 17, 17);
+            assert_eq!(
+                b.judge_due(&mut s, &steady, false),
+                Decision::Allow,
+                "t={t}"
+            );
+        }
+        assert!(s.recent < 1_100.0, "{}", s.recent);
+        // 60% of the fleet dies within ten seconds (what tripped a 10 s full sweep): no
+        // single pass is a blast (6,000 of 100,000), the ten seconds are.
+        let mut tripped_at = None;
+        for t in 601..=610 {
+            let mass = pass(t as f64, 6_000, 6_000, 6_000);
+            if let Decision::Hold { tripped: true, .. } = b.judge_due(&mut s, &mass, false) {
+                tripped_at = Some(t);
+                break;
+            }
+        }
+        let t = tripped_at.expect("a mass death must trip the breaker");
+        assert_eq!(s.mode, Mode::Holding);
+        // Holding: the due pass sends nothing guarded; draining is the full sweep's.
+        let next = pass(t as f64 + 1.0, 10, 10, 10);
+        assert!(matches!(
+            b.judge_due(&mut s, &next, false),
+            Decision::Hold { tripped: false, .. }
+        ));
+        s.mode = Mode::Draining;
+        assert_eq!(
+            b.judge_due(&mut s, &pass(t as f64 + 2.0, 10, 10, 10), false),
+            Decision::Drain { allow: 0 }
+        );
+        // --force overrides, as for sweeps.
+        assert_eq!(
+            b.judge_due(&mut s, &pass(t as f64 + 3.0, 10, 10, 10), true),
+            Decision::Allow
+        );
+    }
+
+    /// Without a full sweep's count (a fresh queue), the pass's own pairs are the fleet, and
+    /// the floor of `min_reclaims` still holds.
+    #[test]
+    fn a_due_pass_without_a_fleet_count_needs_more_than_the_floor() {
+        let b = Breaker::default();
+        let mut s = BreakerState::default();
+        assert_eq!(
+            b.judge_due(&mut s, &pass(1.0, 100, 100, 100), false),
+            Decision::Allow
+        );
+        let mut s = BreakerState::default();
+        assert!(matches!(
+            b.judge_due(&mut s, &pass(1.0, 150, 150, 150), false),
+            Decision::Hold { tripped: true, .. }
+        ));
     }
 }

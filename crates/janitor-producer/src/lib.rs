@@ -6,12 +6,14 @@
 //! same [`janitor_core::decide`] on each pair. [`sweep`] turns its verdicts into jobs.
 
 pub mod breaker;
+pub mod due;
 mod lease;
 mod observe;
 mod skip;
 mod sweep;
 
 pub use breaker::{Breaker, BreakerState, Decision, Mode};
+pub use due::{due_pass, DueIndex, DueReport};
 pub use lease::{KeepAlive, LeaseLost, LeaseOrRedis, SweepLease};
 pub use observe::{judge, observe, ActivityPair, Finding, ObserveStats, Pair};
 pub use skip::{enqueue_skip, SkipError, SkipReceipt};

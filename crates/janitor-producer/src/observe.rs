@@ -403,7 +403,7 @@ async fn rows_of(
 /// Judges a batch of pairs; when the agent liveness probe is on, the agents of the pairs
 /// whose verdict would fail a run or remove a slot on evidence a wrong view could fake are
 /// asked (one request per agent) and those pairs judged again with the answer.
-async fn judge_all(
+pub(crate) async fn judge_all(
     slots: &SlotStore,
     items: Vec<(Option<SlotObservation>, Option<RowObservation>, Liveness)>,
     now: Timestamp,

@@ -14,6 +14,7 @@ use janitor_store::{ExecutionStore, SlotStore, StoreError};
 use serde::Serialize;
 
 use crate::breaker::{self, Breaker, BreakerState, Decision, PassFigures};
+use crate::due::{self, DueIndex};
 use crate::lease::{LeaseOrRedis, SweepLease};
 use crate::{observe, Finding, ObserveStats};
 
@@ -66,6 +67,8 @@ pub struct SweepReport {
     /// Stats of the observation; `stats.truncated` means the pass stopped early because the
     /// queue was full, so more work may remain than was found.
     pub stats: ObserveStats,
+    /// Pairs written to the deadline index for due passes (`None` for a dry run).
+    pub due_index: Option<u64>,
     pub kinds: BTreeMap<&'static str, KindReport>,
     /// Runs janitor failed in the last 24 hours that the platform has since completed
     /// (a late `success` wins over a cleanup-written `failed`; janitor never writes them
@@ -109,7 +112,7 @@ pub enum SweepError {
     Lease(#[from] LeaseOrRedis),
 }
 
-struct Pusher<'a> {
+pub(crate) struct Pusher<'a> {
     queue: &'a Queue,
     lease: Option<&'a SweepLease>,
     dry_run: bool,
@@ -119,9 +122,34 @@ struct Pusher<'a> {
     would_enqueue: Vec<CleanupJob>,
 }
 
-impl Pusher<'_> {
+impl<'a> Pusher<'a> {
+    pub(crate) fn new(
+        queue: &'a Queue,
+        lease: Option<&'a SweepLease>,
+        dry_run: bool,
+        room: u64,
+    ) -> Self {
+        Self {
+            queue,
+            lease,
+            dry_run,
+            room,
+            kinds: BTreeMap::new(),
+            would_enqueue: Vec::new(),
+        }
+    }
+
+    /// Jobs the queue can still take in this pass.
+    pub(crate) fn room(&self) -> u64 {
+        self.room
+    }
+
+    pub(crate) fn into_kinds(self) -> BTreeMap<&'static str, KindReport> {
+        self.kinds
+    }
+
     /// Pushes `jobs` (emptying it); returns how many were enqueued.
-    async fn push(&mut self, jobs: &mut Vec<CleanupJob>) -> Result<u64, SweepError> {
+    pub(crate) async fn push(&mut self, jobs: &mut Vec<CleanupJob>) -> Result<u64, SweepError> {
         if jobs.is_empty() {
             return Ok(0);
         }
@@ -157,7 +185,7 @@ impl Pusher<'_> {
     }
 
     /// Counts `n` jobs of `kind` as deferred (found, not handed to the queue this pass).
-    fn defer(&mut self, kind: JobKind, n: u64) {
+    pub(crate) fn defer(&mut self, kind: JobKind, n: u64) {
         if n > 0 {
             self.kinds.entry(kind.as_str()).or_default().queue.deferred += n;
         }
@@ -205,6 +233,9 @@ fn completed_check_due() -> bool {
 }
 
 fn record(report: &SweepReport) {
+    if let Some(n) = report.due_index {
+        janitor_metrics::due_index_size(n);
+    }
     if let Some(n) = report.completed_after_failed {
         janitor_metrics::completed_after_failed(n);
     }
@@ -263,10 +294,14 @@ async fn sweep_pass(
             .backlog_cap
             .saturating_sub(queue.backlog().await?)
     };
-    let mut state: BreakerState = breaker::load(&queue.connection(), queue.keys().name())
+    let previous = breaker::load(&queue.connection(), queue.keys().name())
         .await
-        .map_err(QueueError::from)?;
-    let previous = state.previous_pass.unwrap_or(f64::NEG_INFINITY);
+        .map_err(QueueError::from)?
+        .previous_pass
+        .unwrap_or(f64::NEG_INFINITY);
+    // The deadline index is rebuilt by every pass that acts (see `crate::due`).
+    let index = DueIndex::new(queue.connection(), queue.keys().name());
+    let mut build = (!options.dry_run).then(|| index.build());
     let mut pusher = Pusher {
         queue,
         lease,
@@ -326,6 +361,13 @@ async fn sweep_pass(
             let Some(job) =
                 CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
             else {
+                if let (Some(build), Some(at), Some(member)) = (
+                    build.as_mut(),
+                    due::recheck_at(&pair, now),
+                    due::member_of(&pair),
+                ) {
+                    build.add(member, at).await.map_err(StoreError::from)?;
+                }
                 return Ok(ControlFlow::Continue(()));
             };
             pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
@@ -354,7 +396,30 @@ async fn sweep_pass(
     )
     .await?;
 
+    // Read again under the lock: this process's due passes write it during the sweep.
+    let breaker_lock = breaker::LOCK.lock().await;
+    let mut state: BreakerState = breaker::load(&queue.connection(), queue.keys().name())
+        .await
+        .map_err(QueueError::from)?;
     let decision = options.breaker.judge(&mut state, &figures, options.force);
+    let index_size = match build {
+        None => None,
+        Some(build) if matches!(decision, Decision::Refuse { .. }) => {
+            // A wrong view of the world must not drive due passes either.
+            build.discard().await.map_err(StoreError::from)?;
+            index.clear().await.map_err(StoreError::from)?;
+            Some(0)
+        }
+        Some(build) => {
+            state.fleet = figures.judged;
+            Some(
+                build
+                    .publish(!stats.truncated)
+                    .await
+                    .map_err(StoreError::from)?,
+            )
+        }
+    };
     let refused = match decision {
         Decision::Refuse { rowless, slots } => Some(format!(
             "{rowless} of {slots} slots have no row in {}: is DATABASE_URL the platform's database?",
@@ -432,6 +497,7 @@ async fn sweep_pass(
             .await
             .map_err(QueueError::from)?;
     }
+    drop(breaker_lock);
     let state_name = if refused.is_some() {
         "refused"
     } else {
@@ -471,6 +537,7 @@ async fn sweep_pass(
             refused,
         },
         stats,
+        due_index: index_size,
         kinds: pusher.kinds,
         would_enqueue: pusher.would_enqueue,
     })

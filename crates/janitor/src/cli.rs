@@ -233,7 +233,8 @@ pub struct GlobalArgs {
         value_name = "N"
     )]
     pub missed_heartbeats: Option<usize>,
-    /// Seconds between sweeps in `janitor run`.
+    /// Seconds between full sweeps in `janitor run` (they discover new slots and rows and
+    /// rebuild the deadline index; keep it below the shortest timeout + buffer).
     #[arg(
         long,
         global = true,
@@ -241,6 +242,15 @@ pub struct GlobalArgs {
         value_name = "SECS"
     )]
     pub sweep_interval_secs: Option<u64>,
+    /// Milliseconds between due passes in `janitor run` (each re-judges only the pairs whose
+    /// deadline or grace has come, from the index the full sweeps build); `0` turns them off.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_DUE_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub due_interval_ms: Option<u64>,
     /// The breaker trips when the reclaims, releases and fails that became due since the
     /// previous pass exceed this fraction of the pairs judged…
     #[arg(
@@ -528,6 +538,10 @@ pub struct SweepArgs {
     /// How long to wait for another producer's sweep to finish, in seconds.
     #[arg(long, default_value_t = 60)]
     pub lease_wait_secs: u64,
+    /// One due pass instead of a full sweep: re-judge only the pairs of the deadline index
+    /// whose instant has come.
+    #[arg(long)]
+    pub due: bool,
 }
 
 #[derive(Debug, Args)]

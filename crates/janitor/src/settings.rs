@@ -24,7 +24,9 @@ pub const DEFAULT_SCAN_BATCH: usize = 500;
 /// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL, 256 no better.
 pub const DEFAULT_CONCURRENCY: usize = 128;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
-pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 10;
+pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
+/// Milliseconds between due passes by default.
+pub const DEFAULT_DUE_INTERVAL_MS: u64 = 1_000;
 /// The agent probe's per-request timeout. Shorter than the platform's 15 s: a sweep waits
 /// for its slowest agent, and an agent that slow counts as unreachable.
 pub const DEFAULT_AGENT_PROBE_TIMEOUT_MS: u64 = 5_000;
@@ -69,6 +71,7 @@ struct FileSettings {
     heartbeat_secs: Option<u64>,
     missed_heartbeats: Option<usize>,
     sweep_interval_secs: Option<u64>,
+    due_interval_ms: Option<u64>,
     breaker_max_fraction: Option<f64>,
     breaker_min_reclaims: Option<u64>,
     breaker_cool_off_secs: Option<u64>,
@@ -99,6 +102,8 @@ pub struct Settings {
     /// Cap of the in-delivery backoff.
     pub retry_max_delay: Duration,
     pub sweep_interval: Duration,
+    /// Between due passes (`None`: off).
+    pub due_interval: Option<Duration>,
     pub breaker: Breaker,
     /// The agent liveness probe (`None`: off).
     pub probe: Option<ProbeSettings>,
@@ -320,6 +325,13 @@ impl Settings {
             file.sweep_interval_secs,
             DEFAULT_SWEEP_INTERVAL_SECS,
         );
+        let due_interval_ms = layer(
+            s,
+            "due_interval_ms",
+            args.due_interval_ms,
+            file.due_interval_ms,
+            DEFAULT_DUE_INTERVAL_MS,
+        );
         let bd = Breaker::default();
         let breaker_max_fraction = layer(
             s,
@@ -476,6 +488,7 @@ impl Settings {
             max_attempts,
             retry_max_delay: Duration::from_secs(retry_max_delay_secs.max(1)),
             sweep_interval: Duration::from_secs(sweep_interval_secs),
+            due_interval: (due_interval_ms > 0).then(|| Duration::from_millis(due_interval_ms)),
             breaker: Breaker {
                 max_fraction: breaker_max_fraction,
                 min_reclaims: breaker_min_reclaims,
@@ -543,6 +556,9 @@ impl Settings {
             self.queue.heartbeat_interval.as_secs().to_string(),
             self.queue.missed_heartbeats.to_string(),
             self.sweep_interval.as_secs().to_string(),
+            self.due_interval
+                .map_or(0, |d| d.as_millis() as u64)
+                .to_string(),
             self.breaker.max_fraction.to_string(),
             self.breaker.min_reclaims.to_string(),
             self.breaker.cool_off_secs.to_string(),

@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use janitor_core::JobKind;
-use janitor_metrics::{REAP_BUCKETS, REAP_LATENCY, SWEEP_BUCKETS, SWEEP_DURATION};
+use janitor_metrics::{
+    DUE_BUCKETS, DUE_PASS_DURATION, REAP_BUCKETS, REAP_LATENCY, SWEEP_BUCKETS, SWEEP_DURATION,
+};
 use janitor_store::AuditAction;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -42,6 +44,9 @@ impl Exporter {
             .set_buckets_for_metric(Matcher::Full(SWEEP_DURATION.into()), SWEEP_BUCKETS)
             .and_then(|b| {
                 b.set_buckets_for_metric(Matcher::Full(REAP_LATENCY.into()), REAP_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(DUE_PASS_DURATION.into()), DUE_BUCKETS)
             })
             .context("configuring the metrics' histogram buckets")?
             .install_recorder()

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::admin;
 use crate::cli::{Listen, RunArgs};
-use crate::commands::sweep::{print_report, sweep_once};
+use crate::commands::sweep::{due_once, print_report, sweep_once};
 use crate::{context, settings::Settings};
 
 /// Both sides of one cycle, correlated: what the sweep found and what the jobs did.
@@ -92,6 +92,24 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
+    // Due passes beside the full sweeps: every pair whose deadline or grace has come is
+    // judged within one interval of it.
+    let due = match (args.role.sweeps(), settings.due_interval) {
+        (true, Some(every)) => {
+            let (settings, slots, rows, queue, stop) = (
+                settings.clone(),
+                slots.clone(),
+                rows.clone(),
+                queue.clone(),
+                shutdown.clone(),
+            );
+            let force = args.force;
+            Some(tokio::spawn(async move {
+                due_loop(&settings, &slots, &rows, &queue, force, every, stop).await
+            }))
+        }
+        _ => None,
+    };
     tracing::info!(role = args.role.as_str(), "running");
     if !args.role.sweeps() {
         shutdown.clone().await;
@@ -147,6 +165,9 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(due) = due {
+        due.await?;
+    }
     if let Some(workers) = workers {
         let tally = workers.await?;
         let sum =
@@ -166,6 +187,47 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A due pass every `every` until `stop`. A pass that fails is logged and the next one
+/// tries again; a pass skipped because another producer holds the lease is silent.
+async fn due_loop(
+    settings: &Settings,
+    slots: &janitor_store::SlotStore,
+    rows: &janitor_store::ExecutionStore,
+    queue: &janitor_queue::Queue,
+    force: bool,
+    every: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticker.tick() => {}
+        }
+        // A started pass runs to its end (it is short): its own lease is released, not
+        // left to expire under a restarting producer.
+        match due_once(settings, slots, rows, queue, false, force, Duration::ZERO).await {
+            Ok(Some(report)) if report.due > 0 => {
+                let found: u64 = report.kinds.values().map(|k| k.found).sum();
+                let enqueued: u64 = report.kinds.values().map(|k| k.queue.enqueued).sum();
+                tracing::debug!(
+                    due = report.due,
+                    found,
+                    enqueued,
+                    rescheduled = report.rescheduled,
+                    handed_back = report.handed_back,
+                    duration_ms = report.elapsed_ms,
+                    "due pass done"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = format!("{err:#}"), "due pass failed"),
+        }
+    }
 }
 
 /// Returns once the queue's backlog is down to a quarter of its cap (or after `limit`).

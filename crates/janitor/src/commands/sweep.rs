@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use janitor_producer::{sweep, SweepLease, SweepOptions, SweepReport};
+use janitor_producer::{
+    due_pass, sweep, DueReport, LeaseOrRedis, SweepError, SweepLease, SweepOptions, SweepReport,
+};
 use janitor_queue::Queue;
 use janitor_store::{ExecutionStore, SlotStore};
 
@@ -17,6 +19,31 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
     let slots = context::slot_store(settings).await?;
     let rows = context::execution_store(settings).await?;
     let queue = context::queue(settings, &slots);
+    if args.due {
+        let wait = Duration::from_secs(args.lease_wait_secs);
+        let report = due_once(
+            settings,
+            &slots,
+            &rows,
+            &queue,
+            args.dry_run,
+            args.force,
+            wait,
+        )
+        .await?
+        .with_context(|| {
+            format!(
+                "another producer held the sweep lease for {}s",
+                wait.as_secs()
+            )
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_due(&report);
+        }
+        return Ok(());
+    }
     let report = sweep_once(
         settings,
         &slots,
@@ -55,6 +82,76 @@ fn cpu_ms() -> Option<u64> {
     Some(ticks * 10)
 }
 
+/// The lease of this process's full sweep while it runs: its due passes share it (they
+/// would otherwise wait for the sweep, or skip, for as long as it runs).
+static HELD: std::sync::Mutex<Option<SweepLease>> = std::sync::Mutex::new(None);
+
+fn held() -> std::sync::MutexGuard<'static, Option<SweepLease>> {
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
+    SweepOptions {
+        dry_run,
+        force,
+        breaker: settings.breaker,
+        batch: settings.scan_batch,
+        database: janitor_store::redact_url(&settings.database_url),
+    }
+}
+
+/// One due pass under the lease: this process's sweep's while one runs, else its own
+/// (waiting up to `lease_wait`). `None` when another producer kept the lease.
+pub async fn due_once(
+    settings: &Settings,
+    slots: &SlotStore,
+    rows: &ExecutionStore,
+    queue: &Queue,
+    dry_run: bool,
+    force: bool,
+    lease_wait: Duration,
+) -> anyhow::Result<Option<DueReport>> {
+    let options = options(settings, dry_run, force);
+    if dry_run {
+        return Ok(Some(
+            due_pass(slots, rows, queue, &settings.policy, None, &options).await?,
+        ));
+    }
+    let shared = held().clone();
+    let (lease, own) = match shared {
+        Some(lease) => (lease, false),
+        None => {
+            let holder = context::process_name("producer");
+            match SweepLease::acquire(
+                queue.connection(),
+                &settings.queue.name,
+                &holder,
+                LEASE_TTL,
+                lease_wait,
+            )
+            .await
+            .context("taking the sweep lease")?
+            {
+                Some(lease) => (lease, true),
+                None => return Ok(None),
+            }
+        }
+    };
+    let result = due_pass(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
+    if own {
+        if let Err(err) = lease.release().await {
+            tracing::warn!(error = %err, "releasing the sweep lease failed; it expires by itself");
+        }
+    }
+    match result {
+        Ok(report) => Ok(Some(report)),
+        // The sweep whose lease it shared has finished and released it: nothing was
+        // pushed after that, and the next pass takes its own.
+        Err(SweepError::Lease(LeaseOrRedis::Lost(_))) if !own => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// One sweep under the lease (a dry run takes no lease: it changes nothing).
 pub async fn sweep_once(
     settings: &Settings,
@@ -65,13 +162,7 @@ pub async fn sweep_once(
     force: bool,
     lease_wait: Duration,
 ) -> anyhow::Result<SweepReport> {
-    let options = SweepOptions {
-        dry_run,
-        force,
-        breaker: settings.breaker,
-        batch: settings.scan_batch,
-        database: janitor_store::redact_url(&settings.database_url),
-    };
+    let options = options(settings, dry_run, force);
     if dry_run {
         return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
     }
@@ -91,11 +182,35 @@ pub async fn sweep_once(
             lease_wait.as_secs()
         )
     })?;
+    *held() = Some(lease.clone());
     let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
+    *held() = None;
     if let Err(err) = lease.release().await {
         tracing::warn!(error = %err, "releasing the sweep lease failed; it expires by itself");
     }
     Ok(result?)
+}
+
+pub fn print_due(report: &DueReport) {
+    println!(
+        "due pass{}: {} pairs due, {} judged, {} still waiting, {} dropped, {} handed back to the full sweep, in {} ms",
+        report
+            .now
+            .map(|now| format!(" at {}", janitor_core::format_timestamp(now)))
+            .unwrap_or_default(),
+        report.due,
+        report.judged,
+        report.rescheduled,
+        report.dropped,
+        report.handed_back,
+        report.elapsed_ms
+    );
+    for (kind, k) in &report.kinds {
+        println!(
+            "  {kind:<17} found {:>6}  enqueued {:>6}  already queued {:>6}  deferred {:>6}",
+            k.found, k.queue.enqueued, k.queue.already_queued, k.queue.deferred
+        );
+    }
 }
 
 pub fn print_report(report: &SweepReport) {
