@@ -13,6 +13,7 @@
 //! Every scenario runs in its own database and Redis key space (the test sandbox).
 
 mod intake;
+mod steady;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -44,6 +45,14 @@ struct Args {
     /// Agents in the sweep scenario.
     #[arg(long, default_value_t = 10_000)]
     sweep_agents: usize,
+    /// Live slots (and running rows) in the steady-state scenario; 1% of them die each
+    /// minute.
+    #[arg(long, default_value_t = 100_000)]
+    steady_slots: usize,
+    /// Seconds over which they die; the window measured is this plus 15 s (120 s: two
+    /// full sweeps of the new design, twelve of the old).
+    #[arg(long, default_value_t = 105.0)]
+    steady_secs: f64,
     /// Worker processes in the catch-up scenario.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -151,6 +160,53 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     for kind in [Kind::Postgres, Kind::Sqlite] {
+        if !wanted("steady", kind) {
+            continue;
+        }
+        let before = steady::steady(&args, kind, steady::Design::Sweeps).await?;
+        let after = steady::steady(&args, kind, steady::Design::DuePass).await?;
+        let fleet = format!(
+            "{} live slots / {} agents, 1% dying per minute ({} deaths)",
+            args.steady_slots, args.sweep_agents, after.dead
+        );
+        rows.push(Line {
+            what: format!("reap latency after the deadline, {fleet}, {}", name(kind)),
+            measured: format!(
+                "p99 {:.2} s (p50 {:.2} s, max {:.2} s)",
+                after.p99, after.p50, after.max
+            ),
+            target: "p99 <= 2 s".into(),
+            baseline: format!(
+                "p99 {:.2} s (p50 {:.2} s, max {:.2} s), 10 s sweeps",
+                before.p99, before.p50, before.max
+            ),
+            ratio: format!("{:.1}x", before.p99 / after.p99.max(1e-3)),
+            ok: after.p99 <= 2.0,
+        });
+        let (a, b) = (after.store_cpu(kind), before.store_cpu(kind));
+        rows.push(Line {
+            what: format!(
+                "Redis + database CPU per hour of steady state, {fleet}, {}",
+                name(kind)
+            ),
+            measured: format!(
+                "{a:.0} s/h (Redis {:.0}, {} {:.0})",
+                after.redis_cpu,
+                cpu_of(kind),
+                a - after.redis_cpu
+            ),
+            target: "<= 1/4 of 10 s sweeps".into(),
+            baseline: format!(
+                "{b:.0} s/h (Redis {:.0}, {} {:.0}), 10 s sweeps",
+                before.redis_cpu,
+                cpu_of(kind),
+                b - before.redis_cpu
+            ),
+            ratio: format!("{:.2}", a / b.max(1e-9)),
+            ok: a * 4.0 <= b,
+        });
+    }
+    for kind in [Kind::Postgres, Kind::Sqlite] {
         if !wanted("skip-intake", kind) {
             continue;
         }
@@ -184,6 +240,14 @@ async fn main() -> anyhow::Result<()> {
 /// The skip intake's floor: a scheduler skips at most one run per schedule per tick; a
 /// thousand a second is a whole fleet's worth of skips in one instant.
 const SKIP_INTAKE_TARGET: f64 = 1_000.0;
+
+/// Whose CPU is the database's: PostgreSQL's server, or janitor itself (SQLite is in it).
+fn cpu_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Postgres => "PostgreSQL",
+        Kind::Sqlite => "janitor+SQLite",
+    }
+}
 
 fn name(kind: Kind) -> &'static str {
     match kind {
@@ -254,13 +318,25 @@ impl Stage {
     /// a `timeout`, plus each run's open activity; rows `running`/`dispatched`.
     async fn seed(&self, n: usize, agents: usize, age: f64, timeout: i64) -> anyhow::Result<()> {
         let now = self.sandbox.redis_now().await?;
-        let started = ts_ago(now, age, "naive");
+        self.seed_each(n, agents, now, |_| (age, timeout)).await
+    }
+
+    /// [`Stage::seed`] with each run's own age (seconds before `now`) and timeout.
+    async fn seed_each(
+        &self,
+        n: usize,
+        agents: usize,
+        now: f64,
+        each: impl Fn(usize) -> (f64, i64),
+    ) -> anyhow::Result<()> {
         let mut redis = self.sandbox.redis().await?;
         for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
             let mut pipe = redis::pipe();
             let mut runs = Vec::with_capacity(chunk.len());
             let mut acts = Vec::with_capacity(chunk.len());
-            for i in chunk {
+            for &i in chunk {
+                let (age, timeout) = each(i);
+                let started = ts_ago(now, age, "naive");
                 let (agent, id) = (format!("agent-{}", i % agents), format!("run{i:07}"));
                 pipe.cmd("ZADD")
                     .arg(format!("{}{agent}", self.sandbox.slot_prefix))

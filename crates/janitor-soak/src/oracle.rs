@@ -64,6 +64,9 @@ pub struct Verdicts {
     pub late_activities: Vec<String>,
     /// Seconds from each dead run's deadline to janitor's last effect on it.
     pub latencies: Vec<f64>,
+    /// The same, for the stale slots (runs that stopped silently holding their slot) due
+    /// before the first fault.
+    pub calm_latencies: Vec<f64>,
     /// Dead (and racing) runs still outstanding, for the quiesce wait.
     pub outstanding: usize,
 }
@@ -80,14 +83,19 @@ impl Verdicts {
 
     /// p in [0, 1] of the latencies, seconds.
     pub fn latency(&self, p: f64) -> Option<f64> {
-        let mut sorted = self.latencies.clone();
-        sorted.sort_by(f64::total_cmp);
-        if sorted.is_empty() {
-            return None;
-        }
-        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        Some(sorted[rank - 1])
+        percentile(&self.latencies, p)
     }
+}
+
+/// p in [0, 1] of `values` (nearest rank).
+pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
 }
 
 /// What janitor must have done to a dead run by the end, by fate. `late_activity`: its
@@ -115,7 +123,8 @@ fn cleaned(truth: &Truth, world: &World, late_activity: bool) -> bool {
 
 /// Checks every run. `end` is when the stores were read; `bound` how long after its
 /// deadline a dead run may still be outstanding.
-pub fn judge(truths: &[Truth], world: &World, end: f64, bound: f64) -> Verdicts {
+/// Stale slots due before `calm_until` are the calm latency sample.
+pub fn judge(truths: &[Truth], world: &World, end: f64, bound: f64, calm_until: f64) -> Verdicts {
     let mut audit: HashMap<&str, Vec<&AuditRow>> = HashMap::new();
     for row in &world.audit {
         audit
@@ -240,6 +249,9 @@ pub fn judge(truths: &[Truth], world: &World, end: f64, bound: f64) -> Verdicts 
                 } else if truth.fate.class() == Class::Dead && !last.is_nan() {
                     let latency = (last - due).max(0.0);
                     v.latencies.push(latency);
+                    if truth.fate == Fate::Silent && due < calm_until {
+                        v.calm_latencies.push(latency);
+                    }
                     if latency > bound {
                         v.misses.push(truth.id.clone());
                     }
@@ -367,9 +379,12 @@ mod tests {
             audit(109.0, "slot_reclaimed", "k1"),
             audit(109.5, "run_failed", "k2"),
         ]);
-        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 0.0);
         assert_eq!(v.failures(), 0, "{v:?}");
         assert_eq!(v.latencies, vec![1.5]);
+        assert!(v.calm_latencies.is_empty(), "due after the calm window");
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 200.0);
+        assert_eq!(v.calm_latencies, vec![1.5]);
     }
 
     #[test]
@@ -378,10 +393,10 @@ mod tests {
         let mut t = truth(Fate::Completes);
         t.completed = Some((110.0, false));
         t.harmed.push("refused".into());
-        let v = judge(std::slice::from_ref(&t), &world, 200.0, 30.0);
+        let v = judge(std::slice::from_ref(&t), &world, 200.0, 30.0, 0.0);
         assert_eq!(v.false_reaps, vec!["r1".to_owned()]);
         t.lagged = Some("completed late".into());
-        let v = judge(&[t], &world, 200.0, 30.0);
+        let v = judge(&[t], &world, 200.0, 30.0, 0.0);
         assert!(v.false_reaps.is_empty());
         assert_eq!(v.lagged_reaped, vec!["r1".to_owned()]);
     }
@@ -393,10 +408,10 @@ mod tests {
             .rows
             .insert("r1".into(), ("running".into(), None, None));
         world.slots.insert(("a".into(), "r1".into()));
-        let v = judge(&[truth(Fate::Silent)], &world, 120.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 120.0, 30.0, 0.0);
         assert!(v.misses.is_empty(), "within the bound");
         assert_eq!(v.outstanding, 1);
-        let v = judge(&[truth(Fate::Silent)], &world, 140.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 140.0, 30.0, 0.0);
         assert_eq!(v.misses, vec!["r1".to_owned()]);
     }
 
@@ -407,10 +422,10 @@ mod tests {
             audit(109.1, "slot_released", "k3"),
             audit(109.5, "run_failed", "k2"),
         ]);
-        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 0.0);
         assert_eq!(v.duplicates, vec!["r1".to_owned()]);
         let world = failed_world(vec![audit(109.0, "slot_reclaimed", "k1")]);
-        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 0.0);
         assert_eq!(v.missing_audit, vec!["r1".to_owned()]);
     }
 
@@ -420,7 +435,7 @@ mod tests {
             audit(107.0, "slot_reclaimed", "k1"),
             audit(107.0, "run_failed", "k2"),
         ]);
-        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 0.0);
         assert_eq!(v.wrong_effects, vec!["r1".to_owned()]);
     }
 
@@ -431,11 +446,11 @@ mod tests {
             audit(109.5, "run_failed", "k2"),
         ]);
         world.activities.insert("r1".into(), vec!["started".into()]);
-        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0);
+        let v = judge(&[truth(Fate::Silent)], &world, 200.0, 30.0, 0.0);
         assert_eq!(v.wrong_effects, vec!["r1".to_owned()]);
         let mut late = truth(Fate::Silent);
         late.activity_at = Some(110.0);
-        let v = judge(&[late], &world, 200.0, 30.0);
+        let v = judge(&[late], &world, 200.0, 30.0, 0.0);
         assert!(v.wrong_effects.is_empty(), "{v:?}");
         assert_eq!(v.late_activities, vec!["r1".to_owned()]);
     }

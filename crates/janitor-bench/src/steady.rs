@@ -1,0 +1,274 @@
+//! Steady state: a fleet of live slots of which 1% die each minute, under `janitor run` as
+//! it was before the deadline index (a full sweep every 10 s, no due pass) and as it is by
+//! default (a full sweep a minute, a due pass a second), in the same process one after the
+//! other. For each: how late after its deadline every dead run was reaped (from the audit
+//! trail: `at - deadline` of each reclaim), and the CPU Redis, the database and janitor
+//! spent over the same window, scaled to an hour.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use janitor_store::{sql::audit, AuditFilter};
+use janitor_testkit::Kind;
+
+use crate::{name, Args, Stage};
+
+/// How `janitor run` is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Design {
+    /// Before issue 14: a full sweep every 10 s, nothing in between.
+    Sweeps,
+    /// The defaults: a full sweep every 60 s and a due pass every second.
+    DuePass,
+}
+
+impl Design {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Sweeps => "full sweeps every 10 s (before)",
+            Self::DuePass => "due pass every 1 s + full sweeps every 60 s (defaults)",
+        }
+    }
+
+    fn env(self) -> [(&'static str, &'static str); 2] {
+        match self {
+            Self::Sweeps => [
+                ("JANITOR_SWEEP_INTERVAL_SECS", "10"),
+                ("JANITOR_DUE_INTERVAL_MS", "0"),
+            ],
+            // janitor's defaults, spelled out.
+            Self::DuePass => [
+                ("JANITOR_SWEEP_INTERVAL_SECS", "60"),
+                ("JANITOR_DUE_INTERVAL_MS", "1000"),
+            ],
+        }
+    }
+}
+
+/// What one design did.
+#[derive(Debug, Clone)]
+pub struct Steady {
+    pub dead: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// CPU seconds per hour of steady state.
+    pub redis_cpu: f64,
+    /// PostgreSQL's server processes (all of them); 0 for SQLite, which runs inside janitor.
+    pub db_cpu: f64,
+    pub janitor_cpu: f64,
+}
+
+impl Steady {
+    /// Redis plus the database: PostgreSQL's processes, or janitor's own for SQLite (the
+    /// database runs inside it).
+    pub fn store_cpu(&self, kind: Kind) -> f64 {
+        match kind {
+            Kind::Postgres => self.redis_cpu + self.db_cpu,
+            Kind::Sqlite => self.redis_cpu + self.janitor_cpu,
+        }
+    }
+}
+
+/// The platform's shortest deadline: a 60 s timeout plus the 300 s buffer.
+const SHORT_TIMEOUT: i64 = 60;
+const BUFFER: f64 = 300.0;
+/// Deaths start this long after seeding began (seeding and janitor's first sweep are done
+/// by then, and are not measured).
+const LEAD_SECS: f64 = 75.0;
+/// After the last death, how long the window stays open for its reap.
+const TAIL_SECS: f64 = 15.0;
+
+pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<Steady> {
+    let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+    let n = args.steady_slots;
+    let per_sec = n as f64 / 100.0 / 60.0;
+    let dying = (args.steady_secs * per_sec).round() as usize;
+    let t0 = stage.sandbox.redis_now().await?;
+    // Run i < dying is due at t0 + LEAD + i / per_sec (timeout 60 s, acquired long enough
+    // ago); every other run is live for an hour.
+    stage
+        .seed_each(n, args.sweep_agents, t0, |i| {
+            if i < dying {
+                let due_in = LEAD_SECS + i as f64 / per_sec;
+                (SHORT_TIMEOUT as f64 + BUFFER - due_in, SHORT_TIMEOUT)
+            } else {
+                (((i * 7_919) % 3_000) as f64, 3_600)
+            }
+        })
+        .await?;
+    let seeded = stage.sandbox.redis_now().await? - t0;
+    if seeded > LEAD_SECS - 20.0 {
+        bail!("seeding took {seeded:.0} s, too close to the first death");
+    }
+    let mut cmd = stage.janitor(args, &["run", "--listen", "off"]);
+    for (k, v) in design.env() {
+        cmd.env(k, v);
+    }
+    let child = cmd.stdout(std::process::Stdio::null()).spawn()?;
+    let pid = child.id();
+    let result = measure(&stage, kind, pid, t0, args.steady_secs).await;
+    let stopped = stop(child);
+    let (cpu, window) = result?;
+    stopped?;
+
+    // Every death reaped, each once; latencies from the audit trail.
+    let failed = stage.failed().await? as usize;
+    if failed != dying {
+        bail!("{failed} runs failed, {dying} died");
+    }
+    let records = audit::query(
+        stage.rows.database(),
+        &AuditFilter {
+            limit: u32::MAX,
+            ..AuditFilter::default()
+        },
+    )
+    .await?;
+    let mut latencies: Vec<f64> = records
+        .iter()
+        .filter(|r| r.action == "slot_reclaimed")
+        .map(|r| -> anyhow::Result<f64> {
+            let at = janitor_core::parse_timestamp(&r.at)?;
+            let deadline =
+                janitor_core::parse_timestamp(r.deadline.as_deref().context("no deadline")?)?;
+            Ok((at - deadline).as_seconds_f64().max(0.0))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if latencies.len() != dying {
+        bail!("{} reclaims audited, {dying} died", latencies.len());
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+    };
+    let per_hour = 3_600.0 / window;
+    let out = Steady {
+        dead: dying,
+        p50: pct(0.5),
+        p99: pct(0.99),
+        max: pct(1.0),
+        redis_cpu: cpu.redis * per_hour,
+        db_cpu: cpu.db * per_hour,
+        janitor_cpu: cpu.janitor * per_hour,
+    };
+    stage.sandbox.clear_redis().await?;
+    eprintln!(
+        "steady on {}, {}: {} deaths, reap p50 {:.2} s p99 {:.2} s max {:.2} s; CPU s/h: Redis {:.0}, database {:.0}, janitor {:.0}",
+        name(kind),
+        design.describe(),
+        out.dead,
+        out.p50,
+        out.p99,
+        out.max,
+        out.redis_cpu,
+        out.db_cpu,
+        out.janitor_cpu
+    );
+    Ok(out)
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    redis: f64,
+    db: f64,
+    janitor: f64,
+}
+
+impl std::ops::Sub for Cpu {
+    type Output = Cpu;
+    fn sub(self, o: Cpu) -> Cpu {
+        Cpu {
+            redis: self.redis - o.redis,
+            db: self.db - o.db,
+            janitor: self.janitor - o.janitor,
+        }
+    }
+}
+
+/// Waits for the first death, reads every CPU counter, waits out the deaths and their
+/// reaps, reads them again. Returns the difference and the window's length in seconds.
+async fn measure(
+    stage: &Stage,
+    kind: Kind,
+    pid: u32,
+    t0: f64,
+    span: f64,
+) -> anyhow::Result<(Cpu, f64)> {
+    let begin = t0 + LEAD_SECS;
+    let end = begin + span + TAIL_SECS;
+    until(stage, begin).await?;
+    let before = cpu(stage, kind, pid).await?;
+    let started = Instant::now();
+    until(stage, end).await?;
+    let after = cpu(stage, kind, pid).await?;
+    Ok((after - before, started.elapsed().as_secs_f64()))
+}
+
+async fn until(stage: &Stage, at: f64) -> anyhow::Result<()> {
+    loop {
+        let now = stage.sandbox.redis_now().await?;
+        if now >= at {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs_f64((at - now).min(1.0))).await;
+    }
+}
+
+async fn cpu(stage: &Stage, kind: Kind, pid: u32) -> anyhow::Result<Cpu> {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut stage.sandbox.redis().await?)
+        .await?;
+    let field = |name: &str| -> f64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Cpu {
+        redis: field("used_cpu_user") + field("used_cpu_sys"),
+        db: match kind {
+            Kind::Postgres => postgres_cpu(),
+            Kind::Sqlite => 0.0,
+        },
+        janitor: process_cpu(pid).context("janitor's CPU time")?,
+    })
+}
+
+/// User + system CPU seconds of one process, from `/proc`.
+fn process_cpu(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
+/// CPU seconds of every PostgreSQL server process (the backends serving janitor, and the
+/// server's own).
+fn postgres_cpu() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(process_cpu)
+        .sum()
+}
+
+fn stop(mut child: Child) -> anyhow::Result<()> {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("janitor run exited with {status}");
+    }
+    Ok(())
+}
