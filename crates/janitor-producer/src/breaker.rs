@@ -44,6 +44,9 @@ pub struct Breaker {
     pub cool_off_secs: u64,
     /// After the cool-off, at most this many guarded jobs per minute.
     pub drain_per_minute: u64,
+    /// The window due passes are judged over (a decay time constant, seconds): the full
+    /// sweep interval, so that a due pass sees what a full sweep would have judged as new.
+    pub window_secs: f64,
 }
 
 impl Default for Breaker {
@@ -53,6 +56,7 @@ impl Default for Breaker {
             min_reclaims: 100,
             cool_off_secs: 300,
             drain_per_minute: 100,
+            window_secs: DUE_WINDOW_SECS,
         }
     }
 }
@@ -103,14 +107,15 @@ pub struct BreakerState {
     /// after it, full sweeps after `previous_pass`).
     pub due_previous: Option<f64>,
     /// Guarded effects due passes found newly due, summed with an exponential decay of
-    /// [`DUE_WINDOW_SECS`], and when that sum was last updated.
+    /// [`Breaker::window_secs`], and when that sum was last updated.
     pub recent: f64,
     pub recent_at: f64,
 }
 
-/// The window over which due passes' newly due guarded effects are summed (a decay time
-/// constant): a due pass sees one second of deaths, so the breaker judges a minute of them
-/// against the fleet, as a full sweep judged its pass against its pairs.
+/// The default window over which due passes' newly due guarded effects are summed (a decay
+/// time constant; `janitor run` uses its full-sweep interval): a due pass sees one second of
+/// deaths, so the breaker judges a sweep interval of them against the fleet, as a full
+/// sweep judged what became due since its previous pass against its pairs.
 pub const DUE_WINDOW_SECS: f64 = 60.0;
 
 /// Serializes the breaker's read-judge-write between the full sweep and the due pass of
@@ -230,12 +235,12 @@ impl Breaker {
     }
 
     /// Decides a due pass. A due pass judges only the pairs due now, so it is judged on the
-    /// guarded effects due passes found over the last [`DUE_WINDOW_SECS`] (a decaying sum)
+    /// guarded effects due passes found over the last `window_secs` (a decaying sum)
     /// against the fleet the last full sweep judged, and never drains: while the breaker is
     /// holding or draining, guarded work is the full sweep's, at the drain rate.
     pub fn judge_due(&self, state: &mut BreakerState, pass: &PassFigures, force: bool) -> Decision {
         let decay = if state.recent_at > 0.0 {
-            (-(pass.now - state.recent_at).max(0.0) / DUE_WINDOW_SECS).exp()
+            (-(pass.now - state.recent_at).max(0.0) / self.window_secs.max(1.0)).exp()
         } else {
             0.0
         };
@@ -554,6 +559,29 @@ mod tests {
             b.judge_due(&mut s, &pass(t as f64 + 3.0, 10, 10, 10), true),
             Decision::Allow
         );
+    }
+
+    /// The soak's fleet (~220 live pairs, 10 deaths a second, a full sweep every 5 s) tripped
+    /// a breaker that summed due passes over a fixed minute: 600 deaths a minute is more
+    /// than the fleet, yet each sweep interval's 50 are not a blast. The window is the
+    /// full-sweep interval.
+    #[test]
+    fn a_small_fleet_turning_over_fast_does_not_trip_due_passes() {
+        let judge_for = |window_secs: f64| {
+            let b = Breaker {
+                window_secs,
+                ..Breaker::default()
+            };
+            let mut s = BreakerState {
+                fleet: 220,
+                ..BreakerState::default()
+            };
+            (1..=120)
+                .map(|t| b.judge_due(&mut s, &pass(t as f64, 10, 10, 10), false))
+                .find(|d| *d != Decision::Allow)
+        };
+        assert_eq!(judge_for(5.0), None);
+        assert!(judge_for(60.0).is_some(), "a fixed minute trips");
     }
 
     /// Without a full sweep's count (a fresh queue), the pass's own pairs are the fleet, and

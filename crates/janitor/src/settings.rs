@@ -494,6 +494,7 @@ impl Settings {
                 min_reclaims: breaker_min_reclaims,
                 cool_off_secs: breaker_cool_off_secs,
                 drain_per_minute: breaker_drain_per_minute,
+                window_secs: sweep_interval_secs as f64,
             },
             probe,
             admin_token: {
