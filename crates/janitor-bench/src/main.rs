@@ -45,6 +45,12 @@ struct Args {
     /// Agents in the sweep scenario.
     #[arg(long, default_value_t = 10_000)]
     sweep_agents: usize,
+    /// Live slots (and running rows) in the large sweep scenario (`sweep-1m`).
+    #[arg(long, default_value_t = 1_000_000)]
+    big_slots: usize,
+    /// Agents in the large sweep scenario.
+    #[arg(long, default_value_t = 100_000)]
+    big_agents: usize,
     /// Live slots (and running rows) in the steady-state scenario; 1% of them die each
     /// minute.
     #[arg(long, default_value_t = 100_000)]
@@ -72,6 +78,11 @@ struct Args {
     /// postgres, sqlite).
     #[arg(long)]
     only: Option<String>,
+    /// Seed the sweep scenario's fleet (`--sweep-slots` / `--sweep-agents`) on the database
+    /// `--only` names, print the environment that points janitor at it, and exit leaving it
+    /// in place (for profiling a sweep by hand).
+    #[arg(long)]
+    seed_only: bool,
     /// The janitor binary to run (built with `make release`).
     #[arg(long, default_value = "target/release/janitor")]
     janitor: PathBuf,
@@ -91,6 +102,26 @@ async fn main() -> anyhow::Result<()> {
             format!("{scenario}-{}", name(kind).to_lowercase()).contains(&o.to_lowercase())
         })
     };
+    if args.seed_only {
+        let kind = if args.only.as_deref().is_some_and(|o| o.contains("sqlite")) {
+            Kind::Sqlite
+        } else {
+            Kind::Postgres
+        };
+        let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+        stage
+            .seed(args.sweep_slots, args.sweep_agents, 60.0, 3_600)
+            .await?;
+        let cmd = stage.janitor(&args, &[]);
+        for (k, v) in cmd.get_envs() {
+            if let (Some(v), Some(k)) = (v, k.to_str()) {
+                println!("export {k}='{}'", v.to_string_lossy());
+            }
+        }
+        // Left in place on purpose: the sandbox's drop would delete it.
+        std::mem::forget(stage);
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for (kind, target) in [(Kind::Postgres, 5_000.0), (Kind::Sqlite, 3_000.0)] {
         if !wanted("catch-up", kind) {
@@ -150,6 +181,46 @@ async fn main() -> anyhow::Result<()> {
                 "sweep peak RSS, {} vs {} slots, {}",
                 args.sweep_slots / 10,
                 args.sweep_slots,
+                name(kind)
+            ),
+            measured: format!("{} MiB vs {} MiB", small.rss_kib / 1024, big.rss_kib / 1024),
+            target: "flat in slot count".into(),
+            baseline: "-".into(),
+            ratio: format!("{:.2}x", big.rss_kib as f64 / small.rss_kib.max(1) as f64),
+            ok: (big.rss_kib as f64) < 1.5 * small.rss_kib as f64,
+        });
+    }
+    for kind in [Kind::Postgres, Kind::Sqlite] {
+        if !wanted("sweep-1m", kind) {
+            continue;
+        }
+        let small = sweep_cost(
+            &args,
+            kind,
+            args.big_slots / 10,
+            (args.big_agents / 10).max(1),
+        )
+        .await?;
+        let big = sweep_cost(&args, kind, args.big_slots, args.big_agents).await?;
+        rows.push(Line {
+            what: format!(
+                "sweep, {} agents / {} live slots / {} running rows, {}",
+                args.big_agents,
+                args.big_slots,
+                args.big_slots,
+                name(kind)
+            ),
+            measured: format!("{} ms", big.elapsed_ms),
+            target: "<= 5000 ms".into(),
+            baseline: "-".into(),
+            ratio: "-".into(),
+            ok: big.elapsed_ms <= 5_000,
+        });
+        rows.push(Line {
+            what: format!(
+                "sweep peak RSS, {} vs {} slots, {}",
+                args.big_slots / 10,
+                args.big_slots,
                 name(kind)
             ),
             measured: format!("{} MiB vs {} MiB", small.rss_kib / 1024, big.rss_kib / 1024),
@@ -422,6 +493,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         breaker: Breaker::default(),
         dry_run: false,
         database: String::new(),
+        no_index: false,
     };
     let start = Instant::now();
     let concurrency = args.concurrency.to_string();

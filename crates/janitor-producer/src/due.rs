@@ -200,23 +200,41 @@ impl DueIndex {
             index: self.clone(),
             key: format!("{}:build:{}", self.key, uuid::Uuid::new_v4().simple()),
             pending: Vec::new(),
-            written: 0,
+            added: 0,
+            writer: None,
         }
     }
 }
 
-/// An index being rebuilt by one sweep.
+/// An index being rebuilt by one sweep. Members are written by a task of their own, a
+/// batch at a time, so the sweep never waits on them (unless that task falls behind).
 pub struct DueBuild {
     index: DueIndex,
     key: String,
     pending: Vec<(f64, String)>,
-    written: u64,
+    added: u64,
+    writer: Option<Writer>,
+}
+
+struct Writer {
+    tx: tokio::sync::mpsc::Sender<Vec<(f64, String)>>,
+    task: tokio::task::JoinHandle<Result<(), redis::RedisError>>,
+}
+
+impl Drop for DueBuild {
+    fn drop(&mut self) {
+        // Dropped without `publish` (the sweep failed): stop writing; the key expires.
+        if let Some(writer) = self.writer.take() {
+            writer.task.abort();
+        }
+    }
 }
 
 impl DueBuild {
-    /// Adds a pair at its instant (written in batches).
+    /// Adds a pair at its instant.
     pub async fn add(&mut self, member: String, at: Timestamp) -> Result<(), redis::RedisError> {
         self.pending.push((to_unix_seconds(at), member));
+        self.added += 1;
         if self.pending.len() >= BUILD_BATCH {
             self.flush().await?;
         }
@@ -225,31 +243,56 @@ impl DueBuild {
 
     /// Pairs added so far.
     pub fn len(&self) -> u64 {
-        self.written + self.pending.len() as u64
+        self.added
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.added == 0
     }
 
+    /// Hands the pending members to the writer task (started on the first batch).
     async fn flush(&mut self) -> Result<(), redis::RedisError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        let cmd = pipe.cmd("ZADD").arg(&self.key);
-        for (at, member) in &self.pending {
-            cmd.arg(*at).arg(member);
+        let batch = std::mem::take(&mut self.pending);
+        let writer = self.writer.get_or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<(f64, String)>>(4);
+            let (mut conn, key) = (self.index.conn.clone(), self.key.clone());
+            let task = tokio::spawn(async move {
+                while let Some(batch) = rx.recv().await {
+                    let mut pipe = redis::pipe();
+                    let cmd = pipe.cmd("ZADD").arg(&key);
+                    for (at, member) in &batch {
+                        cmd.arg(*at).arg(member);
+                    }
+                    cmd.ignore();
+                    pipe.cmd("EXPIRE").arg(&key).arg(BUILD_TTL_SECS).ignore();
+                    pipe.exec_async(&mut conn).await?;
+                }
+                Ok(())
+            });
+            Writer { tx, task }
+        });
+        if writer.tx.send(batch).await.is_err() {
+            // The writer stopped on an error: it is the answer.
+            return self.finish_writing().await.map(|_| ());
         }
-        cmd.ignore();
-        pipe.cmd("EXPIRE")
-            .arg(&self.key)
-            .arg(BUILD_TTL_SECS)
-            .ignore();
-        pipe.exec_async(&mut self.index.conn.clone()).await?;
-        self.written += self.pending.len() as u64;
-        self.pending.clear();
         Ok(())
+    }
+
+    /// Waits for every member to be written.
+    async fn finish_writing(&mut self) -> Result<(), redis::RedisError> {
+        let Some(Writer { tx, task }) = self.writer.take() else {
+            return Ok(());
+        };
+        drop(tx);
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(redis::RedisError::from(std::io::Error::other(format!(
+                "the deadline index's writer stopped: {e}"
+            )))),
+        }
     }
 
     /// Makes the build the index. A `complete` pass saw every pair and replaces the index;
@@ -257,9 +300,10 @@ impl DueBuild {
     /// did not reach is lost.
     pub async fn publish(mut self, complete: bool) -> Result<u64, redis::RedisError> {
         self.flush().await?;
+        self.finish_writing().await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        if self.written == 0 {
+        if self.added == 0 {
             if complete {
                 pipe.cmd("UNLINK").arg(&self.index.key).ignore();
             }
@@ -281,11 +325,15 @@ impl DueBuild {
             pipe.cmd("UNLINK").arg(&self.key).ignore();
         }
         pipe.exec_async(&mut self.index.conn.clone()).await?;
-        Ok(self.written)
+        Ok(self.added)
     }
 
     /// Drops the build.
-    pub async fn discard(self) -> Result<(), redis::RedisError> {
+    pub async fn discard(mut self) -> Result<(), redis::RedisError> {
+        if let Some(writer) = self.writer.take() {
+            writer.task.abort();
+            let _ = writer.task.await;
+        }
         redis::cmd("UNLINK")
             .arg(&self.key)
             .exec_async(&mut self.index.conn.clone())

@@ -34,6 +34,8 @@ pub struct SweepOptions {
     /// The database as the operator named it (password redacted), for the breaker's
     /// wrong-database message.
     pub database: String,
+    /// Leave the deadline index alone (no due passes read it: they are off).
+    pub no_index: bool,
 }
 
 /// Per job kind: what was found and what became of it.
@@ -301,7 +303,7 @@ async fn sweep_pass(
         .unwrap_or(f64::NEG_INFINITY);
     // The deadline index is rebuilt by every pass that acts (see `crate::due`).
     let index = DueIndex::new(queue.connection(), queue.keys().name());
-    let mut build = (!options.dry_run).then(|| index.build());
+    let mut build = (!options.dry_run && !options.no_index).then(|| index.build());
     let mut pusher = Pusher {
         queue,
         lease,

@@ -7,15 +7,19 @@ use sqlx::Connection as _;
 use crate::{redis_url, slot_prefixes, Kind, TestDb};
 
 /// Deletes every key matching ARGV[1], a `SCAN` page at a time, inside Redis.
+/// Deletes the keys matching ARGV[1] from SCAN cursor ARGV[2] on, a few pages at a time (a
+/// million keys in one call would block Redis for seconds and outlast a client's timeout);
+/// returns the next cursor, `0` when done.
 static CLEAR_NAMESPACE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
     redis::Script::new(
-        "local cursor, n = '0', 0
-         repeat
-           local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 5000)
+        "local cursor = ARGV[2]
+         for _ = 1, 5 do
+           local page = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 2000)
            cursor = page[1]
-           for _, key in ipairs(page[2]) do redis.call('UNLINK', key); n = n + 1 end
-         until cursor == '0'
-         return n",
+           for _, key in ipairs(page[2]) do redis.call('UNLINK', key) end
+           if cursor == '0' then break end
+         end
+         return cursor",
     )
 });
 
@@ -172,11 +176,18 @@ impl Sandbox {
     /// do not leave a keyspace that slows every later SCAN. Dropping the sandbox does it too.
     pub async fn clear_redis(&self) -> anyhow::Result<()> {
         let mut conn = self.redis().await?;
-        CLEAR_NAMESPACE
-            .arg(format!("{}*", self.namespace()))
-            .invoke_async::<u64>(&mut conn)
-            .await?;
-        Ok(())
+        let pattern = format!("{}*", self.namespace());
+        let mut cursor = "0".to_owned();
+        loop {
+            cursor = CLEAR_NAMESPACE
+                .arg(&pattern)
+                .arg(&cursor)
+                .invoke_async::<String>(&mut conn)
+                .await?;
+            if cursor == "0" {
+                return Ok(());
+            }
+        }
     }
 
     /// `jt…:`, the prefix of every key this sandbox's slots and queue use.
@@ -333,7 +344,17 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let pattern = format!("{}*", self.namespace());
         if let Ok(mut conn) = redis::Client::open(redis_url()).and_then(|c| c.get_connection()) {
-            let _ = CLEAR_NAMESPACE.arg(pattern).invoke::<u64>(&mut conn);
+            let mut cursor = "0".to_owned();
+            while let Ok(next) = CLEAR_NAMESPACE
+                .arg(&pattern)
+                .arg(&cursor)
+                .invoke::<String>(&mut conn)
+            {
+                if next == "0" {
+                    break;
+                }
+                cursor = next;
+            }
         }
     }
 }

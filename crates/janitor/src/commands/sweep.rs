@@ -97,6 +97,7 @@ fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
         breaker: settings.breaker,
         batch: settings.scan_batch,
         database: janitor_store::redact_url(&settings.database_url),
+        no_index: settings.due_interval.is_none(),
     }
 }
 
