@@ -451,9 +451,10 @@ impl Served {
     /// test.
     pub fn wait_ready(&self) {
         let begun = std::time::Instant::now();
-        while http(&self.addr, "GET", "/readyz", None, "")
-            .1
-            .contains("starting")
+        // A probe that lands while the waiting server hands the socket to the real one
+        // can be reset (as an orchestrator's probe can): not ready yet, ask again.
+        while try_http(&self.addr, "GET", "/readyz", None, "")
+            .map_or(true, |(_, body)| body.contains("starting"))
         {
             assert!(
                 begun.elapsed() < std::time::Duration::from_secs(30),
@@ -491,48 +492,63 @@ pub fn http(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    try_http(addr, method, path, token, body)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// [`http`], with a connection error or a malformed answer as an error.
+pub fn try_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
+    let bad = |what: &str| std::io::Error::other(what.to_owned());
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     // Read the head, then the body by its Content-Length (a server may keep the connection
     // open whatever the request said), or to the end when it gives none.
     let mut reader = std::io::BufReader::new(stream);
     let mut head = String::new();
     loop {
         let mut line = String::new();
-        let n = std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        let n = std::io::BufRead::read_line(&mut reader, &mut line)?;
         if n == 0 || line == "\r\n" {
             break;
         }
         head.push_str(&line);
     }
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
     let length = head.lines().find_map(|l| {
         let (name, value) = l.split_once(':')?;
         name.eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse::<usize>().unwrap())
+            .then(|| value.trim().parse::<usize>().ok())
+            .flatten()
     });
     let mut body = Vec::new();
     match length {
         Some(n) => {
             body.resize(n, 0);
-            reader.read_exact(&mut body).unwrap();
+            reader.read_exact(&mut body)?;
         }
         None => {
-            reader.read_to_end(&mut body).unwrap();
+            reader.read_to_end(&mut body)?;
         }
     }
-    let body = String::from_utf8(body).unwrap();
-    (status, body)
+    let body = String::from_utf8(body).map_err(|_| bad("a body that is not UTF-8"))?;
+    Ok((status, body))
 }
 
 /// The pairs of a `janitor stuck --json` report, by execution id (the slot's, else the

@@ -135,7 +135,14 @@ impl Janitor {
         format!("{}-{}", self.role.as_str(), self.index)
     }
 
+    /// Starts the slot's process, unless one is running already: a restart scheduled after
+    /// a kill can come after another fault restarted it (a Redis restart or an outage starts
+    /// a process while its store is down), and a second start used to orphan the first
+    /// child, which outlived the soak and took CPU from whatever ran next.
     pub fn start(&mut self, launch: &Launch) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
         self.generation += 1;
         let log_path = launch
             .dir

@@ -243,6 +243,21 @@ pub(super) async fn audit_trail(
         Ok(since) => since,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e:#}")),
     };
+    // Names as the platform can spell them: a NUL or another control character is no
+    // agent or run (PostgreSQL would refuse the NUL as a 503), so it is the query's fault.
+    if let Some(refused) = query
+        .execution
+        .as_deref()
+        .and_then(|id| ExecutionId::parse(id).err())
+        .or_else(|| {
+            query
+                .agent
+                .as_deref()
+                .and_then(|a| AgentName::parse(a).err())
+        })
+    {
+        return error(StatusCode::BAD_REQUEST, refused.to_string());
+    }
     let filter = AuditFilter {
         execution_id: query.execution,
         agent: query.agent,
