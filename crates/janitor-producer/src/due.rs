@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::breaker::{self, Decision, PassFigures};
 use crate::observe::{judge_all, Pair};
-use crate::sweep::{KindReport, Pusher, SweepError, SweepOptions};
+use crate::sweep::{record_kinds, KindReport, Pusher, SweepError, SweepOptions};
 use crate::SweepLease;
 
 /// A pair that got a job is judged again this much later: by then its job has run (the
@@ -383,19 +383,7 @@ pub async fn due_pass(
                 dropped: report.dropped,
                 handed_back: report.handed_back,
             });
-            for (kind, k) in &report.kinds {
-                janitor_metrics::sweep_kind(
-                    kind,
-                    &janitor_metrics::KindFigures {
-                        found: k.found,
-                        enqueued: k.queue.enqueued,
-                        already_queued: k.queue.already_queued,
-                        dead: k.queue.dead,
-                        redriven: k.queue.redriven,
-                        deferred: k.queue.deferred,
-                    },
-                );
-            }
+            record_kinds(&report.kinds);
         }
         Err(_) => janitor_metrics::due_pass_failed(),
     }

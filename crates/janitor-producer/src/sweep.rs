@@ -255,7 +255,12 @@ fn record(report: &SweepReport) {
         ),
         at_unix: janitor_core::to_unix_seconds(report.now),
     });
-    for (kind, k) in &report.kinds {
+    record_kinds(&report.kinds);
+}
+
+/// A pass's findings and pushes per job kind, in the metrics (sweeps and due passes alike).
+pub(crate) fn record_kinds(kinds: &BTreeMap<&'static str, KindReport>) {
+    for (kind, k) in kinds {
         janitor_metrics::sweep_kind(
             kind,
             &janitor_metrics::KindFigures {

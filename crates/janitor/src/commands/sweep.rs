@@ -101,6 +101,23 @@ fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
     }
 }
 
+/// Takes the sweep lease, waiting up to `wait`; `None` when another producer kept it.
+async fn acquire(
+    settings: &Settings,
+    queue: &Queue,
+    wait: Duration,
+) -> anyhow::Result<Option<SweepLease>> {
+    SweepLease::acquire(
+        queue.connection(),
+        &settings.queue.name,
+        &context::process_name("producer"),
+        LEASE_TTL,
+        wait,
+    )
+    .await
+    .context("taking the sweep lease")
+}
+
 /// One due pass under the lease: this process's sweep's while one runs, else its own
 /// (waiting up to `lease_wait`). `None` when another producer kept the lease.
 pub async fn due_once(
@@ -121,22 +138,10 @@ pub async fn due_once(
     let shared = held().clone();
     let (lease, own) = match shared {
         Some(lease) => (lease, false),
-        None => {
-            let holder = context::process_name("producer");
-            match SweepLease::acquire(
-                queue.connection(),
-                &settings.queue.name,
-                &holder,
-                LEASE_TTL,
-                lease_wait,
-            )
-            .await
-            .context("taking the sweep lease")?
-            {
-                Some(lease) => (lease, true),
-                None => return Ok(None),
-            }
-        }
+        None => match acquire(settings, queue, lease_wait).await? {
+            Some(lease) => (lease, true),
+            None => return Ok(None),
+        },
     };
     let result = due_pass(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
     if own {
@@ -167,22 +172,14 @@ pub async fn sweep_once(
     if dry_run {
         return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
     }
-    let holder = context::process_name("producer");
-    let lease = SweepLease::acquire(
-        queue.connection(),
-        &settings.queue.name,
-        &holder,
-        LEASE_TTL,
-        lease_wait,
-    )
-    .await
-    .context("taking the sweep lease")?
-    .with_context(|| {
-        format!(
-            "another producer held the sweep lease for {}s",
-            lease_wait.as_secs()
-        )
-    })?;
+    let lease = acquire(settings, queue, lease_wait)
+        .await?
+        .with_context(|| {
+            format!(
+                "another producer held the sweep lease for {}s",
+                lease_wait.as_secs()
+            )
+        })?;
     *held() = Some(lease.clone());
     let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
     *held() = None;
