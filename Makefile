@@ -59,7 +59,7 @@ demo: ## The incident on a platform-shaped SQLite file: before, one janitor cycl
 	@bash scripts/demo.sh
 
 .PHONY: bench
-bench: services ## Catch-up and sweep benchmarks next to the sequential baseline (release build)
+bench: services ## Catch-up, sweep (100k, 1M), steady-state (due pass vs 10 s sweeps) and skip-intake benchmarks (release build)
 	$(CARGO) build --release -p janitor -p janitor-bench
 	target/release/janitor-bench
 

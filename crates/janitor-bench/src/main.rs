@@ -7,6 +7,11 @@
 //! - sweep: one pass over many live slots and running rows, its duration and the peak
 //!   memory of the `janitor sweep` process at two sizes.
 //!
+//! - sweep-1m: the same pass over a million slots (100k agents), against 5 s;
+//! - steady: 100k live slots of which 1% die each minute, under `janitor run` with 10 s
+//!   full sweeps and with the defaults (a due pass a second): reap latency and the CPU of
+//!   Redis, the database and janitor (see [`steady`]);
+//!
 //! - skip intake: `POST /api/v1/skip` requests/s on a release `janitor serve`, for a burst
 //!   of distinct skips and for repeats of one (see [`intake`]).
 //!
