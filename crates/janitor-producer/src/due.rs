@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use crate::breaker::{self, Decision, PassFigures};
 use crate::observe::{judge_all, Pair};
-use crate::sweep::{record_kinds, KindReport, Pusher, SweepError, SweepOptions};
+use crate::sweep::{count_guarded, record_kinds, KindReport, Pusher, SweepError, SweepOptions};
 use crate::SweepLease;
 
 /// A pair that got a job is judged again this much later: by then its job has run (the
@@ -491,17 +491,7 @@ async fn due_pass_inner(
                 CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
             {
                 report.kinds.entry(job.kind.as_str()).or_default().found += 1;
-                let guarded = pair.verdict.is_guarded();
-                let due = pair
-                    .verdict
-                    .due_since(pair.slot.as_ref(), policy)
-                    .map_or(f64::NEG_INFINITY, to_unix_seconds);
-                if guarded {
-                    figures.guarded += 1;
-                    if due > previous {
-                        figures.guarded_new += 1;
-                    }
-                }
+                let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
                 if pair.slot.is_some() {
                     figures.slots += 1;
                 }

@@ -275,6 +275,29 @@ pub(crate) fn record_kinds(kinds: &BTreeMap<&'static str, KindReport>) {
     }
 }
 
+/// Counts `pair`'s actionable verdict in `figures` when the breaker guards it (and as new
+/// when it became due after `previous`). Returns whether it is guarded and when it became
+/// due (unix seconds; `-inf` when unknown).
+pub(crate) fn count_guarded(
+    figures: &mut PassFigures,
+    pair: &crate::Pair,
+    policy: &Policy,
+    previous: f64,
+) -> (bool, f64) {
+    let guarded = pair.verdict.is_guarded();
+    let due = pair
+        .verdict
+        .due_since(pair.slot.as_ref(), policy)
+        .map_or(f64::NEG_INFINITY, to_unix_seconds);
+    if guarded {
+        figures.guarded += 1;
+        if due > previous {
+            figures.guarded_new += 1;
+        }
+    }
+    (guarded, due)
+}
+
 /// A job held until the end of the pass.
 struct Held {
     job: CleanupJob,
@@ -378,17 +401,7 @@ async fn sweep_pass(
                 return Ok(ControlFlow::Continue(()));
             };
             pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-            let guarded = pair.verdict.is_guarded();
-            let due = pair
-                .verdict
-                .due_since(pair.slot.as_ref(), policy)
-                .map_or(f64::NEG_INFINITY, to_unix_seconds);
-            if guarded {
-                figures.guarded += 1;
-                if due > previous {
-                    figures.guarded_new += 1;
-                }
-            }
+            let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
             if (held.len() as u64) < pusher.room {
                 held.push(Held { job, guarded, due });
             } else if options.force {
