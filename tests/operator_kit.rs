@@ -62,18 +62,20 @@ async fn the_rules_and_the_dashboard_read_only_metrics_that_metrics_exposes() {
     env.run(&["migrate", "--create-platform-tables"]).ok();
     seed_incident(&env).await;
     // Producer and workers in one process: after its first cycle it has swept, enqueued,
-    // applied and reaped, so every histogram has samples.
+    // applied, reaped and run a due pass, so every histogram has samples.
     let served = env.serve(
         &["run", "--listen", "127.0.0.1:0"],
         &[("JANITOR_SWEEP_INTERVAL_SECS", "3600")],
     );
     let mut text = String::new();
     eventually(
-        "a reap and a worker heartbeat",
+        "a reap, a due pass and a worker heartbeat",
         Duration::from_secs(60),
         || {
             text = scrape(&served.addr);
             let done = text.contains("janitor_reap_latency_seconds_count")
+                && text.contains("janitor_due_pass_duration_seconds_count")
+                && text.contains("janitor_due_index_pairs")
                 && text.contains("janitor_queue_workers_alive ")
                 && !text.contains("janitor_queue_workers_alive 0");
             async move { done }

@@ -301,7 +301,7 @@ pub(super) struct RetryResult {
 pub(super) async fn retry(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Json<RetryRequest>, JsonRejection>,
+    body: Result<Json<super::Object<RetryRequest>>, JsonRejection>,
 ) -> Response {
     let request = match command(&app, &headers, body) {
         Ok(request) => request,
@@ -370,7 +370,7 @@ pub(super) enum PurgeState {
 pub(super) async fn purge(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Json<PurgeRequest>, JsonRejection>,
+    body: Result<Json<super::Object<PurgeRequest>>, JsonRejection>,
 ) -> Response {
     let request = match command(&app, &headers, body) {
         Ok(request) => request,
@@ -410,7 +410,7 @@ pub(super) struct SweepRequest {
 pub(super) async fn sweep_now(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Json<SweepRequest>, JsonRejection>,
+    body: Result<Json<super::Object<SweepRequest>>, JsonRejection>,
 ) -> Response {
     let request = match command(&app, &headers, body) {
         Ok(request) => request,
@@ -458,7 +458,7 @@ pub(super) struct SkipRequest {
 pub(super) async fn skip(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Json<SkipRequest>, JsonRejection>,
+    body: Result<Json<super::Object<SkipRequest>>, JsonRejection>,
 ) -> Response {
     let request = match command(&app, &headers, body) {
         Ok(request) => request,

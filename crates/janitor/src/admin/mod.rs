@@ -248,11 +248,24 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
 fn command<T>(
     app: &App,
     headers: &HeaderMap,
-    body: Result<Json<T>, JsonRejection>,
+    body: Result<Json<Object<T>>, JsonRejection>,
 ) -> Result<T, Refusal> {
     authorize(app, headers)?;
-    body.map(|Json(request)| request)
+    body.map(|Json(Object(request))| request)
         .map_err(|rejection| Refusal(StatusCode::BAD_REQUEST, rejection.body_text()))
+}
+
+/// A request body that must be a JSON object: serde reads a struct from an array too
+/// (schemathesis: `POST /api/v1/sweep` with `[]` was a sweep with every default).
+pub(super) struct Object<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        T::deserialize(serde_json::Value::Object(map))
+            .map(Object)
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// A read's query string, parsed (400 with the reason when it does not parse).
