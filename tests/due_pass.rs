@@ -62,10 +62,13 @@ async fn seed_run(env: &Env, agent: &str, id: &str, age: f64, timeout: i64) {
 async fn a_run_that_dies_after_the_sweep_is_reaped_by_a_due_pass(kind: Kind) {
     let env = Env::new(kind).await;
     env.run(&["migrate", "--create-platform-tables"]).ok();
-    // `dies` is due 2 s from now; `renewed` too, but its slot is renewed before that;
-    // `long` is due in an hour.
-    seed_run(&env, "ops/β", "dies", 0.0, 1).await;
-    seed_run(&env, "ops/β", "renewed", 0.0, 1).await;
+    // `dies` is due 5 s from now (time enough for a sweep and a due pass of a debug build
+    // beside other tests); `renewed` too, but its slot is renewed before that;
+    // `later` is due in 100 s; `long` in an hour, past the index's horizon (two sweep
+    // intervals and a minute: 3 minutes by default), so the later full sweeps index it.
+    seed_run(&env, "ops/β", "dies", 0.0, 4).await;
+    seed_run(&env, "ops/β", "renewed", 0.0, 4).await;
+    seed_run(&env, "agent one", "later", 0.0, 99).await;
     seed_run(&env, "agent one", "long", 0.0, 3_600).await;
     let seeded = env.redis_now().await.unwrap();
 
@@ -74,6 +77,10 @@ async fn a_run_that_dies_after_the_sweep_is_reaped_by_a_due_pass(kind: Kind) {
     assert!(sweep["kinds"].as_object().unwrap().is_empty(), "{sweep:#}");
     let before = index(&env).await;
     assert_eq!(before.len(), 3);
+    assert!(
+        !before.iter().any(|(m, _)| m.ends_with("\x1flong")),
+        "{before:?}"
+    );
 
     // Nothing is due yet: a due pass reads nothing and judges nothing.
     let early = env_args(&env, &["sweep", "--due", "--json"]).ok().json();
@@ -84,8 +91,8 @@ async fn a_run_that_dies_after_the_sweep_is_reaped_by_a_due_pass(kind: Kind) {
     );
 
     // Both short deadlines pass, then the platform renews one slot (its score becomes the
-    // renewal's time: due again 2 s later).
-    until_redis_time(&env, seeded + 2.2).await;
+    // renewal's time: due again 5 s later).
+    until_redis_time(&env, seeded + 5.2).await;
     let renewed_at = env.redis_now().await.unwrap();
     redis::cmd("ZADD")
         .arg(format!("{}ops/β", env.slot_prefix))
@@ -109,8 +116,8 @@ async fn a_run_that_dies_after_the_sweep_is_reaped_by_a_due_pass(kind: Kind) {
             .find(|(m, _)| m.ends_with(&format!("\x1f{id}")))
             .map(|(_, at)| *at)
     };
-    assert!(instant(&after, "renewed").unwrap() >= renewed_at + 2.0);
-    assert_eq!(instant(&after, "long"), instant(&before, "long"));
+    assert!(instant(&after, "renewed").unwrap() >= renewed_at + 5.0);
+    assert_eq!(instant(&after, "later"), instant(&before, "later"));
     // The reaped run is looked at again later (its job has run by then).
     assert!(instant(&after, "dies").unwrap() > renewed_at + 20.0);
 
@@ -164,7 +171,7 @@ async fn a_due_pass_never_acts_on_a_row_that_vanished() {
 async fn a_refusing_sweep_empties_the_index() {
     let env = Env::new(Kind::Sqlite).await;
     env.run(&["migrate", "--create-platform-tables"]).ok();
-    seed_run(&env, "alpha", "kept", 0.0, 3_600).await;
+    seed_run(&env, "alpha", "kept", 0.0, 100).await;
     env_args(&env, &["sweep"]).ok();
     assert_eq!(index(&env).await.len(), 1);
     // 30 slots with no row at all: most slots rowless.

@@ -438,6 +438,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         dry_run: false,
         database: String::new(),
         no_index: false,
+        index_horizon: None,
     };
     let start = Instant::now();
     let concurrency = args.concurrency.to_string();
@@ -656,9 +657,7 @@ async fn sweep_cost(
     let mut elapsed_ms = u64::MAX;
     let mut rss_kib = 0;
     for _ in 0..2 {
-        let child = stage
-            .janitor(args, &["sweep", "--json", "--scan-batch", "1000"])
-            .spawn()?;
+        let child = stage.janitor(args, &["sweep", "--json"]).spawn()?;
         let (stdout, rss) = wait_with_rss(child)?;
         let report: serde_json::Value = serde_json::from_str(&stdout).context("sweep output")?;
         if report["stats"]["slots_scanned"].as_u64() != Some(slots as u64) {

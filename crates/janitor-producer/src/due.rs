@@ -446,15 +446,15 @@ async fn due_pass_inner(
         // The slot first, then the row (as the sweep's slot pass): a run that finishes in
         // between is seen finished with its slot, never slotless while running.
         let (now, found) = slots.lookup_at(&pairs).await?;
-        let (entries, live) = tokio::try_join!(rows.rows_by_ids(&ids), slots.liveness(&ids))?;
-        let mut by_id: HashMap<String, RowEntry> = entries
+        let mut by_id: HashMap<String, RowEntry> = rows
+            .rows_by_ids(&ids)
+            .await?
             .into_iter()
             .map(|entry| (entry.id().to_owned(), entry))
             .collect();
         let mut judged_members = Vec::new();
         let mut items = Vec::new();
-        for (((text, row_seen, _, execution), slot), live) in runs.into_iter().zip(found).zip(live)
-        {
+        for ((text, row_seen, _, execution), slot) in runs.into_iter().zip(found) {
             let row = match by_id.remove(execution.as_str()) {
                 Some(RowEntry::Row(row)) => Some(row),
                 Some(RowEntry::Corrupt(_)) => {
@@ -480,9 +480,9 @@ async fn due_pass_inner(
                 continue;
             }
             judged_members.push(text);
-            items.push((slot, row, live));
+            items.push((slot, row));
         }
-        let judged = judge_all(slots, items, now, policy).await;
+        let judged = judge_all(slots, items, now, policy).await?;
         report.judged += judged.len() as u64;
         figures.judged += judged.len() as u64;
         let job_recheck = to_unix_seconds(now) + JOB_RECHECK_SECS;

@@ -72,32 +72,41 @@ pub struct ObserveStats {
 const READ_AHEAD: usize = 2;
 
 /// A page of open rows, each with its run's slot when it holds one (or why it is
-/// unreadable) and the evidence of life beside it.
-type RowBatch = Vec<(RowEntry, SlotRead, Liveness)>;
+/// unreadable).
+type RowBatch = Vec<(RowEntry, SlotRead)>;
 /// A batch of slots not paired from the row side, with the rows of their runs (by id,
-/// whatever their status) and each slot's evidence of life.
-type SlotBatch = (Vec<(SlotEntry, Liveness)>, HashMap<String, RowEntry>);
+/// whatever their status).
+type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
 
 /// Streams every open row and every slot, judges each pair at `now` and hands each finding
-/// to `sink`, which may stop the pass early (`ControlFlow::Break`).
+/// to `sink`, which may stop the pass early (`ControlFlow::Break`). With `activities`, the
+/// `started` activities rule 8 can close are read and judged too.
 ///
 /// Each item is read once. The row pass pages the open rows by (agent, id) and looks up
-/// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a scratch HASH in Redis; the slot
-/// pass then scans every slot ZSET and — filtered inside Redis by those counts — reads only
-/// the ZSETs holding a slot no open row claimed (leaked, rowless or corrupt ones), fetching
-/// their rows by id. Reading is
-/// pipelined: reader tasks fetch the next batches while the caller judges the current one,
-/// so a pass takes about as long as its slowest stage. Memory is bounded by a few batches.
+/// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a
+/// scratch HASH in Redis; meanwhile a census records every slot ZSET key in a scratch SET.
+/// The slot pass then reads the census and — filtered inside Redis by those counts — reads
+/// only the ZSETs holding a slot no open row claimed (leaked, rowless or corrupt ones),
+/// fetching their rows by id. Reading is pipelined: reader tasks fetch the next batches
+/// while the caller judges the current one, so a pass takes about as long as its slowest
+/// stage. Memory is bounded by a few batches.
 pub async fn observe<E: From<StoreError>>(
     slots: &SlotStore,
     rows: &ExecutionStore,
     policy: &Policy,
     now: Timestamp,
     batch: usize,
+    activities: bool,
     sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
     let paired = slots.paired_set();
-    let result = observe_with(slots, rows, &paired, policy, now, batch.max(1), sink).await;
+    let pass = Pass {
+        policy,
+        now,
+        batch: batch.max(1),
+        activities,
+    };
+    let result = observe_with(slots, rows, &paired, &pass, sink).await;
     // Best effort: the set expires by itself if this fails.
     if let Err(e) = slots.drop_paired(&paired).await {
         tracing::warn!(key = paired.key(), error = %e, "could not delete the sweep's scratch set");
@@ -105,16 +114,30 @@ pub async fn observe<E: From<StoreError>>(
     result
 }
 
+/// What one observation reads and judges with.
+struct Pass<'a> {
+    policy: &'a Policy,
+    now: Timestamp,
+    batch: usize,
+    /// Whether the activities rule 8 can close are read too.
+    activities: bool,
+}
+
 async fn observe_with<E: From<StoreError>>(
     slots: &SlotStore,
     rows: &ExecutionStore,
     paired: &PairedSet,
-    policy: &Policy,
-    now: Timestamp,
-    batch: usize,
+    pass: &Pass<'_>,
     mut sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
+    let &Pass {
+        policy,
+        now,
+        batch,
+        activities,
+    } = pass;
     let mut stats = ObserveStats::default();
+    let started = std::time::Instant::now();
     // Dropping the set (an early stop or an error) aborts the readers.
     let mut readers = JoinSet::new();
     macro_rules! emit {
@@ -145,7 +168,15 @@ async fn observe_with<E: From<StoreError>>(
     }
 
     // Activities (rule 8) are independent of both passes: read alongside them.
-    let mut activity_pages = read_activities(&mut readers, rows, batch);
+    let mut activity_pages = read_activities(&mut readers, rows, batch, activities);
+
+    // Every slot ZSET key, recorded in Redis while the row pass runs: walking the keyspace
+    // is most of the slot pass's cost, and it needs nothing from the row pass.
+    let census = {
+        let (slots, paired) = (slots.clone(), paired.clone());
+        tokio::spawn(async move { slots.census(&paired).await })
+    };
+    let mut census = AbortOnDrop(census);
 
     // SQL → Redis: every open row, with its slot if it holds one.
     let mut row_batches = read_open_rows(&mut readers, slots, rows, paired, batch);
@@ -153,16 +184,36 @@ async fn observe_with<E: From<StoreError>>(
         let page = read.map_err(E::from)?;
         stats.rows_scanned += page.len() as u64;
         let mut judged = Vec::with_capacity(page.len());
-        for (entry, slot, live) in page {
+        for (entry, slot) in page {
             match (entry, slot) {
                 (RowEntry::Corrupt(c), _) => emit!(Finding::CorruptRow(c), stats),
                 // The run's slot cannot be read: never judge the run as slotless.
                 (RowEntry::Row(_), Err(c)) => emit!(Finding::CorruptSlot(c), stats),
-                (RowEntry::Row(row), Ok(slot)) => judged.push((slot, Some(row), live)),
+                (RowEntry::Row(row), Ok(slot)) => judged.push((slot, Some(row))),
             }
         }
-        for pair in judge_all(slots, judged, now, policy).await {
+        for pair in judge_all(slots, judged, now, policy)
+            .await
+            .map_err(E::from)?
+        {
             emit!(Finding::Pair(pair), stats)
+        }
+    }
+
+    tracing::debug!(
+        rows = stats.rows_scanned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "row pass done"
+    );
+
+    match (&mut census.0).await {
+        Ok(result) => {
+            result.map_err(E::from)?;
+        }
+        Err(e) => {
+            return Err(E::from(StoreError::Protocol(format!(
+                "the census of slot ZSETs stopped: {e}"
+            ))))
         }
     }
 
@@ -173,7 +224,7 @@ async fn observe_with<E: From<StoreError>>(
     while let Some(read) = slot_batches.recv().await {
         let (entries, mut by_id) = read.map_err(E::from)?;
         let mut judged = Vec::with_capacity(entries.len());
-        for (entry, live) in entries {
+        for entry in entries {
             let slot = match entry {
                 SlotEntry::Slot(s) => s.observation,
                 SlotEntry::Corrupt(c) => {
@@ -187,14 +238,23 @@ async fn observe_with<E: From<StoreError>>(
                 Some(RowEntry::Corrupt(c)) if !Status::parse(&c.status).is_terminal() => {}
                 // A row we cannot read safely: report it; never judge its slot as rowless.
                 Some(RowEntry::Corrupt(c)) => emit!(Finding::CorruptRow(c), stats),
-                Some(RowEntry::Row(row)) => judged.push((Some(slot), Some(row), live)),
-                None => judged.push((Some(slot), None, live)),
+                Some(RowEntry::Row(row)) => judged.push((Some(slot), Some(row))),
+                None => judged.push((Some(slot), None)),
             }
         }
-        for pair in judge_all(slots, judged, now, policy).await {
+        for pair in judge_all(slots, judged, now, policy)
+            .await
+            .map_err(E::from)?
+        {
             emit!(Finding::Pair(pair), stats)
         }
     }
+
+    tracing::debug!(
+        slots = stats.slots_scanned,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "slot pass done"
+    );
 
     // Activities left `started` that rule 8 can close: paged by id, with their runs.
     while let Some(read) = activity_pages.recv().await {
@@ -213,37 +273,31 @@ async fn observe_with<E: From<StoreError>>(
     Ok(stats)
 }
 
+/// Aborts the task when dropped (a pass that stops early or fails leaves nothing running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sends each result down `tx`; stops after the first error or once the receiver is gone.
 async fn forward<T>(tx: &mpsc::Sender<Result<T, StoreError>>, item: Result<T, StoreError>) -> bool {
     let failed = item.is_err();
     tx.send(item).await.is_ok() && !failed
 }
 
-/// How often one process reads the activities rule 8 can close. Its thresholds are in
-/// hours and a finished run's activity is rare, while the read visits every open
-/// activity: a catch-up sweeping every second would spend a fifth of its time on it.
-const ACTIVITY_PASS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Whether this process's activity pass is due (the first pass of a process always is).
-fn activity_pass_due() -> bool {
-    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    let due = last.is_none_or(|at| at.elapsed() >= ACTIVITY_PASS_INTERVAL);
-    if due {
-        *last = Some(std::time::Instant::now());
-    }
-    due
-}
-
-/// Starts the reader of the activities rule 8 can close, page by page (none when this
-/// process read them less than [`ACTIVITY_PASS_INTERVAL`] ago).
+/// Starts the reader of the activities rule 8 can close, page by page (none unless
+/// `wanted`).
 fn read_activities(
     readers: &mut JoinSet<()>,
     rows: &ExecutionStore,
     batch: usize,
+    wanted: bool,
 ) -> mpsc::Receiver<Result<Vec<ActivityEntry>, StoreError>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    if !activity_pass_due() {
+    if !wanted {
         return rx;
     }
     let rows = rows.clone();
@@ -318,17 +372,15 @@ async fn pair_page(
             RowEntry::Corrupt(_) => None,
         })
         .collect();
-    let ids: Vec<ExecutionId> = runs.iter().map(|(_, e)| e.clone()).collect();
-    let (found, live) = tokio::try_join!(slots.pair_open(paired, &runs), slots.liveness(&ids))?;
-    let mut found = found.into_iter().zip(live);
+    let mut found = slots.pair_open(paired, &runs).await?.into_iter();
     Ok(page
         .into_iter()
         .map(|entry| {
-            let (slot, live) = match entry {
-                RowEntry::Row(_) => found.next().unwrap_or((Ok(None), Liveness::NONE)),
-                RowEntry::Corrupt(_) => (Ok(None), Liveness::NONE),
+            let slot = match entry {
+                RowEntry::Row(_) => found.next().unwrap_or(Ok(None)),
+                RowEntry::Corrupt(_) => Ok(None),
             };
-            (entry, slot, live)
+            (entry, slot)
         })
         .collect())
 }
@@ -353,11 +405,11 @@ fn read_unpaired_slots(
             }
         }
     });
-    let (rows, slots) = (rows.clone(), slots.clone());
+    let rows = rows.clone();
     readers.spawn(async move {
         while let Some(read) = scanned_rx.recv().await {
             let joined = match read {
-                Ok(entries) => rows_of(&rows, &slots, entries).await,
+                Ok(entries) => rows_of(&rows, entries).await,
                 Err(e) => Err(e),
             };
             if !forward(&joined_tx, joined).await {
@@ -369,11 +421,7 @@ fn read_unpaired_slots(
 }
 
 /// A batch of slots with their runs' rows, by id.
-async fn rows_of(
-    rows: &ExecutionStore,
-    slots: &SlotStore,
-    entries: Vec<SlotEntry>,
-) -> Result<SlotBatch, StoreError> {
+async fn rows_of(rows: &ExecutionStore, entries: Vec<SlotEntry>) -> Result<SlotBatch, StoreError> {
     let ids: Vec<ExecutionId> = entries
         .iter()
         .filter_map(|e| match e {
@@ -381,44 +429,54 @@ async fn rows_of(
             SlotEntry::Corrupt(_) => None,
         })
         .collect();
-    let (found, live) = tokio::try_join!(rows.rows_by_ids(&ids), slots.liveness(&ids))?;
-    let by_id = found
+    let by_id = rows
+        .rows_by_ids(&ids)
+        .await?
         .into_iter()
         .map(|entry| (entry.id().to_owned(), entry))
-        .collect();
-    let mut live = live.into_iter();
-    let entries = entries
-        .into_iter()
-        .map(|entry| {
-            let live = match entry {
-                SlotEntry::Slot(_) => live.next().unwrap_or(Liveness::NONE),
-                SlotEntry::Corrupt(_) => Liveness::NONE,
-            };
-            (entry, live)
-        })
         .collect();
     Ok((entries, by_id))
 }
 
-/// Judges a batch of pairs; when the agent liveness probe is on, the agents of the pairs
-/// whose verdict would fail a run or remove a slot on evidence a wrong view could fake are
-/// asked (one request per agent) and those pairs judged again with the answer.
+/// Judges a batch of pairs. Evidence of life can only hold a rule back, never make one
+/// act, so it is read only for the pairs a rule would act on (or report): first the
+/// in-flight markers (one `MGET`), then, when the agent liveness probe is on, the agents of
+/// the pairs whose verdict would fail a run or remove a slot on evidence a wrong view could
+/// fake (one request per agent). Those pairs are judged again with what was found. A pair
+/// that is healthy by the stores alone is never read for markers: at 1M slots that is a
+/// million keys a sweep does not need.
 pub(crate) async fn judge_all(
     slots: &SlotStore,
-    items: Vec<(Option<SlotObservation>, Option<RowObservation>, Liveness)>,
+    items: Vec<(Option<SlotObservation>, Option<RowObservation>)>,
     now: Timestamp,
     policy: &Policy,
-) -> Vec<Pair> {
+) -> Result<Vec<Pair>, StoreError> {
     let mut pairs: Vec<Pair> = items
         .into_iter()
-        .map(|(slot, row, live)| judge(slot, row, &live, now, policy))
+        .map(|(slot, row)| judge(slot, row, &Liveness::NONE, now, policy))
         .collect();
+    let held_by_rule =
+        |p: &Pair| !matches!(p.verdict, Verdict::Healthy { .. } | Verdict::Alive { .. });
+    let (at, ids): (Vec<usize>, Vec<ExecutionId>) = pairs
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| held_by_rule(p))
+        .filter_map(|(i, p)| p.run().map(|(_, id)| (i, id)))
+        .unzip();
+    if !ids.is_empty() {
+        for (i, live) in at.into_iter().zip(slots.liveness(&ids).await?) {
+            if live.in_flight {
+                let pair = &mut pairs[i];
+                *pair = judge(pair.slot.take(), pair.row.take(), &live, now, policy);
+            }
+        }
+    }
     if slots.probe().is_none() {
-        return pairs;
+        return Ok(pairs);
     }
     let runs: Vec<(AgentName, ExecutionId)> = pairs.iter().filter_map(Pair::run).collect();
     if runs.len() != pairs.len() {
-        return pairs;
+        return Ok(pairs);
     }
     let mut live: Vec<Liveness> = pairs.iter().map(|p| p.live).collect();
     slots
@@ -429,7 +487,7 @@ pub(crate) async fn judge_all(
             *pair = judge(pair.slot.take(), pair.row.take(), &live, now, policy);
         }
     }
-    pairs
+    Ok(pairs)
 }
 
 impl Pair {

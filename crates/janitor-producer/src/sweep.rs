@@ -36,6 +36,11 @@ pub struct SweepOptions {
     pub database: String,
     /// Leave the deadline index alone (no due passes read it: they are off).
     pub no_index: bool,
+    /// Index only the pairs due within this long of the sweep (`None`: every pair). Each
+    /// later full sweep indexes the pairs that have come within it, so a horizon longer
+    /// than the time between two sweeps loses none, and the index holds what is nearly
+    /// due rather than the whole fleet.
+    pub index_horizon: Option<Duration>,
 }
 
 /// Per job kind: what was found and what became of it.
@@ -219,6 +224,30 @@ pub async fn sweep(
     result
 }
 
+/// How often rule 8's activities are read, across every producer of a queue. Its
+/// thresholds are in hours and a finished run's leftover activity is rare, while the read
+/// visits every `started` activity — one per open run: at a million runs it cost a full
+/// sweep a second of database CPU, every sweep.
+pub const ACTIVITY_PASS_INTERVAL_SECS: u64 = 300;
+
+/// Whether this sweep reads the activities rule 8 can close: the first sweep of a queue
+/// in each [`ACTIVITY_PASS_INTERVAL_SECS`] claims the turn (`SET NX EX`, so replicas and
+/// one-shot commands share it). A dry run always reads them and claims nothing.
+async fn activity_turn(queue: &Queue, dry_run: bool) -> Result<bool, redis::RedisError> {
+    if dry_run {
+        return Ok(true);
+    }
+    let claimed: Option<String> = redis::cmd("SET")
+        .arg(format!("{}:janitor:activity-pass", queue.keys().name()))
+        .arg(std::process::id())
+        .arg("NX")
+        .arg("EX")
+        .arg(ACTIVITY_PASS_INTERVAL_SECS)
+        .query_async(&mut queue.connection())
+        .await?;
+    Ok(claimed.is_some())
+}
+
 /// How often one process counts the runs completed after janitor failed them: the count
 /// reads a day of janitor's fails, too much for every sweep of a catch-up.
 const COMPLETED_CHECK_INTERVAL: Duration = Duration::from_secs(60);
@@ -332,6 +361,10 @@ async fn sweep_pass(
     // The deadline index is rebuilt by every pass that acts (see `crate::due`).
     let index = DueIndex::new(queue.connection(), queue.keys().name());
     let mut build = (!options.dry_run && !options.no_index).then(|| index.build());
+    let index_until = options
+        .index_horizon
+        .and_then(|h| chrono::TimeDelta::from_std(h).ok())
+        .and_then(|h| now.checked_add_signed(h));
     let mut pusher = Pusher {
         queue,
         lease,
@@ -348,12 +381,16 @@ async fn sweep_pass(
         now: to_unix_seconds(now),
         ..PassFigures::default()
     };
+    let activities = activity_turn(queue, options.dry_run)
+        .await
+        .map_err(QueueError::from)?;
     let stats = observe::<SweepError>(
         slots,
         rows,
         policy,
         now,
         options.batch.max(1),
+        activities,
         async |finding| {
             let pair = match finding {
                 Finding::Pair(pair) => pair,
@@ -391,12 +428,12 @@ async fn sweep_pass(
             let Some(job) =
                 CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
             else {
-                if let (Some(build), Some(at), Some(member)) = (
-                    build.as_mut(),
-                    due::recheck_at(&pair, now),
-                    due::member_of(&pair),
-                ) {
-                    build.add(member, at).await.map_err(StoreError::from)?;
+                if let (Some(build), Some(at)) = (build.as_mut(), due::recheck_at(&pair, now)) {
+                    if index_until.is_none_or(|until| at <= until) {
+                        if let Some(member) = due::member_of(&pair) {
+                            build.add(member, at).await.map_err(StoreError::from)?;
+                        }
+                    }
                 }
                 return Ok(ControlFlow::Continue(()));
             };

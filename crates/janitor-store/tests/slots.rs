@@ -468,6 +468,7 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     assert!(first[1].is_some() && second[0].is_some());
     assert!(second[1].is_none(), "b2 holds no slot");
 
+    assert_eq!(store.census(&paired).await.unwrap(), 3, "three slot ZSETs");
     let batches: Vec<Vec<SlotEntry>> = store.scan_unpaired(2, &paired).try_collect().await.unwrap();
     let mut seen: Vec<String> = batches
         .into_iter()
@@ -483,14 +484,15 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     assert_eq!(seen, ["b-leaked", "b1", "c-rowless"]);
 
     store.drop_paired(&paired).await.unwrap();
-    let exists: bool = conn.exists(paired.key()).await.unwrap();
-    assert!(!exists, "the scratch hash is deleted");
-    // Without any pairing, every slot comes back.
-    let all: Vec<Vec<SlotEntry>> = store
-        .scan_unpaired(10, &store.paired_set())
-        .try_collect()
+    let exists: usize = conn
+        .exists(&[paired.key().to_owned(), paired.census_key()])
         .await
         .unwrap();
+    assert_eq!(exists, 0, "the scratch hash and census are deleted");
+    // Without any pairing, every slot comes back.
+    let fresh = store.paired_set();
+    store.census(&fresh).await.unwrap();
+    let all: Vec<Vec<SlotEntry>> = store.scan_unpaired(10, &fresh).try_collect().await.unwrap();
     assert_eq!(all.into_iter().flatten().count(), 5);
 }
 

@@ -109,7 +109,8 @@ pub enum SlotEntry {
 }
 
 /// A sweep's scratch HASH counting, per slot ZSET, the slots already judged from the row
-/// side; held in Redis so the sweep's own memory grows with neither slots nor agents.
+/// side, and its census SET of every slot ZSET; held in Redis so the sweep's own memory
+/// grows with neither slots nor agents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairedSet {
     key: String,
@@ -118,6 +119,15 @@ pub struct PairedSet {
 impl PairedSet {
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The SET of every slot ZSET key the sweep's census found.
+    pub fn census_key(&self) -> String {
+        Self::census_key_of(&self.key)
+    }
+
+    pub(crate) fn census_key_of(key: &str) -> String {
+        format!("{key}:zsets")
     }
 }
 

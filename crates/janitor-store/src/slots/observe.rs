@@ -94,10 +94,10 @@ impl SlotStore {
         self.scan_filtered(batch, None)
     }
 
-    /// [`Self::scan`], leaving out the ZSETs whose every slot [`Self::pair_open`] paired with
-    /// an open run: the filter runs inside Redis, so slots already judged with their rows
-    /// cost neither a transfer nor a lookup. The members of the other ZSETs all come back,
-    /// paired or not.
+    /// [`Self::scan`] over the ZSETs [`Self::census`] recorded in `paired` (call it first),
+    /// leaving out those whose every slot [`Self::pair_open`] paired with an open run: the
+    /// filter runs inside Redis, so slots already judged with their rows cost neither a
+    /// transfer nor a lookup. The members of the other ZSETs all come back, paired or not.
     pub fn scan_unpaired(
         &self,
         batch: usize,
@@ -133,16 +133,19 @@ impl SlotStore {
                 let Some(cursor) = state.cursor else {
                     return Ok(None);
                 };
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(state.store.keys.scan_pattern())
-                    .arg("COUNT")
-                    .arg(SCAN_COUNT)
-                    .arg("TYPE")
-                    .arg("zset")
-                    .query_async(&mut state.store.conn.clone())
-                    .await?;
+                let (next, keys): (u64, Vec<Vec<u8>>) = match &state.paired {
+                    // The slot pass reads the ZSETs the census found (see `census`).
+                    Some(paired) => {
+                        redis::cmd("SSCAN")
+                            .arg(PairedSet::census_key_of(paired))
+                            .arg(cursor)
+                            .arg("COUNT")
+                            .arg(SCAN_COUNT)
+                            .query_async(&mut state.store.conn.clone())
+                            .await?
+                    }
+                    None => state.store.scan_keys(cursor).await?,
+                };
                 state.cursor = (next != 0).then_some(next);
                 if !keys.is_empty() {
                     let members = match &state.paired {
@@ -155,6 +158,46 @@ impl SlotStore {
                 }
             }
         })
+    }
+
+    /// One `SCAN` call for slot ZSET keys.
+    async fn scan_keys(&self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>), StoreError> {
+        Ok(redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(self.keys.scan_pattern())
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .arg("TYPE")
+            .arg("zset")
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Records every slot ZSET key in `paired`'s census set (one `SADD` per `SCAN` call)
+    /// and returns how many. The census walks the whole keyspace, which at a million slots
+    /// costs Redis about as much as the row pass's reads; run alongside the row pass, it
+    /// leaves the slot pass only the census to read ([`Self::scan_unpaired`]).
+    pub async fn census(&self, paired: &PairedSet) -> Result<u64, StoreError> {
+        let census = paired.census_key();
+        let (mut cursor, mut found) = (0u64, 0u64);
+        loop {
+            let (next, keys) = self.scan_keys(cursor).await?;
+            if !keys.is_empty() {
+                found += keys.len() as u64;
+                let mut pipe = redis::pipe();
+                pipe.cmd("SADD").arg(&census).arg(&keys).ignore();
+                pipe.cmd("EXPIRE")
+                    .arg(&census)
+                    .arg(PAIRED_TTL_SECS)
+                    .ignore();
+                pipe.exec_async(&mut self.conn.clone()).await?;
+            }
+            if next == 0 {
+                return Ok(found);
+            }
+            cursor = next;
+        }
     }
 
     /// Every member of these slot ZSETs with its score (one pipeline).
@@ -349,7 +392,7 @@ impl SlotStore {
     }
 
     /// The slots of these open runs, with the fields the rules read: one pipeline of a
-    /// `ZRANGE` per agent and an `HGET` per run (runs come a few agents at a time, so this
+    /// `ZMSCORE` per agent and an `HGET` per run (runs come a few agents at a time, so this
     /// is far fewer commands than a `ZSCORE` per run). Then counts the slots found per ZSET
     /// in `paired` so that [`Self::scan_unpaired`] skips the ZSETs whose every slot was
     /// paired here.
@@ -372,12 +415,11 @@ impl SlotStore {
             agents[at].1.push(i);
         }
         let mut pipe = redis::pipe();
-        for (agent, _) in &agents {
-            pipe.cmd("ZRANGE")
-                .arg(self.keys.slots(agent))
-                .arg(0)
-                .arg(-1)
-                .arg("WITHSCORES");
+        for (agent, of_agent) in &agents {
+            let cmd = pipe.cmd("ZMSCORE").arg(self.keys.slots(agent));
+            for &i in of_agent {
+                cmd.arg(runs[i].1.as_str());
+            }
         }
         for (agent, execution) in runs {
             pipe.cmd("HGET")
@@ -396,23 +438,23 @@ impl SlotStore {
         let mut values = values.into_iter();
         let mut scores: Vec<Result<Option<f64>, String>> = vec![Ok(None); runs.len()];
         let mut counts: Vec<(&AgentName, i64)> = Vec::new();
-        for ((agent, of_agent), members) in agents.iter().zip(values.by_ref()) {
-            if let Some(reason) = refused(&members) {
+        for ((agent, of_agent), found) in agents.iter().zip(values.by_ref()) {
+            if let Some(reason) = refused(&found) {
                 for &i in of_agent {
                     scores[i] = Err(reason.clone());
                 }
                 continue;
             }
-            let members: HashMap<Vec<u8>, f64> = Vec::<(Vec<u8>, f64)>::from_redis_value(members)
-                .map_err(protocol)?
-                .into_iter()
-                .collect();
+            let found = Vec::<Option<f64>>::from_redis_value(found).map_err(protocol)?;
+            if found.len() != of_agent.len() {
+                return Err(StoreError::Protocol("short ZMSCORE reply".into()));
+            }
             let mut count = 0;
-            for &i in of_agent {
-                if let Some(score) = members.get(runs[i].1.as_str().as_bytes()) {
-                    scores[i] = Ok(Some(*score));
+            for (&i, score) in of_agent.iter().zip(found) {
+                if score.is_some() {
                     count += 1;
                 }
+                scores[i] = Ok(score);
             }
             if count > 0 {
                 counts.push((agent, count));
@@ -447,6 +489,7 @@ impl SlotStore {
     pub async fn drop_paired(&self, paired: &PairedSet) -> Result<(), StoreError> {
         redis::cmd("UNLINK")
             .arg(&paired.key)
+            .arg(paired.census_key())
             .exec_async(&mut self.conn.clone())
             .await?;
         Ok(())

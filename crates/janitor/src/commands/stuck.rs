@@ -78,6 +78,8 @@ pub async fn report(
         &settings.policy,
         now,
         settings.scan_batch,
+        // A report shows every activity rule 8 would close.
+        true,
         async |finding| {
             match finding {
                 Finding::Pair(pair) => {

@@ -98,7 +98,15 @@ fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
         batch: settings.scan_batch,
         database: janitor_store::redact_url(&settings.database_url),
         no_index: settings.due_interval.is_none(),
+        index_horizon: Some(index_horizon(settings.sweep_interval)),
     }
+}
+
+/// How far ahead a full sweep indexes pairs for the due passes: two sweep intervals and a
+/// minute (3 minutes at the default 60 s), so a pair is in the index before it is due even
+/// when a sweep runs late or slow (the next full sweep indexes what is further out).
+pub fn index_horizon(sweep_interval: Duration) -> Duration {
+    sweep_interval * 2 + Duration::from_secs(60)
 }
 
 /// Takes the sweep lease, waiting up to `wait`; `None` when another producer kept it.
