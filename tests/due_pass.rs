@@ -225,3 +225,99 @@ async fn janitor_run_reaps_between_full_sweeps() {
     assert!(log.contains("due pass done"), "{log}");
     assert!(env.slot_members("alpha").await.unwrap().is_empty());
 }
+
+/// Evidence of life can only hold a rule back, so a sweep reads a run's in-flight marker
+/// only when a rule would act on the pair: at a million healthy slots that was a million
+/// keys read for nothing. A healthy run with a marker is simply healthy; an overdue one is
+/// alive on its marker.
+#[tokio::test]
+async fn in_flight_markers_are_read_only_where_a_rule_would_act() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    seed_run(&env, "alpha", "young", 0.0, 3_600).await;
+    seed_run(&env, "alpha", "overdue", 7_200.0, 600).await;
+    for id in ["young", "overdue"] {
+        env.mark_in_flight(id).await.unwrap();
+    }
+    let report = env_args(&env, &["stuck", "--json"]).ok().json();
+    let pairs = janitor_e2e::pairs_by_run(&report);
+    assert_eq!(
+        pairs["young"]["verdict"]["verdict"], "healthy",
+        "{report:#}"
+    );
+    assert_eq!(
+        pairs["overdue"]["verdict"]["verdict"], "alive",
+        "{report:#}"
+    );
+    assert_eq!(pairs["overdue"]["verdict"]["by"], "in_flight_marker");
+}
+
+/// Rule 8 reads every `started` activity (one per open run), and its thresholds are in
+/// hours: the first sweep of a queue in each 5 minutes reads them, whichever process runs
+/// it; a dry run always does (and claims nothing).
+#[tokio::test]
+async fn activities_are_read_by_one_sweep_in_five_minutes_per_queue() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let finished = |id: &str| {
+        (
+            id.to_owned(),
+            "alpha".to_owned(),
+            "success",
+            ts_ago(now, 600.0, "naive"),
+            Some("sess-1"),
+        )
+    };
+    env.seed_runs(&[finished("done-1"), finished("done-2")])
+        .await;
+    env.seed_activity("act-1", "done-1", &ts_ago(now, 600.0, "zulu"))
+        .await
+        .unwrap();
+
+    let first = env_args(&env, &["sweep", "--json"]).ok().json();
+    assert_eq!(first["kinds"]["close_activity"]["found"], 1, "{first:#}");
+    assert_eq!(first["stats"]["activities_scanned"], 1, "{first:#}");
+
+    // A second activity left behind; the next sweep (another process) is within the
+    // 5 minutes: it leaves rule 8 alone.
+    env.seed_activity("act-2", "done-2", &ts_ago(now, 600.0, "zulu"))
+        .await
+        .unwrap();
+    let second = env_args(&env, &["sweep", "--json"]).ok().json();
+    assert_eq!(second["stats"]["activities_scanned"], 0, "{second:#}");
+    assert!(
+        second["kinds"].get("close_activity").is_none(),
+        "{second:#}"
+    );
+
+    let dry = env_args(&env, &["sweep", "--dry-run", "--json"])
+        .ok()
+        .json();
+    assert_eq!(dry["stats"]["activities_scanned"], 2, "{dry:#}");
+    assert_eq!(dry["kinds"]["close_activity"]["found"], 2, "{dry:#}");
+
+    // A run janitor fails whose activity the platform writes only afterwards (it writes
+    // the row, then the activity): every sweep looks for those, whatever the cadence.
+    env.seed_runs(&[(
+        "orphan".to_owned(),
+        "alpha".to_owned(),
+        "running",
+        ts_ago(now, 7_200.0, "naive"),
+        Some("sess-1"),
+    )])
+    .await;
+    let failing = env_args(&env, &["sweep", "--json"]).ok().json();
+    assert_eq!(failing["kinds"]["fail_run"]["enqueued"], 1, "{failing:#}");
+    env_args(&env, &["work", "--exit-when-idle"]).ok();
+    assert_eq!(
+        env.status("orphan").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    env.seed_activity("act-late", "orphan", &ts_ago(now, 7_200.0, "zulu"))
+        .await
+        .unwrap();
+    let late = env_args(&env, &["sweep", "--json"]).ok().json();
+    assert_eq!(late["stats"]["activities_scanned"], 1, "{late:#}");
+    assert_eq!(late["kinds"]["close_activity"]["found"], 1, "{late:#}");
+}

@@ -70,6 +70,8 @@ pub struct ObserveStats {
 
 /// a few batches while Redis reads, SQL reads and judging overlap.
 const READ_AHEAD: usize = 2;
+/// Pages of open rows whose slots are being looked up at once.
+const LOOKUPS_IN_FLIGHT: usize = 2;
 
 /// A page of open rows, each with its run's slot when it holds one (or why it is
 /// unreadable).
@@ -79,8 +81,9 @@ type RowBatch = Vec<(RowEntry, SlotRead)>;
 type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
 
 /// Streams every open row and every slot, judges each pair at `now` and hands each finding
-/// to `sink`, which may stop the pass early (`ControlFlow::Break`). With `activities`, the
-/// `started` activities rule 8 can close are read and judged too.
+/// to `sink`, which may stop the pass early (`ControlFlow::Break`). Rule 8's activities are
+/// judged too: with `activities` every `started` one it could close, without only those
+/// of the runs janitor finalized in the last [`FINALIZED_LOOKBACK_SECS`].
 ///
 /// Each item is read once. The row pass pages the open rows by (agent, id) and looks up
 /// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a
@@ -168,7 +171,7 @@ async fn observe_with<E: From<StoreError>>(
     }
 
     // Activities (rule 8) are independent of both passes: read alongside them.
-    let mut activity_pages = read_activities(&mut readers, rows, batch, activities);
+    let mut activity_pages = read_activities(&mut readers, rows, batch, activities, now);
 
     // Every slot ZSET key, recorded in Redis while the row pass runs: walking the keyspace
     // is most of the slot pass's cost, and it needs nothing from the row pass.
@@ -288,19 +291,30 @@ async fn forward<T>(tx: &mpsc::Sender<Result<T, StoreError>>, item: Result<T, St
     tx.send(item).await.is_ok() && !failed
 }
 
-/// Starts the reader of the activities rule 8 can close, page by page (none unless
-/// `wanted`).
+/// How far back a sweep that does not read every activity looks for activities of runs
+/// janitor finalized (see [`ExecutionStore::activities_of_finalized`]): several sweep
+/// intervals, so a sweep that fails or runs late loses none.
+const FINALIZED_LOOKBACK_SECS: i64 = 600;
+
+/// Starts the reader of the activities rule 8 can close: with `every`, every `started`
+/// activity page by page; without, only those of the runs janitor finalized lately.
 fn read_activities(
     readers: &mut JoinSet<()>,
     rows: &ExecutionStore,
     batch: usize,
-    wanted: bool,
+    every: bool,
+    now: Timestamp,
 ) -> mpsc::Receiver<Result<Vec<ActivityEntry>, StoreError>> {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
-    if !wanted {
+    let rows = rows.clone();
+    if !every {
+        readers.spawn(async move {
+            let since = now - TimeDelta::seconds(FINALIZED_LOOKBACK_SECS);
+            let found = rows.activities_of_finalized(since, batch as u32).await;
+            forward(&tx, found).await;
+        });
         return rx;
     }
-    let rows = rows.clone();
     readers.spawn(async move {
         let mut after: Option<String> = None;
         loop {
@@ -327,7 +341,7 @@ fn read_open_rows(
     paired: &PairedSet,
     batch: usize,
 ) -> mpsc::Receiver<Result<RowBatch, StoreError>> {
-    let (paged_tx, mut paged_rx) = mpsc::channel(READ_AHEAD);
+    let (paged_tx, paged_rx) = mpsc::channel(READ_AHEAD);
     let (joined_tx, joined_rx) = mpsc::channel(READ_AHEAD);
     let rows = rows.clone();
     readers.spawn(async move {
@@ -346,11 +360,23 @@ fn read_open_rows(
     });
     let (slots, paired) = (slots.clone(), paired.clone());
     readers.spawn(async move {
-        while let Some(read) = paged_rx.recv().await {
-            let joined = match read {
-                Ok(page) => pair_page(&slots, &paired, page).await,
-                Err(e) => Err(e),
-            };
+        let pages = futures::stream::unfold(paged_rx, |mut rx| async move {
+            rx.recv().await.map(|read| (read, rx))
+        });
+        // Pages' lookups overlap (in order): Redis serves one while janitor decodes another.
+        let joined = pages
+            .map(|read| {
+                let (slots, paired) = (slots.clone(), paired.clone());
+                async move {
+                    match read {
+                        Ok(page) => pair_page(&slots, &paired, page).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .buffered(LOOKUPS_IN_FLIGHT);
+        let mut joined = std::pin::pin!(joined);
+        while let Some(joined) = joined.next().await {
             if !forward(&joined_tx, joined).await {
                 return;
             }

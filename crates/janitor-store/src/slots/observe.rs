@@ -468,13 +468,26 @@ impl SlotStore {
             });
         }
         if !counts.is_empty() {
+            // The row pass's pages are a keyset ordered by agent, so only the first and the
+            // last agent of a page can have runs in another page: theirs are added to, the
+            // others' set in one command. (Runs in another order only ever lower a count,
+            // which costs the slot pass a read, never a slot.)
+            let (first, last) = (agents[0].0, agents[agents.len() - 1].0);
             let mut pipe = redis::pipe();
+            let mut inside = Vec::new();
             for (agent, count) in counts {
-                pipe.cmd("HINCRBY")
-                    .arg(&paired.key)
-                    .arg(self.keys.slots(agent))
-                    .arg(count)
-                    .ignore();
+                if agent == first || agent == last {
+                    pipe.cmd("HINCRBY")
+                        .arg(&paired.key)
+                        .arg(self.keys.slots(agent))
+                        .arg(count)
+                        .ignore();
+                } else {
+                    inside.push((self.keys.slots(agent), count));
+                }
+            }
+            if !inside.is_empty() {
+                pipe.cmd("HSET").arg(&paired.key).arg(inside).ignore();
             }
             pipe.cmd("EXPIRE")
                 .arg(&paired.key)

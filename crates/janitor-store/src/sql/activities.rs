@@ -133,6 +133,42 @@ impl ExecutionStore {
         Ok((entries, next))
     }
 
+    /// The `started` activities, at most `limit`, of the runs janitor failed or cancelled
+    /// since `since` (by their audit rows). The platform writes a run's activity after its
+    /// row, not in one transaction, so an activity written after janitor finalized the run
+    /// is one the finalizing job could not close. One indexed query — audit rows by time,
+    /// activities by run — cheap enough for every sweep, while the read of every `started`
+    /// activity ([`Self::open_activities`]) keeps its slow cadence.
+    pub async fn activities_of_finalized(
+        &self,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<ActivityEntry>, StoreError> {
+        if !self.schema().agent_activities {
+            return Ok(Vec::new());
+        }
+        let sql = marks(
+            self.database().backend(),
+            &format!(
+                "{SELECT}{CLOSABLE} AND a.related_execution_id IN \
+                 (SELECT j.execution_id FROM janitor_audit j \
+                  WHERE j.at >= $1 AND j.action IN ('run_failed', 'run_cancelled')) \
+                 ORDER BY a.id LIMIT $2"
+            ),
+        )
+        .into_owned();
+        let since = format_timestamp(since);
+        let entries = with_pool!(self.database(), pool => {
+            let rows = sqlx::query(&sql)
+                .bind(&since)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(pool)
+                .await?;
+            read_entries!(rows.iter())
+        });
+        Ok(entries)
+    }
+
     /// The `started` activities with these ids (closed or missing ones are absent).
     pub async fn activities_by_ids(
         &self,

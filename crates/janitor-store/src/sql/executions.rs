@@ -189,24 +189,20 @@ fn raw_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<RawRow, sqlx::Error> {
 }
 
 /// Decodes the columns of [`ExecutionStore::select_sql`] on either driver.
+/// A row of a [`select_sql`] query, its columns read by position (in `select_sql`'s
+/// order: by name, sqlx searched the columns for each of nine names on every row).
 macro_rules! raw_row {
     ($row:expr) => {
         RawRow {
-            id: $row.try_get::<Option<String>, _>("id")?.unwrap_or_default(),
-            agent: $row
-                .try_get::<Option<String>, _>("agent_name")?
-                .unwrap_or_default(),
-            status: $row
-                .try_get::<Option<String>, _>("status")?
-                .unwrap_or_default(),
-            started_at: $row
-                .try_get::<Option<String>, _>("started_at")?
-                .unwrap_or_default(),
-            session: $row.try_get("session")?,
-            timeout: $row.try_get("timeout")?,
-            lease: $row.try_get("lease")?,
-            redeliveries: $row.try_get("redeliveries")?,
-            completed: $row.try_get("completed")?,
+            id: $row.try_get::<Option<String>, _>(0)?.unwrap_or_default(),
+            agent: $row.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+            status: $row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+            started_at: $row.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+            session: $row.try_get(4)?,
+            timeout: $row.try_get(5)?,
+            lease: $row.try_get(6)?,
+            redeliveries: $row.try_get(7)?,
+            completed: $row.try_get(8)?,
             undecodable: None,
             key: (Vec::new(), Vec::new()),
         }
@@ -969,6 +965,7 @@ fn select_sql(schema: &Schema, from: &str) -> String {
         [one] => format!("CAST({one} AS BIGINT)"),
         many => format!("CAST(COALESCE({}) AS BIGINT)", many.join(", ")),
     };
+    // The columns' order is `raw_row!`'s.
     format!(
         "SELECT CAST(e.id AS TEXT) AS id, CAST(e.agent_name AS TEXT) AS agent_name, \
          CAST(e.status AS TEXT) AS status, CAST(e.started_at AS TEXT) AS started_at, \
