@@ -91,6 +91,12 @@ struct Args {
     /// The janitor binary to run (built with `make release`).
     #[arg(long, default_value = "target/release/janitor")]
     janitor: PathBuf,
+    /// The janitor binary the steady scenario's "before" leg runs (full sweeps every 10 s,
+    /// no due pass); by default `--janitor` with due passes off. A build of the code
+    /// before issue 14 (commit b8ab5cf) measures the design as it was, not today's sweep
+    /// without its due pass.
+    #[arg(long)]
+    before_janitor: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -403,7 +409,12 @@ impl Stage {
     }
 
     fn janitor(&self, args: &Args, cmd: &[&str]) -> Command {
-        let mut c = Command::new(&args.janitor);
+        self.janitor_at(&args.janitor, cmd)
+    }
+
+    /// [`Stage::janitor`] with another build of janitor (the steady scenario's "before").
+    fn janitor_at(&self, program: &std::path::Path, cmd: &[&str]) -> Command {
+        let mut c = Command::new(program);
         c.args(cmd)
             .env("DATABASE_URL", &self.sandbox.db.url)
             .env("REDIS_URL", redis_url())

@@ -102,7 +102,17 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     if seeded > LEAD_SECS - 20.0 {
         bail!("seeding took {seeded:.0} s, too close to the first death");
     }
-    let mut cmd = stage.janitor(args, &["run", "--listen", "off"]);
+    let program = match (design, &args.before_janitor) {
+        (Design::Sweeps, Some(before)) => before,
+        _ => &args.janitor,
+    };
+    eprintln!(
+        "steady on {}, {}: {}",
+        name(kind),
+        design.describe(),
+        program.display()
+    );
+    let mut cmd = stage.janitor_at(program, &["run", "--listen", "off"]);
     for (k, v) in design.env() {
         cmd.env(k, v);
     }
