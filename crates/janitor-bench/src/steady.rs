@@ -120,7 +120,7 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     let pid = child.id();
     let result = measure(&stage, kind, pid, t0, args.steady_secs).await;
     let stopped = stop(child);
-    let (cpu, window) = result?;
+    let (cpu, window, commands) = result?;
     stopped?;
 
     // Every death reaped, each once; latencies from the audit trail.
@@ -154,6 +154,21 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
     let per_hour = 3_600.0 / window;
+    eprintln!(
+        "steady on {}, {}: Redis commands by CPU (s/h, calls/s): {}",
+        name(kind),
+        design.describe(),
+        commands
+            .iter()
+            .take(10)
+            .map(|(c, usec, calls)| format!(
+                "{c} {:.1} ({:.0})",
+                usec / 1e6 * per_hour,
+                calls / window
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let out = Steady {
         dead: dying,
         p50: pct(0.5),
@@ -198,22 +213,58 @@ impl std::ops::Sub for Cpu {
 }
 
 /// Waits for the first death, reads every CPU counter, waits out the deaths and their
-/// reaps, reads them again. Returns the difference and the window's length in seconds.
+/// reaps, reads them again. Returns the difference, the window's length in seconds and
+/// Redis' commands over it (name, microseconds, calls), costliest first.
 async fn measure(
     stage: &Stage,
     kind: Kind,
     pid: u32,
     t0: f64,
     span: f64,
-) -> anyhow::Result<(Cpu, f64)> {
+) -> anyhow::Result<(Cpu, f64, Vec<(String, f64, f64)>)> {
     let begin = t0 + LEAD_SECS;
     let end = begin + span + TAIL_SECS;
     until(stage, begin).await?;
     let before = cpu(stage, kind, pid).await?;
+    let commands_before = commandstats(stage).await?;
     let started = Instant::now();
     until(stage, end).await?;
     let after = cpu(stage, kind, pid).await?;
-    Ok((after - before, started.elapsed().as_secs_f64()))
+    let commands_after = commandstats(stage).await?;
+    let mut commands: Vec<(String, f64, f64)> = commands_after
+        .into_iter()
+        .map(|(name, (usec, calls))| {
+            let (u0, c0) = commands_before.get(&name).copied().unwrap_or_default();
+            (name, usec - u0, calls - c0)
+        })
+        .filter(|(_, _, calls)| *calls > 0.0)
+        .collect();
+    commands.sort_by(|a, b| b.1.total_cmp(&a.1));
+    Ok((after - before, started.elapsed().as_secs_f64(), commands))
+}
+
+/// Redis' `INFO commandstats`: command → (microseconds, calls).
+async fn commandstats(
+    stage: &Stage,
+) -> anyhow::Result<std::collections::HashMap<String, (f64, f64)>> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut stage.sandbox.redis().await?)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |key: &str| -> Option<f64> {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))?
+                    .parse()
+                    .ok()
+            };
+            Some((name.to_owned(), (field("usec")?, field("calls")?)))
+        })
+        .collect())
 }
 
 async fn until(stage: &Stage, at: f64) -> anyhow::Result<()> {
@@ -249,14 +300,24 @@ async fn cpu(stage: &Stage, kind: Kind, pid: u32) -> anyhow::Result<Cpu> {
 
 /// User + system CPU seconds of one process, from `/proc`.
 fn process_cpu(pid: u32) -> Option<f64> {
+    stat_ticks(pid, 11..13)
+}
+
+/// The sum of some of a process' `/proc/{pid}/stat` fields after its name (11, 12: its own
+/// user and system ticks; 13, 14: those of its children that exited), in seconds.
+fn stat_ticks(pid: u32, fields: std::ops::Range<usize>) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let all: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let mut ticks = 0u64;
+    for i in fields {
+        ticks += all.get(i)?.parse::<u64>().ok()?;
+    }
     Some(ticks as f64 / 100.0)
 }
 
 /// CPU seconds of every PostgreSQL server process (the backends serving janitor, and the
-/// server's own).
+/// server's own), plus those of the backends that exited (a connection closed during the
+/// window: its CPU is in its parent's children's ticks).
 fn postgres_cpu() -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -268,7 +329,7 @@ fn postgres_cpu() -> f64 {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "postgres")
         })
-        .filter_map(process_cpu)
+        .filter_map(|pid| stat_ticks(pid, 11..15))
         .sum()
 }
 

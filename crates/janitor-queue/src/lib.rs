@@ -13,11 +13,13 @@
 mod codec;
 mod inspect;
 mod keys;
+mod pacer;
 mod queue;
 
 pub use codec::RawJson;
 pub use inspect::{JobInfo, JobPage, JobState, PurgeReport, QueueStats, RetryOutcome};
 pub use keys::QueueKeys;
+pub use pacer::Pacer;
 pub use queue::{
     EnqueueReport, Existing, Queue, QueueError, QueueSettings, DEFAULT_BACKLOG_CAP, DEFAULT_QUEUE,
 };

@@ -9,7 +9,7 @@ use janitor_core::CleanupJob;
 use redis::Script;
 use serde::Serialize;
 
-use crate::QueueKeys;
+use crate::{Pacer, QueueKeys};
 
 static PROMOTE_DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/promote_due.lua")));
@@ -48,7 +48,11 @@ pub struct QueueSettings {
     pub name: String,
     /// Tasks fetched per poll (kept ≤ worker concurrency).
     pub batch_size: usize,
+    /// How often a worker polls while jobs flow.
     pub poll_interval: Duration,
+    /// How often it polls once no job came for a second (a push by the same process wakes
+    /// it at once): see [`crate::Pacer`].
+    pub idle_poll_interval: Duration,
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,
     pub backlog_cap: u64,
@@ -63,6 +67,7 @@ impl Default for QueueSettings {
             name: DEFAULT_QUEUE.to_owned(),
             batch_size: 16,
             poll_interval: Duration::from_millis(50),
+            idle_poll_interval: Duration::from_millis(250),
             heartbeat_interval: Duration::from_secs(2),
             missed_heartbeats: 5,
             backlog_cap: DEFAULT_BACKLOG_CAP,
@@ -134,6 +139,7 @@ pub struct Queue {
     settings: QueueSettings,
     config: apalis_redis::Config,
     keys: QueueKeys,
+    pacer: Pacer,
 }
 
 impl std::fmt::Debug for Queue {
@@ -148,12 +154,19 @@ impl Queue {
     pub fn new(conn: ConnectionManager, settings: QueueSettings) -> Self {
         let config = settings.apalis_config();
         let keys = QueueKeys::new(settings.name.clone());
+        let pacer = Pacer::new(settings.poll_interval, settings.idle_poll_interval);
         Self {
             conn,
             settings,
             config,
             keys,
+            pacer,
         }
+    }
+
+    /// When this process's worker polls next (shared by the queue's clones).
+    pub fn pacer(&self) -> &Pacer {
+        &self.pacer
     }
 
     pub fn keys(&self) -> &QueueKeys {
@@ -312,6 +325,10 @@ impl Queue {
             report.enqueued += u64::from(now + later);
             // Lost a race with another pusher of the same id: it is queued either way.
             report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
+            // Every push lands in the schedule (run_at is always set), due now or later.
+            if delay.is_zero() && now + later > 0 {
+                self.pacer.pushed();
+            }
         }
         let links: Vec<(&str, &str)> = fresh
             .iter()
@@ -383,6 +400,20 @@ impl Queue {
             });
         }
         Ok(out)
+    }
+
+    /// [`Queue::promote_due`] when anything is scheduled at all: a worker calls this every
+    /// poll, and an empty check is one plain `ZCARD` where the promotion is a script call
+    /// (several times the CPU in Redis, and most polls find nothing).
+    pub async fn promote_scheduled(&self) -> Result<u64, QueueError> {
+        let scheduled: u64 = redis::cmd("ZCARD")
+            .arg(self.keys.scheduled())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if scheduled == 0 {
+            return Ok(0);
+        }
+        self.promote_due().await
     }
 
     /// Moves every due id to the active list in chunks (the wedge guard). Returns how many

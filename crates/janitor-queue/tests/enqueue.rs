@@ -112,6 +112,28 @@ async fn delayed_jobs_wait_and_promotion_moves_only_due_ones() {
     assert!(!q.is_idle().await.unwrap(), "an active job is waiting");
 }
 
+#[tokio::test]
+async fn a_worker_promotes_only_when_something_is_scheduled() {
+    let (q, mut conn) = queue(100).await;
+    // Nothing scheduled: the check is a plain ZCARD and promotes nothing.
+    assert_eq!(q.promote_scheduled().await.unwrap(), 0);
+    q.enqueue(&[job(0)], Duration::from_secs(600))
+        .await
+        .unwrap();
+    // Scheduled but not due: still nothing.
+    assert_eq!(q.promote_scheduled().await.unwrap(), 0);
+    q.enqueue(&[job(1)], Duration::ZERO).await.unwrap();
+    assert_eq!(q.promote_scheduled().await.unwrap(), 1);
+    let active: Vec<String> = redis::cmd("LRANGE")
+        .arg(q.keys().active())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(active, vec![job(1).task_id()]);
+}
+
 proptest! {
     /// apalis-redis defect 4: a task id that parses as a number breaks lease acquisition.
     #[test]

@@ -129,6 +129,7 @@ impl Tally {
 #[derive(Debug)]
 struct Handler {
     batches: mpsc::Sender<Request>,
+    pacer: janitor_queue::Pacer,
     options: WorkerOptions,
     tally: Mutex<Tally>,
 }
@@ -299,6 +300,7 @@ async fn handle(
             return Err(AbortError::new(JobError::Malformed(err.to_string())).into());
         }
     };
+    handler.pacer.busy();
     // The library counts this delivery already (1 on the first).
     let delivery = attempt.current().max(1);
     let mut tries = 0;
@@ -368,6 +370,7 @@ pub async fn run(
     let batcher = tokio::spawn(batch_loop(applier, requests));
     let handler = Arc::new(Handler {
         batches,
+        pacer: queue.pacer().clone(),
         options: options.clone(),
         tally: Mutex::new(Tally::default()),
     });
@@ -387,7 +390,7 @@ pub async fn run(
             RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
         let backend = storage
             .with_codec(RawJson)
-            .poll_with_interval(queue.settings().poll_interval);
+            .poll_with_strategy(Paced::new(queue.pacer().clone()));
         let worker = WorkerBuilder::new(name.as_str())
             .backend(backend)
             .data(handler.clone())
@@ -464,15 +467,64 @@ async fn drain_outbox(applier: Applier) {
     }
 }
 
+/// The worker's poll strategy: a fetch every [`janitor_queue::Pacer::interval`] (quick while
+/// jobs flow, slow while idle), and one at once when this process pushed jobs.
+struct Paced {
+    pacer: janitor_queue::Pacer,
+    delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Paced {
+    fn new(pacer: janitor_queue::Pacer) -> Self {
+        Self { pacer, delay: None }
+    }
+}
+
+impl Clone for Paced {
+    fn clone(&self) -> Self {
+        Self::new(self.pacer.clone())
+    }
+}
+
+impl PollStrategy for Paced {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        if self.pacer.take_pushed(cx.waker()) {
+            self.delay = None;
+            return std::task::Poll::Ready(Some(()));
+        }
+        let pacer = &self.pacer;
+        let delay = self
+            .delay
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pacer.interval())));
+        match delay.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => {
+                self.delay = None;
+                std::task::Poll::Ready(Some(()))
+            }
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// Keeps the queue inside the library's safe envelope (promoting due ids in bounded
-/// chunks) and, with `exit_when_idle`, returns once the queue has stayed idle for this
-/// queue over two consecutive checks.
+/// chunks, at the worker's pace, and only when something is scheduled) and, with
+/// `exit_when_idle`, returns once the queue has stayed idle for this queue over two
+/// consecutive checks.
 async fn tend(queue: &Queue, exit_when_idle: bool) {
     let mut idle_checks = 0;
-    let mut ticker = tokio::time::interval(queue.settings().poll_interval);
     loop {
-        ticker.tick().await;
-        if let Err(err) = queue.promote_due().await {
+        // A batch run (`exit_when_idle`) checks at the quick pace: it ends sooner.
+        let wait = if exit_when_idle {
+            queue.settings().poll_interval
+        } else {
+            queue.pacer().interval()
+        };
+        tokio::time::sleep(wait).await;
+        if let Err(err) = queue.promote_scheduled().await {
             tracing::warn!(error = %err, "promoting due jobs failed");
             idle_checks = 0;
             continue;

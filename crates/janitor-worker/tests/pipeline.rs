@@ -410,3 +410,77 @@ async fn a_panic_while_applying_fails_one_batch_and_the_worker_goes_on() {
     assert_eq!((fail.applied, fail.dead), (10, 0), "{tally:?}");
     assert!(panics.load(std::sync::atomic::Ordering::SeqCst) > 1);
 }
+
+/// Waits until `done` holds, checking every 20 ms, for at most `limit`.
+async fn until<F, Fut>(limit: Duration, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn an_idle_worker_polls_slowly_and_a_push_by_its_own_process_wakes_it_at_once() {
+    let w = World::new(Kind::Sqlite).await;
+    // A worker whose idle poll would take two minutes (and whose heartbeat, which also
+    // makes the library fetch, one): only the push's wake-up can make it fetch within the
+    // test's limit.
+    let settings = janitor_queue::QueueSettings {
+        idle_poll_interval: Duration::from_secs(120),
+        heartbeat_interval: Duration::from_secs(60),
+        ..w.queue.settings().clone()
+    };
+    let queue = janitor_queue::Queue::new(w.queue.connection(), settings);
+    for id in ["first", "second"] {
+        w.seed_dead_run("agent/p", id, "naive").await;
+    }
+    // The first job is pushed by "another process" (a queue of its own) before the worker
+    // starts: its first poll fetches it.
+    let first = w.job("agent/p", "first").await;
+    w.queue.enqueue(&[first], Duration::ZERO).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(runner::run(
+        w.applier("w-paced"),
+        queue.clone(),
+        WorkerOptions {
+            concurrency: 4,
+            ..WorkerOptions::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let failed = |id: &'static str| {
+        let sandbox = &w.sandbox;
+        move || async move { sandbox.status(id).await.unwrap().as_deref() == Some("failed") }
+    };
+    assert!(until(Duration::from_secs(30), failed("first")).await);
+    // Then idle: its next polls are two minutes apart (the quick polls after the job end
+    // within a few hundred milliseconds).
+    assert!(
+        until(Duration::from_secs(10), || async {
+            queue.pacer().interval() == Duration::from_secs(120)
+        })
+        .await
+    );
+    tokio::time::sleep(queue.settings().poll_interval * 4).await;
+    // A push through this process's queue wakes it: done in seconds, not minutes.
+    let second = w.job("agent/p", "second").await;
+    let pushed = queue.enqueue(&[second], Duration::ZERO).await.unwrap();
+    assert_eq!(pushed.enqueued, 1);
+    assert!(
+        until(Duration::from_secs(10), failed("second")).await,
+        "an idle worker did not pick up its own process's push"
+    );
+    stop.send(()).unwrap();
+    let tally = worker.await.unwrap();
+    assert_eq!(tally.kinds["reclaim_slot"].applied, 2);
+}
