@@ -1,13 +1,14 @@
 //! How often a worker looks for work: quickly while jobs flow, slowly while the queue is
-//! idle, and at once when this process pushed something.
+//! idle, and at once when work is waiting.
 //!
 //! Each look is a `fetch_next` script call (plus the wedge guard's promotion), and a
 //! script call costs Redis tens of microseconds even when it finds nothing: at a fixed
 //! 50 ms poll an idle worker was most of an idle janitor's Redis CPU. While jobs flow the
 //! worker polls every `poll_interval`; [`BUSY_POLLS`] polls after the last job it slows to
-//! `idle_poll_interval`; and a push by the same process (the producer of `janitor run`,
-//! the skip intake) wakes it at once, so single-node latency does not pay for the slow
-//! idle poll. A worker in another process picks a push up within `idle_poll_interval`.
+//! `idle_poll_interval`. A push by the same process (the producer of `janitor run`, the
+//! skip intake) wakes it at once, and so does the worker's own check of the queue every
+//! `poll_interval` (two plain commands, no script) when it finds jobs waiting, whoever
+//! pushed them: the slow idle poll never delays work, it only saves the empty fetches.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -70,16 +71,17 @@ impl Pacer {
         self.mark();
     }
 
-    /// This process pushed jobs: wake its worker now.
-    pub fn pushed(&self) {
+    /// Jobs wait (this process pushed them, or a check of the queue found them): wake the
+    /// worker now.
+    pub fn wake(&self) {
         self.mark();
         self.inner.pushed.store(true, Ordering::Release);
         self.inner.waker.wake();
     }
 
-    /// Takes the wake-up a push left (true once per batch of pushes), registering `waker`
-    /// for the next one first so none is missed in between.
-    pub fn take_pushed(&self, waker: &Waker) -> bool {
+    /// Takes the wake-up left by [`Self::wake`] (true once per batch of wake-ups),
+    /// registering `waker` for the next one first so none is missed in between.
+    pub fn take_wake(&self, waker: &Waker) -> bool {
         self.inner.waker.register(waker);
         self.inner.pushed.swap(false, Ordering::AcqRel)
     }
@@ -112,11 +114,11 @@ mod tests {
         assert_eq!(pacer.interval(), Duration::from_millis(250), "idle again");
         let pacer = Pacer::new(Duration::from_millis(50), Duration::from_millis(250));
         let waker = futures::task::noop_waker();
-        assert!(!pacer.take_pushed(&waker));
-        pacer.pushed();
+        assert!(!pacer.take_wake(&waker));
+        pacer.wake();
         assert_eq!(pacer.interval(), Duration::from_millis(50));
-        assert!(pacer.take_pushed(&waker));
-        assert!(!pacer.take_pushed(&waker), "one wake-up per push");
+        assert!(pacer.take_wake(&waker));
+        assert!(!pacer.take_wake(&waker), "one wake-up per push");
     }
 
     #[test]

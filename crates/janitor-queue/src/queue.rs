@@ -327,7 +327,7 @@ impl Queue {
             report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
             // Every push lands in the schedule (run_at is always set), due now or later.
             if delay.is_zero() && now + later > 0 {
-                self.pacer.pushed();
+                self.pacer.wake();
             }
         }
         let links: Vec<(&str, &str)> = fresh
@@ -402,18 +402,25 @@ impl Queue {
         Ok(out)
     }
 
-    /// [`Queue::promote_due`] when anything is scheduled at all: a worker calls this every
-    /// poll, and an empty check is one plain `ZCARD` where the promotion is a script call
-    /// (several times the CPU in Redis, and most polls find nothing).
+    /// What a worker checks every poll: how many jobs wait to be fetched (due in the
+    /// schedule, or active), promoting the due ones first ([`Queue::promote_due`]). A check
+    /// that finds nothing is one pipeline of two plain commands, where a fetch or a
+    /// promotion is a script call (several times the CPU in Redis, and most polls find
+    /// nothing); the worker fetches only when this finds work or its idle poll comes.
     pub async fn promote_scheduled(&self) -> Result<u64, QueueError> {
-        let scheduled: u64 = redis::cmd("ZCARD")
+        let (due, active): (u64, u64) = redis::pipe()
+            .cmd("ZCOUNT")
             .arg(self.keys.scheduled())
+            .arg("-inf")
+            .arg(now_secs())
+            .cmd("LLEN")
+            .arg(self.keys.active())
             .query_async(&mut self.conn.clone())
             .await?;
-        if scheduled == 0 {
-            return Ok(0);
+        if due > 0 {
+            self.promote_due().await?;
         }
-        self.promote_due().await
+        Ok(due + active)
     }
 
     /// Moves every due id to the active list in chunks (the wedge guard). Returns how many

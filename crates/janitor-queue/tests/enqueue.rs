@@ -113,14 +113,14 @@ async fn delayed_jobs_wait_and_promotion_moves_only_due_ones() {
 }
 
 #[tokio::test]
-async fn a_worker_promotes_only_when_something_is_scheduled() {
+async fn a_worker_promotes_only_when_something_is_due_and_counts_what_waits() {
     let (q, mut conn) = queue(100).await;
-    // Nothing scheduled: the check is a plain ZCARD and promotes nothing.
+    // Nothing scheduled: two plain commands, nothing promoted, nothing waits.
     assert_eq!(q.promote_scheduled().await.unwrap(), 0);
     q.enqueue(&[job(0)], Duration::from_secs(600))
         .await
         .unwrap();
-    // Scheduled but not due: still nothing.
+    // Scheduled but not due: nothing waits yet.
     assert_eq!(q.promote_scheduled().await.unwrap(), 0);
     q.enqueue(&[job(1)], Duration::ZERO).await.unwrap();
     assert_eq!(q.promote_scheduled().await.unwrap(), 1);
@@ -132,6 +132,8 @@ async fn a_worker_promotes_only_when_something_is_scheduled() {
         .await
         .unwrap();
     assert_eq!(active, vec![job(1).task_id()]);
+    // Promoted, not fetched yet: it still waits.
+    assert_eq!(q.promote_scheduled().await.unwrap(), 1);
 }
 
 proptest! {

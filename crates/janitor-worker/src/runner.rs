@@ -468,7 +468,8 @@ async fn drain_outbox(applier: Applier) {
 }
 
 /// The worker's poll strategy: a fetch every [`janitor_queue::Pacer::interval`] (quick while
-/// jobs flow, slow while idle), and one at once when this process pushed jobs.
+/// jobs flow, slow while idle), and one at once when woken (this process pushed jobs, or
+/// [`tend`]'s cheap check found some waiting).
 struct Paced {
     pacer: janitor_queue::Pacer,
     delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
@@ -492,7 +493,7 @@ impl PollStrategy for Paced {
         cx: &mut std::task::Context<'_>,
         _: &PollSnapshot,
     ) -> std::task::Poll<Option<()>> {
-        if self.pacer.take_pushed(cx.waker()) {
+        if self.pacer.take_wake(cx.waker()) {
             self.delay = None;
             return std::task::Poll::Ready(Some(()));
         }
@@ -511,23 +512,24 @@ impl PollStrategy for Paced {
 }
 
 /// Keeps the queue inside the library's safe envelope (promoting due ids in bounded
-/// chunks, at the worker's pace, and only when something is scheduled) and, with
+/// chunks), wakes the worker when jobs wait (whoever pushed them) and, with
 /// `exit_when_idle`, returns once the queue has stayed idle for this queue over two
 /// consecutive checks.
 async fn tend(queue: &Queue, exit_when_idle: bool) {
     let mut idle_checks = 0;
+    let mut ticker = tokio::time::interval(queue.settings().poll_interval);
     loop {
-        // A batch run (`exit_when_idle`) checks at the quick pace: it ends sooner.
-        let wait = if exit_when_idle {
-            queue.settings().poll_interval
-        } else {
-            queue.pacer().interval()
-        };
-        tokio::time::sleep(wait).await;
-        if let Err(err) = queue.promote_scheduled().await {
-            tracing::warn!(error = %err, "promoting due jobs failed");
-            idle_checks = 0;
-            continue;
+        ticker.tick().await;
+        match queue.promote_scheduled().await {
+            // Work is waiting (pushed by any process): fetch now, and quickly until it is
+            // done.
+            Ok(waiting) if waiting > 0 => queue.pacer().wake(),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "promoting due jobs failed");
+                idle_checks = 0;
+                continue;
+            }
         }
         if exit_when_idle {
             match queue.is_idle().await {

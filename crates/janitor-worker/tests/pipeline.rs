@@ -428,18 +428,18 @@ where
 }
 
 #[tokio::test]
-async fn an_idle_worker_polls_slowly_and_a_push_by_its_own_process_wakes_it_at_once() {
+async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_process() {
     let w = World::new(Kind::Sqlite).await;
     // A worker whose idle poll would take two minutes (and whose heartbeat, which also
-    // makes the library fetch, one): only the push's wake-up can make it fetch within the
-    // test's limit.
+    // makes the library fetch, one): only a wake-up can make it fetch within the test's
+    // limit.
     let settings = janitor_queue::QueueSettings {
         idle_poll_interval: Duration::from_secs(120),
         heartbeat_interval: Duration::from_secs(60),
         ..w.queue.settings().clone()
     };
     let queue = janitor_queue::Queue::new(w.queue.connection(), settings);
-    for id in ["first", "second"] {
+    for id in ["first", "second", "third"] {
         w.seed_dead_run("agent/p", id, "naive").await;
     }
     // The first job is pushed by "another process" (a queue of its own) before the worker
@@ -472,15 +472,30 @@ async fn an_idle_worker_polls_slowly_and_a_push_by_its_own_process_wakes_it_at_o
         .await
     );
     tokio::time::sleep(queue.settings().poll_interval * 4).await;
-    // A push through this process's queue wakes it: done in seconds, not minutes.
+    // A push by another process (a queue of its own, which cannot wake this worker
+    // directly): the worker's cheap check of the queue finds it and fetches at once.
     let second = w.job("agent/p", "second").await;
-    let pushed = queue.enqueue(&[second], Duration::ZERO).await.unwrap();
+    let pushed = w.queue.enqueue(&[second], Duration::ZERO).await.unwrap();
     assert_eq!(pushed.enqueued, 1);
     assert!(
         until(Duration::from_secs(10), failed("second")).await,
+        "an idle worker did not pick up another process's push"
+    );
+    assert!(
+        until(Duration::from_secs(10), || async {
+            queue.pacer().interval() == Duration::from_secs(120)
+        })
+        .await
+    );
+    // A push through this process's queue wakes it directly.
+    let third = w.job("agent/p", "third").await;
+    let pushed = queue.enqueue(&[third], Duration::ZERO).await.unwrap();
+    assert_eq!(pushed.enqueued, 1);
+    assert!(
+        until(Duration::from_secs(10), failed("third")).await,
         "an idle worker did not pick up its own process's push"
     );
     stop.send(()).unwrap();
     let tally = worker.await.unwrap();
-    assert_eq!(tally.kinds["reclaim_slot"].applied, 2);
+    assert_eq!(tally.kinds["reclaim_slot"].applied, 3);
 }
