@@ -93,6 +93,17 @@ async fn finished_ids_are_recycled_and_dead_ones_left_alone() {
     assert!(!still_done, "a recycled id is pending again, not done");
 }
 
+/// The ids in the queue's active list, in order.
+async fn active_ids(q: &Queue, conn: &mut redis::aio::ConnectionManager) -> Vec<String> {
+    redis::cmd("LRANGE")
+        .arg(q.keys().active())
+        .arg(0)
+        .arg(-1)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn delayed_jobs_wait_and_promotion_moves_only_due_ones() {
     let (q, mut conn) = queue(100).await;
@@ -101,14 +112,7 @@ async fn delayed_jobs_wait_and_promotion_moves_only_due_ones() {
         .unwrap();
     q.enqueue(&[job(1)], Duration::ZERO).await.unwrap();
     assert_eq!(q.promote_due().await.unwrap(), 1);
-    let active: Vec<String> = redis::cmd("LRANGE")
-        .arg(q.keys().active())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(active, vec![job(1).task_id()]);
+    assert_eq!(active_ids(&q, &mut conn).await, vec![job(1).task_id()]);
     assert!(!q.is_idle().await.unwrap(), "an active job is waiting");
 }
 
@@ -124,14 +128,7 @@ async fn a_worker_promotes_only_when_something_is_due_and_counts_what_waits() {
     assert_eq!(q.promote_scheduled().await.unwrap(), 0);
     q.enqueue(&[job(1)], Duration::ZERO).await.unwrap();
     assert_eq!(q.promote_scheduled().await.unwrap(), 1);
-    let active: Vec<String> = redis::cmd("LRANGE")
-        .arg(q.keys().active())
-        .arg(0)
-        .arg(-1)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(active, vec![job(1).task_id()]);
+    assert_eq!(active_ids(&q, &mut conn).await, vec![job(1).task_id()]);
     // Promoted, not fetched yet: it still waits.
     assert_eq!(q.promote_scheduled().await.unwrap(), 1);
 }
