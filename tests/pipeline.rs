@@ -811,6 +811,46 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
     );
 }
 
+/// A catch-up sweeps again while the queue still holds part of the last pass's jobs: a
+/// forced pass pushes as it finds, and the jobs already queued take none of the room (they
+/// used to fill it, so a pass with room for 10 new jobs pushed none).
+#[tokio::test]
+async fn a_forced_sweep_fills_the_room_with_new_jobs_past_those_already_queued() {
+    let env = Env::new(Kind::Postgres).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    let now = env.redis_now().await.unwrap();
+    let runs: Vec<_> = (0..30)
+        .map(|i| {
+            (
+                format!("o{i:02}"),
+                "agent".to_owned(),
+                "running",
+                ts_ago(now, 7200.0, "naive"),
+                Some("dispatched"),
+            )
+        })
+        .collect();
+    env.seed_runs(&runs).await;
+    let capped = |cap: &str, args: &[&str]| {
+        let mut cmd = env.command();
+        cmd.env("JANITOR_BACKLOG_CAP", cap).args(args);
+        janitor_e2e::run(&mut cmd)
+    };
+    let first = capped("10", &["sweep", "--json", "--force"]).ok().json();
+    assert_eq!(first["kinds"]["fail_run"]["enqueued"], 10, "{first:#}");
+    let second = capped("20", &["sweep", "--json", "--force"]).ok().json();
+    let kind = &second["kinds"]["fail_run"];
+    assert_eq!(kind["enqueued"], 10, "{second:#}");
+    assert_eq!(kind["already_queued"], 10, "{second:#}");
+    assert_eq!(second["stats"]["truncated"], true, "{second:#}");
+    capped("20", &["work", "--exit-when-idle"]).ok();
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'")
+            .await,
+        20
+    );
+}
+
 #[tokio::test]
 async fn a_skip_is_enqueued_at_skip_time_and_the_sweep_finds_it_queued() {
     let env = Env::new(Kind::Sqlite).await;

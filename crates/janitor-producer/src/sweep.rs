@@ -374,8 +374,14 @@ async fn sweep_pass(
         would_enqueue: Vec::new(),
     };
     // Every job waits for the end of the pass (the breaker sees them all first); no more
-    // are held than the queue has room for.
+    // are held than the queue has room for. With `force` there is no breaker to wait for:
+    // jobs go out a batch at a time as they are found, so the workers start at once, and
+    // only the jobs the queue did not already hold use up its room (a catch-up's passes
+    // find again the jobs still queued from the last one).
     let mut held: Vec<Held> = Vec::new();
+    let stream = options.force && !options.dry_run;
+    // Guarded jobs handed to the queue while streaming (pushed or found already queued).
+    let mut streamed_guarded = 0u64;
     let mut overflow: BTreeMap<JobKind, u64> = BTreeMap::new();
     let mut figures = PassFigures {
         now: to_unix_seconds(now),
@@ -441,6 +447,13 @@ async fn sweep_pass(
             let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
             if (held.len() as u64) < pusher.room {
                 held.push(Held { job, guarded, due });
+                // Pushed when a batch is ready, or when the queue's room is held: then
+                // the push tells which of them it already held, and those make room.
+                if stream && (held.len() >= PUSH_BATCH || held.len() as u64 >= pusher.room) {
+                    streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
+                    let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
+                    pusher.push(&mut out).await?;
+                }
             } else if options.force {
                 // Full, and the breaker is overridden: nothing more can be used this pass.
                 *overflow.entry(job.kind).or_default() += 1;
@@ -590,7 +603,7 @@ async fn sweep_pass(
             // Neither pushed nor already in the queue: for a later pass.
             held: figures
                 .guarded
-                .saturating_sub(guarded_pushed + already_queued),
+                .saturating_sub(guarded_pushed + already_queued + streamed_guarded),
             refused,
         },
         stats,
