@@ -185,9 +185,21 @@ impl Sandbox {
                 .invoke_async::<String>(&mut conn)
                 .await?;
             if cursor == "0" {
-                return Ok(());
+                break;
             }
         }
+        redis::cmd("UNLINK")
+            .arg(self.outbox_key())
+            .query_async::<()>(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The audit outbox STREAM of this sandbox's slot layout (`SlotKeys::outbox` in
+    /// janitor-store, which this crate does not depend on): named after the slot prefix,
+    /// outside the namespace.
+    fn outbox_key(&self) -> String {
+        format!("janitor:audit-outbox:{}", self.slot_prefix)
     }
 
     /// `jt…:`, the prefix of every key this sandbox's slots and queue use.
@@ -355,6 +367,7 @@ impl Drop for Sandbox {
                 }
                 cursor = next;
             }
+            let _ = redis::cmd("UNLINK").arg(self.outbox_key()).exec(&mut conn);
         }
     }
 }
@@ -383,8 +396,21 @@ mod tests {
             }
         };
         assert_eq!(count(&mut conn).await?, 2, "the slot and its hash");
+        let outbox = sandbox.outbox_key();
+        redis::cmd("XADD")
+            .arg(&outbox)
+            .arg("*")
+            .arg("audit")
+            .arg("{}")
+            .exec_async(&mut conn)
+            .await?;
         drop(sandbox);
         assert_eq!(count(&mut conn).await?, 0);
+        let left: u64 = redis::cmd("EXISTS")
+            .arg(&outbox)
+            .query_async(&mut conn)
+            .await?;
+        assert_eq!(left, 0, "the audit outbox, named outside the namespace");
         Ok(())
     }
 }
