@@ -758,15 +758,14 @@ async fn undecodable_rows_and_keys_are_reported_and_everything_else_proceeds() {
     );
 }
 
-#[tokio::test]
-async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
-    let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate", "--create-platform-tables"]).ok();
+/// `n` runs `o00`, `o01`, … of one agent, running for two hours with a session and no
+/// slot: orphaned, each a `fail_run` job.
+async fn seed_orphaned_runs(env: &Env, n: usize) {
     let now = env.redis_now().await.unwrap();
-    let runs: Vec<_> = (0..30)
+    let runs: Vec<_> = (0..n)
         .map(|i| {
             (
-                format!("o{i}"),
+                format!("o{i:02}"),
                 "agent".to_owned(),
                 "running",
                 ts_ago(now, 7200.0, "naive"),
@@ -775,11 +774,21 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
         })
         .collect();
     env.seed_runs(&runs).await;
-    let capped = |args: &[&str]| {
-        let mut cmd = env.command();
-        cmd.env("JANITOR_BACKLOG_CAP", "10").args(args);
-        janitor_e2e::run(&mut cmd)
-    };
+}
+
+/// Runs janitor with the queue's backlog cap at `cap`.
+fn capped(env: &Env, cap: &str, args: &[&str]) -> janitor_e2e::Run {
+    let mut cmd = env.command();
+    cmd.env("JANITOR_BACKLOG_CAP", cap).args(args);
+    janitor_e2e::run(&mut cmd)
+}
+
+#[tokio::test]
+async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
+    let env = Env::new(Kind::Sqlite).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    seed_orphaned_runs(&env, 30).await;
+    let capped = |args: &[&str]| capped(&env, "10", args);
     let first = capped(&["sweep", "--json"]).ok().json();
     assert_eq!(first["kinds"]["fail_run"]["enqueued"], 10);
     assert_eq!(first["kinds"]["fail_run"]["deferred"], 20);
@@ -818,24 +827,8 @@ async fn the_backlog_cap_holds_and_the_rest_comes_with_later_sweeps() {
 async fn a_forced_sweep_fills_the_room_with_new_jobs_past_those_already_queued() {
     let env = Env::new(Kind::Postgres).await;
     env.run(&["migrate", "--create-platform-tables"]).ok();
-    let now = env.redis_now().await.unwrap();
-    let runs: Vec<_> = (0..30)
-        .map(|i| {
-            (
-                format!("o{i:02}"),
-                "agent".to_owned(),
-                "running",
-                ts_ago(now, 7200.0, "naive"),
-                Some("dispatched"),
-            )
-        })
-        .collect();
-    env.seed_runs(&runs).await;
-    let capped = |cap: &str, args: &[&str]| {
-        let mut cmd = env.command();
-        cmd.env("JANITOR_BACKLOG_CAP", cap).args(args);
-        janitor_e2e::run(&mut cmd)
-    };
+    seed_orphaned_runs(&env, 30).await;
+    let capped = |cap: &str, args: &[&str]| capped(&env, cap, args);
     let first = capped("10", &["sweep", "--json", "--force"]).ok().json();
     assert_eq!(first["kinds"]["fail_run"]["enqueued"], 10, "{first:#}");
     let second = capped("20", &["sweep", "--json", "--force"]).ok().json();
