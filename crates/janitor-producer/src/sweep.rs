@@ -20,6 +20,8 @@ use crate::{observe, Finding, ObserveStats};
 
 /// Jobs pushed per `batch_push` call.
 const PUSH_BATCH: usize = 500;
+/// The smallest push a forced pass makes while streaming (see `sweep_pass`).
+const STREAM_MIN_PUSH: u64 = 64;
 
 /// How to sweep.
 #[derive(Debug, Clone, Default)]
@@ -178,7 +180,11 @@ impl<'a> Pusher<'a> {
                     continue;
                 }
                 let report = self.queue.enqueue(&of_kind, Duration::ZERO).await?;
-                self.room = self.room.saturating_sub(report.enqueued);
+                self.room = if report.deferred > 0 {
+                    0 // the queue reached its cap (other pushers, slow workers)
+                } else {
+                    self.room.saturating_sub(report.enqueued)
+                };
                 enqueued += report.enqueued;
                 self.kinds
                     .entry(kind.as_str())
@@ -445,11 +451,22 @@ async fn sweep_pass(
             };
             pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
             let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
-            if (held.len() as u64) < pusher.room {
+            // Streaming, a job is held while the queue has any room: the push tells which
+            // of them it already held (those make room) and defers what does not fit.
+            let admit = if stream {
+                pusher.room > 0
+            } else {
+                (held.len() as u64) < pusher.room
+            };
+            if admit {
                 held.push(Held { job, guarded, due });
-                // Pushed when a batch is ready, or when the queue's room is held: then
-                // the push tells which of them it already held, and those make room.
-                if stream && (held.len() >= PUSH_BATCH || held.len() as u64 >= pusher.room) {
+                // Pushed when a batch is ready, or once the held jobs would fill the room
+                // (never in pushes of fewer than STREAM_MIN_PUSH: a small room behind many
+                // queued jobs must not cost a push per job).
+                if stream
+                    && (held.len() >= PUSH_BATCH
+                        || held.len() as u64 >= pusher.room.max(STREAM_MIN_PUSH))
+                {
                     streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
                     let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
                     pusher.push(&mut out).await?;
