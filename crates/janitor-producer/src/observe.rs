@@ -175,8 +175,7 @@ async fn observe_with<E: From<StoreError>>(
     // passes are done: a pass that stops early (a catch-up at the backlog cap, several a
     // second) never uses them, and at a catch-up's pace that read — every run janitor
     // failed in the lookback — was most of the database's work.
-    let mut activity_pages =
-        activities.then(|| read_activities(&mut readers, rows, batch, true, now));
+    let every_activity = activities.then(|| read_activities(&mut readers, rows, batch, true, now));
 
     // Every slot ZSET key, recorded in Redis while the row pass runs: walking the keyspace
     // is most of the slot pass's cost, and it needs nothing from the row pass.
@@ -265,10 +264,8 @@ async fn observe_with<E: From<StoreError>>(
     );
 
     // Activities left `started` that rule 8 can close: paged by id, with their runs.
-    let mut activity_pages = match activity_pages.take() {
-        Some(pages) => pages,
-        None => read_activities(&mut readers, rows, batch, false, now),
-    };
+    let mut activity_pages =
+        every_activity.unwrap_or_else(|| read_activities(&mut readers, rows, batch, false, now));
     while let Some(read) = activity_pages.recv().await {
         for entry in read.map_err(E::from)? {
             match entry {

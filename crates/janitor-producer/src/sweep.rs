@@ -381,9 +381,10 @@ async fn sweep_pass(
     };
     // Every job waits for the end of the pass (the breaker sees them all first); no more
     // are held than the queue has room for. With `force` there is no breaker to wait for:
-    // jobs go out a batch at a time as they are found, so the workers start at once, and
-    // only the jobs the queue did not already hold use up its room (a catch-up's passes
-    // find again the jobs still queued from the last one).
+    // jobs go out a batch at a time as they are found, so the workers start at once; only
+    // the jobs the queue did not already hold use up its room (a catch-up's passes find
+    // again the jobs still queued from the last one), and the push defers what does not
+    // fit.
     let mut held: Vec<Held> = Vec::new();
     let stream = options.force && !options.dry_run;
     // Guarded jobs handed to the queue while streaming (pushed or found already queued).
