@@ -844,6 +844,103 @@ async fn a_forced_sweep_fills_the_room_with_new_jobs_past_those_already_queued()
     );
 }
 
+/// `janitor run --force` behind a small backlog cap catches up in many passes, each going on
+/// where the last stopped; the pass that reaches the end of the rows then runs the slot
+/// pass, and every run and leaked slot is reaped exactly once, audited.
+#[tokio::test]
+async fn a_forced_run_catches_up_pass_after_pass_and_reaps_everything_once() {
+    let env = Env::new(Kind::Postgres).await;
+    env.run(&["migrate", "--create-platform-tables"]).ok();
+    seed_orphaned_runs(&env, 90).await;
+    // Slots of finished runs, after every orphan in the row order: only the slot pass
+    // finds them.
+    let now = env.redis_now().await.unwrap();
+    let finished: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                format!("z{i}"),
+                "zed".to_owned(),
+                "success",
+                ts_ago(now, 600.0, "naive"),
+                Some("sess"),
+            )
+        })
+        .collect();
+    env.seed_runs(&finished).await;
+    let slots: Vec<_> = finished
+        .iter()
+        .map(|(id, agent, ..)| (agent.clone(), id.clone(), 600.0, 3600))
+        .collect();
+    env.seed_slots(&slots).await;
+    // Logs go to a file: a pipe nobody reads while the test waits would fill and stall it.
+    let log_path = env.workdir.path().join("run.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = env.command();
+    cmd.env("JANITOR_BACKLOG_CAP", "16")
+        .env("JANITOR_SCAN_BATCH", "16")
+        .env("JANITOR_LOG", "info")
+        .args(["run", "--force"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let mut child = Killed(cmd.spawn().unwrap());
+    eventually(
+        "every orphan failed and every leaked slot gone",
+        Duration::from_secs(60),
+        || async {
+            env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'failed'")
+                .await
+                == 90
+                && env.slot_members("zed").await.unwrap().is_empty()
+        },
+    )
+    .await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.0.wait().unwrap();
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{status}: {logs}");
+    let passes = logs.lines().filter(|l| l.contains("sweep done")).count();
+    assert!(
+        passes >= 6,
+        "90 jobs behind a cap of 16 took {passes} passes"
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'run_failed'")
+            .await,
+        90
+    );
+    assert_eq!(
+        env.count(
+            "SELECT COUNT(DISTINCT execution_id) FROM janitor_audit WHERE action = 'run_failed'"
+        )
+        .await,
+        90
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM janitor_audit WHERE action = 'slot_released'")
+            .await,
+        5
+    );
+    assert_eq!(
+        env.count("SELECT COUNT(*) FROM schedule_executions WHERE status = 'success'")
+            .await,
+        5,
+        "a finished run is never failed"
+    );
+}
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[tokio::test]
 async fn a_skip_is_enqueued_at_skip_time_and_the_sweep_finds_it_queued() {
     let env = Env::new(Kind::Sqlite).await;

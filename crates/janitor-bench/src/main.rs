@@ -443,7 +443,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         name(kind),
         args.pairs
     );
-    let options = SweepOptions {
+    let mut options = SweepOptions {
         force: true, // a catch-up is exactly what the breaker would stop
         batch: 1_000,
         breaker: Breaker::default(),
@@ -451,6 +451,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         database: String::new(),
         no_index: false,
         index_horizon: None,
+        resume: None,
     };
     let start = Instant::now();
     let concurrency = args.concurrency.to_string();
@@ -473,7 +474,9 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<f64> {
         )
         .await?;
         // Everything found is queued: the workers finish it. Otherwise sweep again once
-        // they have made room (as `janitor run` does while catching up).
+        // they have made room, from where this pass stopped (as `janitor run` does while
+        // catching up).
+        options.resume = report.resume();
         if !report.has_more() {
             break;
         }

@@ -15,6 +15,6 @@ mod sweep;
 pub use breaker::{Breaker, BreakerState, Decision, Mode};
 pub use due::{due_pass, DueIndex, DueReport};
 pub use lease::{KeepAlive, LeaseLost, LeaseOrRedis, SweepLease};
-pub use observe::{judge, observe, ActivityPair, Finding, ObserveStats, Pair};
+pub use observe::{judge, observe, ActivityPair, Finding, ObserveStats, Pair, Scope};
 pub use skip::{enqueue_skip, SkipError, SkipReceipt};
 pub use sweep::{sweep, BreakerReport, KindReport, SweepError, SweepOptions, SweepReport};

@@ -11,8 +11,8 @@ use janitor_core::{
     TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowEntry, SlotEntry,
-    SlotRead, SlotStore, StoreError,
+    ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowCursor, RowEntry,
+    SlotEntry, SlotRead, SlotStore, StoreError,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -64,6 +64,11 @@ pub struct ObserveStats {
     pub activities_scanned: u64,
     /// The sink stopped the pass early (the sweep had no more room to enqueue).
     pub truncated: bool,
+    /// Where the next pass may resume its row pass when this one stopped in it: the
+    /// start of the page it stopped on (what this pass handed on before it is not read
+    /// again). `None` when it stopped elsewhere, or on its first page from the start.
+    #[serde(skip)]
+    pub resume: Option<RowCursor>,
     /// Verdict name → count.
     pub verdicts: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -72,18 +77,43 @@ pub struct ObserveStats {
 const READ_AHEAD: usize = 2;
 /// Pages of open rows whose slots are being looked up at once.
 const LOOKUPS_IN_FLIGHT: usize = 2;
+/// Both, in a pass that may stop early: every page read past the stop is read again by
+/// the next pass (a catch-up's passes stop a few pages in, and with the full read-ahead
+/// read twice as many pages as they used).
+const AHEAD_WHEN_STOPPING: usize = 1;
+/// And its row pages are this fraction of the batch, for the same reason.
+const PAGE_DIVISOR_WHEN_STOPPING: usize = 4;
 
 /// A page of open rows, each with its run's slot when it holds one (or why it is
-/// unreadable).
-type RowBatch = Vec<(RowEntry, SlotRead)>;
+/// unreadable), after the cursor it was read from.
+type RowBatch = (Option<RowCursor>, Vec<(RowEntry, SlotRead)>);
+
+/// What a pass reads, and from where.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Rows and slots read per batch.
+    pub batch: usize,
+    /// Read every `started` activity rule 8 could close (its slow cadence), not only
+    /// those of the runs janitor finalized lately.
+    pub activities: bool,
+    /// Start the row pass after this row: a catch-up's next pass goes on where the last
+    /// one stopped ([`ObserveStats::resume`]) instead of reading again what it queued.
+    pub after: Option<RowCursor>,
+    /// The sink may stop the pass early (a forced catch-up pass, at the backlog cap): the
+    /// census of slot ZSETs waits for the end of the row pass instead of running beside
+    /// it, since a pass stopped in the row pass never uses it and the census walks the
+    /// whole keyspace (every job's metadata too, in a catch-up).
+    pub may_stop_early: bool,
+}
+
 /// A batch of slots not paired from the row side, with the rows of their runs (by id,
 /// whatever their status).
 type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
 
 /// Streams every open row and every slot, judges each pair at `now` and hands each finding
 /// to `sink`, which may stop the pass early (`ControlFlow::Break`). Rule 8's activities are
-/// judged too: with `activities` every `started` one it could close, without only those
-/// of the runs janitor finalized in the last [`FINALIZED_LOOKBACK_SECS`].
+/// judged too: with `scope.activities` every `started` one it could close, without only
+/// those of the runs janitor finalized in the last [`FINALIZED_LOOKBACK_SECS`].
 ///
 /// Each item is read once. The row pass pages the open rows by (agent, id) and looks up
 /// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a
@@ -93,21 +123,27 @@ type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
 /// fetching their rows by id. Reading is pipelined: reader tasks fetch the next batches
 /// while the caller judges the current one, so a pass takes about as long as its slowest
 /// stage. Memory is bounded by a few batches.
+///
+/// A pass from `scope.after` judges only the open rows after it (and then every unpaired
+/// slot, leaving alone those whose row is open: the earlier passes judged them). A pass
+/// that may stop early reads smaller pages, less far ahead, and walks the keyspace only
+/// once its row pass is done.
 pub async fn observe<E: From<StoreError>>(
     slots: &SlotStore,
     rows: &ExecutionStore,
     policy: &Policy,
     now: Timestamp,
-    batch: usize,
-    activities: bool,
+    scope: &Scope,
     sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
     let paired = slots.paired_set();
     let pass = Pass {
         policy,
         now,
-        batch: batch.max(1),
-        activities,
+        batch: scope.batch.max(1),
+        activities: scope.activities,
+        after: scope.after.clone(),
+        may_stop_early: scope.may_stop_early,
     };
     let result = observe_with(slots, rows, &paired, &pass, sink).await;
     // Best effort: the set expires by itself if this fails.
@@ -124,6 +160,10 @@ struct Pass<'a> {
     batch: usize,
     /// Whether the activities rule 8 can close are read too.
     activities: bool,
+    /// Where the row pass starts.
+    after: Option<RowCursor>,
+    /// See [`Scope::may_stop_early`].
+    may_stop_early: bool,
 }
 
 async fn observe_with<E: From<StoreError>>(
@@ -138,6 +178,8 @@ async fn observe_with<E: From<StoreError>>(
         now,
         batch,
         activities,
+        ref after,
+        may_stop_early,
     } = pass;
     let mut stats = ObserveStats::default();
     let started = std::time::Instant::now();
@@ -178,17 +220,37 @@ async fn observe_with<E: From<StoreError>>(
     let every_activity = activities.then(|| read_activities(&mut readers, rows, batch, true, now));
 
     // Every slot ZSET key, recorded in Redis while the row pass runs: walking the keyspace
-    // is most of the slot pass's cost, and it needs nothing from the row pass.
-    let census = {
+    // is most of the slot pass's cost, and it needs nothing from the row pass. (A pass that
+    // may stop early takes it once its row pass is done.)
+    let start_census = || {
         let (slots, paired) = (slots.clone(), paired.clone());
-        tokio::spawn(async move { slots.census(&paired).await })
+        AbortOnDrop(tokio::spawn(async move { slots.census(&paired).await }))
     };
-    let mut census = AbortOnDrop(census);
+    let mut census = (!may_stop_early).then(start_census);
 
-    // SQL → Redis: every open row, with its slot if it holds one.
-    let mut row_batches = read_open_rows(&mut readers, slots, rows, paired, batch);
+    // SQL → Redis: every open row (after `after`), with its slot if it holds one.
+    let (page, ahead) = if may_stop_early {
+        (
+            (batch / PAGE_DIVISOR_WHEN_STOPPING).max(1),
+            (AHEAD_WHEN_STOPPING, AHEAD_WHEN_STOPPING),
+        )
+    } else {
+        (batch, (READ_AHEAD, LOOKUPS_IN_FLIGHT))
+    };
+    let mut row_batches = read_open_rows(
+        &mut readers,
+        slots,
+        rows,
+        paired,
+        page,
+        after.clone(),
+        ahead,
+    );
     while let Some(read) = row_batches.recv().await {
-        let page = read.map_err(E::from)?;
+        let (from, page) = read.map_err(E::from)?;
+        // A stop on this page resumes at its start: what it handed on before the stop is
+        // read again, never what it did not reach.
+        stats.resume = from;
         stats.rows_scanned += page.len() as u64;
         let mut judged = Vec::with_capacity(page.len());
         for (entry, slot) in page {
@@ -207,12 +269,14 @@ async fn observe_with<E: From<StoreError>>(
         }
     }
 
+    stats.resume = None;
     tracing::debug!(
         rows = stats.rows_scanned,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "row pass done"
     );
 
+    let census = census.get_or_insert_with(start_census);
     match (&mut census.0).await {
         Ok(result) => {
             result.map_err(E::from)?;
@@ -346,16 +410,19 @@ fn read_open_rows(
     rows: &ExecutionStore,
     paired: &PairedSet,
     batch: usize,
+    after: Option<RowCursor>,
+    (read_ahead, lookups): (usize, usize),
 ) -> mpsc::Receiver<Result<RowBatch, StoreError>> {
-    let (paged_tx, paged_rx) = mpsc::channel(READ_AHEAD);
-    let (joined_tx, joined_rx) = mpsc::channel(READ_AHEAD);
+    let (paged_tx, paged_rx) = mpsc::channel(read_ahead);
+    let (joined_tx, joined_rx) = mpsc::channel(read_ahead);
     let rows = rows.clone();
     readers.spawn(async move {
-        let mut cursor = None;
+        let mut cursor = after;
         loop {
             let page = rows.open_rows(cursor.as_ref(), batch as u32).await;
             let next = page.as_ref().ok().and_then(|p| p.next.clone());
-            if !forward(&paged_tx, page.map(|p| p.rows)).await {
+            let from = cursor.clone();
+            if !forward(&paged_tx, page.map(|p| (from, p.rows))).await {
                 return;
             }
             match next {
@@ -375,12 +442,12 @@ fn read_open_rows(
                 let (slots, paired) = (slots.clone(), paired.clone());
                 async move {
                     match read {
-                        Ok(page) => pair_page(&slots, &paired, page).await,
+                        Ok((from, page)) => Ok((from, pair_page(&slots, &paired, page).await?)),
                         Err(e) => Err(e),
                     }
                 }
             })
-            .buffered(LOOKUPS_IN_FLIGHT);
+            .buffered(lookups);
         let mut joined = std::pin::pin!(joined);
         while let Some(joined) = joined.next().await {
             if !forward(&joined_tx, joined).await {
@@ -396,7 +463,7 @@ async fn pair_page(
     slots: &SlotStore,
     paired: &PairedSet,
     page: Vec<RowEntry>,
-) -> Result<RowBatch, StoreError> {
+) -> Result<Vec<(RowEntry, SlotRead)>, StoreError> {
     let runs: Vec<_> = page
         .iter()
         .filter_map(|entry| match entry {

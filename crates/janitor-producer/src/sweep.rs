@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use janitor_core::{to_unix_seconds, CleanupJob, JobKind, Policy, Timestamp};
 use janitor_queue::{EnqueueReport, Existing, Queue, QueueError};
-use janitor_store::{ExecutionStore, SlotStore, StoreError};
+use janitor_store::{ExecutionStore, RowCursor, SlotStore, StoreError};
 use serde::Serialize;
 
 use crate::breaker::{self, Breaker, BreakerState, Decision, PassFigures};
 use crate::due::{self, DueIndex};
 use crate::lease::{LeaseOrRedis, SweepLease};
+use crate::observe::Scope;
 use crate::{observe, Finding, ObserveStats};
 
 /// Jobs pushed per `batch_push` call.
@@ -43,6 +44,12 @@ pub struct SweepOptions {
     /// than the time between two sweeps loses none, and the index holds what is nearly
     /// due rather than the whole fleet.
     pub index_horizon: Option<Duration>,
+    /// With `force`: start the row pass where the last forced pass stopped
+    /// ([`SweepReport::resume`]), so a catch-up's passes read each open row about once
+    /// instead of reading again every row the last ones queued. Such a pass sees part of
+    /// the fleet: it merges into the deadline index and leaves the breaker's fleet alone.
+    /// Ignored without `force` (an unforced pass always sees everything).
+    pub resume: Option<RowCursor>,
 }
 
 /// Per job kind: what was found and what became of it.
@@ -57,6 +64,12 @@ impl SweepReport {
     /// Whether work was left for a later pass (deferred at the cap, or not even scanned).
     pub fn has_more(&self) -> bool {
         self.stats.truncated || self.kinds.values().any(|k| k.queue.deferred > 0)
+    }
+
+    /// Where the next forced pass may start ([`SweepOptions::resume`]): set when this one
+    /// stopped in its row pass at the backlog cap.
+    pub fn resume(&self) -> Option<RowCursor> {
+        self.stats.resume.clone()
     }
 }
 
@@ -397,91 +410,91 @@ async fn sweep_pass(
     let activities = activity_turn(queue, options.dry_run)
         .await
         .map_err(QueueError::from)?;
-    let stats = observe::<SweepError>(
-        slots,
-        rows,
-        policy,
-        now,
-        options.batch.max(1),
+    // Only a forced pass may see part of the fleet (see `SweepOptions::resume`).
+    let after = options.resume.clone().filter(|_| options.force);
+    let partial = after.is_some();
+    let scope = Scope {
+        batch: options.batch.max(1),
         activities,
-        async |finding| {
-            let pair = match finding {
-                Finding::Pair(pair) => pair,
-                // Closing an activity no run can still finish changes no run and no slot:
-                // unguarded, like finalizing a skipped run.
-                Finding::Activity(found) => {
-                    let Some(job) = CleanupJob::for_activity(&found.verdict, &found.activity)
-                    else {
-                        return Ok(ControlFlow::Continue(()));
-                    };
-                    pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-                    if (held.len() as u64) < pusher.room {
-                        held.push(Held {
-                            job,
-                            guarded: false,
-                            due: f64::NEG_INFINITY,
-                        });
-                    } else {
-                        *overflow.entry(job.kind).or_default() += 1;
-                        if options.force {
-                            return Ok(ControlFlow::Break(()));
-                        }
-                    }
+        after,
+        may_stop_early: options.force,
+    };
+    let stats = observe::<SweepError>(slots, rows, policy, now, &scope, async |finding| {
+        let pair = match finding {
+            Finding::Pair(pair) => pair,
+            // Closing an activity no run can still finish changes no run and no slot:
+            // unguarded, like finalizing a skipped run.
+            Finding::Activity(found) => {
+                let Some(job) = CleanupJob::for_activity(&found.verdict, &found.activity) else {
                     return Ok(ControlFlow::Continue(()));
-                }
-                _ => return Ok(ControlFlow::Continue(())),
-            };
-            figures.judged += 1;
-            if pair.slot.is_some() {
-                figures.slots += 1;
-                if pair.row.is_none() {
-                    figures.rowless_slots += 1;
-                }
-            }
-            let Some(job) =
-                CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
-            else {
-                if let (Some(build), Some(at)) = (build.as_mut(), due::recheck_at(&pair, now)) {
-                    if index_until.is_none_or(|until| at <= until) {
-                        if let Some(member) = due::member_of(&pair) {
-                            build.add(member, at).await.map_err(StoreError::from)?;
-                        }
+                };
+                pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+                if (held.len() as u64) < pusher.room {
+                    held.push(Held {
+                        job,
+                        guarded: false,
+                        due: f64::NEG_INFINITY,
+                    });
+                } else {
+                    *overflow.entry(job.kind).or_default() += 1;
+                    if options.force {
+                        return Ok(ControlFlow::Break(()));
                     }
                 }
                 return Ok(ControlFlow::Continue(()));
-            };
-            pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
-            let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
-            // Streaming, a job is held while the queue has any room: the push tells which
-            // of them it already held (those make room) and defers what does not fit.
-            let admit = if stream {
-                pusher.room > 0
-            } else {
-                (held.len() as u64) < pusher.room
-            };
-            if admit {
-                held.push(Held { job, guarded, due });
-                // Pushed when a batch is ready, or once the held jobs would fill the room
-                // (never in pushes of fewer than STREAM_MIN_PUSH: a small room behind many
-                // queued jobs must not cost a push per job).
-                if stream
-                    && (held.len() >= PUSH_BATCH
-                        || held.len() as u64 >= pusher.room.max(STREAM_MIN_PUSH))
-                {
-                    streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
-                    let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
-                    pusher.push(&mut out).await?;
-                }
-            } else if options.force {
-                // Full, and the breaker is overridden: nothing more can be used this pass.
-                *overflow.entry(job.kind).or_default() += 1;
-                return Ok(ControlFlow::Break(()));
-            } else {
-                *overflow.entry(job.kind).or_default() += 1;
             }
-            Ok(ControlFlow::Continue(()))
-        },
-    )
+            _ => return Ok(ControlFlow::Continue(())),
+        };
+        figures.judged += 1;
+        if pair.slot.is_some() {
+            figures.slots += 1;
+            if pair.row.is_none() {
+                figures.rowless_slots += 1;
+            }
+        }
+        let Some(job) =
+            CleanupJob::for_verdict(&pair.verdict, pair.slot.as_ref(), pair.row.as_ref())
+        else {
+            if let (Some(build), Some(at)) = (build.as_mut(), due::recheck_at(&pair, now)) {
+                if index_until.is_none_or(|until| at <= until) {
+                    if let Some(member) = due::member_of(&pair) {
+                        build.add(member, at).await.map_err(StoreError::from)?;
+                    }
+                }
+            }
+            return Ok(ControlFlow::Continue(()));
+        };
+        pusher.kinds.entry(job.kind.as_str()).or_default().found += 1;
+        let (guarded, due) = count_guarded(&mut figures, &pair, policy, previous);
+        // Streaming, a job is held while the queue has any room: the push tells which
+        // of them it already held (those make room) and defers what does not fit.
+        let admit = if stream {
+            pusher.room > 0
+        } else {
+            (held.len() as u64) < pusher.room
+        };
+        if admit {
+            held.push(Held { job, guarded, due });
+            // Pushed when a batch is ready, or once the held jobs would fill the room
+            // (never in pushes of fewer than STREAM_MIN_PUSH: a small room behind many
+            // queued jobs must not cost a push per job).
+            if stream
+                && (held.len() >= PUSH_BATCH
+                    || held.len() as u64 >= pusher.room.max(STREAM_MIN_PUSH))
+            {
+                streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
+                let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
+                pusher.push(&mut out).await?;
+            }
+        } else if options.force {
+            // Full, and the breaker is overridden: nothing more can be used this pass.
+            *overflow.entry(job.kind).or_default() += 1;
+            return Ok(ControlFlow::Break(()));
+        } else {
+            *overflow.entry(job.kind).or_default() += 1;
+        }
+        Ok(ControlFlow::Continue(()))
+    })
     .await?;
 
     // Read again under the lock: this process's due passes write it during the sweep.
@@ -499,13 +512,12 @@ async fn sweep_pass(
             Some(0)
         }
         Some(build) => {
-            state.fleet = figures.judged;
-            Some(
-                build
-                    .publish(!stats.truncated)
-                    .await
-                    .map_err(StoreError::from)?,
-            )
+            // Only a pass that saw every pair replaces the index and measures the fleet.
+            let complete = !stats.truncated && !partial;
+            if complete {
+                state.fleet = figures.judged;
+            }
+            Some(build.publish(complete).await.map_err(StoreError::from)?)
         }
     };
     let refused = match decision {

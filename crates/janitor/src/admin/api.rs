@@ -422,8 +422,7 @@ pub(super) async fn sweep_now(
             &app.slots,
             &app.rows,
             &app.queue,
-            request.dry_run,
-            request.force,
+            &commands::sweep::options(&app.settings, request.dry_run, request.force),
             std::time::Duration::from_secs(1),
         )
         .await

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::admin;
 use crate::cli::{Listen, RunArgs};
-use crate::commands::sweep::{due_once, print_report, sweep_once};
+use crate::commands::sweep::{due_once, options as sweep_options, print_report, sweep_once};
 use crate::{context, settings::Settings};
 
 /// Both sides of one cycle, correlated: what the sweep found and what the jobs did.
@@ -53,7 +53,12 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
 
     if args.once {
         let sweep = sweep_once(
-            settings, &slots, &rows, &queue, false, args.force, lease_wait,
+            settings,
+            &slots,
+            &rows,
+            &queue,
+            &sweep_options(settings, false, args.force),
+            lease_wait,
         )
         .await?;
         let jobs = runner::run(applier, queue, options, std::future::pending()).await;
@@ -116,6 +121,9 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
     }
     let mut first = true;
     let mut catching_up = false;
+    // A forced catch-up's next pass starts where the last one stopped (see
+    // `SweepOptions::resume`); any other pass starts from the beginning.
+    let mut pass = sweep_options(settings, false, args.force);
     while args.role.sweeps() {
         // Sweep at start, then every interval; while catching up (the last sweep deferred
         // jobs at the backlog cap), again as soon as the workers have drained the queue.
@@ -134,12 +142,9 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             () = wait => {}
         }
         first = false;
-        match sweep_once(
-            settings, &slots, &rows, &queue, false, args.force, lease_wait,
-        )
-        .await
-        {
+        match sweep_once(settings, &slots, &rows, &queue, &pass, lease_wait).await {
             Ok(report) => {
+                pass.resume = report.resume();
                 let found: u64 = report.kinds.values().map(|k| k.found).sum();
                 let enqueued: u64 = report.kinds.values().map(|k| k.queue.enqueued).sum();
                 let deferred: u64 = report.kinds.values().map(|k| k.queue.deferred).sum();
@@ -161,6 +166,7 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             // A failed sweep is retried at the next tick; the workers keep running.
             Err(err) => {
                 catching_up = false;
+                pass.resume = None;
                 tracing::error!(error = format!("{err:#}"), "sweep failed");
             }
         }

@@ -2,7 +2,7 @@
 //! every slot without a live run, each with its deadline and the verdict the rules give.
 
 use janitor_core::{format_timestamp, Timestamp, Verdict};
-use janitor_producer::{observe, ActivityPair, Finding, ObserveStats, Pair};
+use janitor_producer::{observe, ActivityPair, Finding, ObserveStats, Pair, Scope};
 use janitor_store::{CorruptRow, CorruptSlot, ExecutionStore, RuleOff, SlotStore};
 use serde::Serialize;
 
@@ -77,9 +77,12 @@ pub async fn report(
         rows,
         &settings.policy,
         now,
-        settings.scan_batch,
-        // A report shows every activity rule 8 would close.
-        true,
+        &Scope {
+            batch: settings.scan_batch,
+            // A report shows every activity rule 8 would close.
+            activities: true,
+            ..Scope::default()
+        },
         async |finding| {
             match finding {
                 Finding::Pair(pair) => {

@@ -49,8 +49,7 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
         &slots,
         &rows,
         &queue,
-        args.dry_run,
-        args.force,
+        &options(settings, args.dry_run, args.force),
         Duration::from_secs(args.lease_wait_secs),
     )
     .await?;
@@ -90,7 +89,8 @@ fn held() -> std::sync::MutexGuard<'static, Option<SweepLease>> {
     HELD.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
+/// The sweep options `settings` give, for a pass that starts from the beginning.
+pub fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
     SweepOptions {
         dry_run,
         force,
@@ -99,6 +99,7 @@ fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions {
         database: janitor_store::redact_url(&settings.database_url),
         no_index: settings.due_interval.is_none(),
         index_horizon: Some(index_horizon(settings.sweep_interval)),
+        resume: None,
     }
 }
 
@@ -166,19 +167,18 @@ pub async fn due_once(
     }
 }
 
-/// One sweep under the lease (a dry run takes no lease: it changes nothing).
+/// One sweep with `options` ([`options`]) under the lease (a dry run takes no lease: it
+/// changes nothing).
 pub async fn sweep_once(
     settings: &Settings,
     slots: &SlotStore,
     rows: &ExecutionStore,
     queue: &Queue,
-    dry_run: bool,
-    force: bool,
+    options: &SweepOptions,
     lease_wait: Duration,
 ) -> anyhow::Result<SweepReport> {
-    let options = options(settings, dry_run, force);
-    if dry_run {
-        return Ok(sweep(slots, rows, queue, &settings.policy, None, &options).await?);
+    if options.dry_run {
+        return Ok(sweep(slots, rows, queue, &settings.policy, None, options).await?);
     }
     let lease = acquire(settings, queue, lease_wait)
         .await?
@@ -189,7 +189,7 @@ pub async fn sweep_once(
             )
         })?;
     *held() = Some(lease.clone());
-    let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), &options).await;
+    let result = sweep(slots, rows, queue, &settings.policy, Some(&lease), options).await;
     *held() = None;
     if let Err(err) = lease.release().await {
         tracing::warn!(error = %err, "releasing the sweep lease failed; it expires by itself");
