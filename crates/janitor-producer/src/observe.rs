@@ -137,14 +137,7 @@ pub async fn observe<E: From<StoreError>>(
     sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
     let paired = slots.paired_set();
-    let pass = Pass {
-        policy,
-        now,
-        batch: scope.batch.max(1),
-        activities: scope.activities,
-        after: scope.after.clone(),
-        may_stop_early: scope.may_stop_early,
-    };
+    let pass = Pass { policy, now, scope };
     let result = observe_with(slots, rows, &paired, &pass, sink).await;
     // Best effort: the set expires by itself if this fails.
     if let Err(e) = slots.drop_paired(&paired).await {
@@ -157,13 +150,7 @@ pub async fn observe<E: From<StoreError>>(
 struct Pass<'a> {
     policy: &'a Policy,
     now: Timestamp,
-    batch: usize,
-    /// Whether the activities rule 8 can close are read too.
-    activities: bool,
-    /// Where the row pass starts.
-    after: Option<RowCursor>,
-    /// See [`Scope::may_stop_early`].
-    may_stop_early: bool,
+    scope: &'a Scope,
 }
 
 async fn observe_with<E: From<StoreError>>(
@@ -173,14 +160,14 @@ async fn observe_with<E: From<StoreError>>(
     pass: &Pass<'_>,
     mut sink: impl AsyncFnMut(Finding) -> Result<ControlFlow<()>, E>,
 ) -> Result<ObserveStats, E> {
-    let &Pass {
-        policy,
-        now,
+    let &Pass { policy, now, scope } = pass;
+    let Scope {
         batch,
         activities,
         ref after,
         may_stop_early,
-    } = pass;
+    } = *scope;
+    let batch = batch.max(1);
     let mut stats = ObserveStats::default();
     let started = std::time::Instant::now();
     // Dropping the set (an early stop or an error) aborts the readers.
