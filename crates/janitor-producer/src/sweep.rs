@@ -67,7 +67,8 @@ impl SweepReport {
     }
 
     /// Where the next forced pass may start ([`SweepOptions::resume`]): set when this one
-    /// stopped in its row pass at the backlog cap.
+    /// stopped in its row pass at the backlog cap with everything it found before the stop
+    /// queued (none deferred by a push).
     pub fn resume(&self) -> Option<RowCursor> {
         self.stats.resume.clone()
     }
@@ -419,7 +420,7 @@ async fn sweep_pass(
         after,
         may_stop_early: options.force,
     };
-    let stats = observe::<SweepError>(slots, rows, policy, now, &scope, async |finding| {
+    let mut stats = observe::<SweepError>(slots, rows, policy, now, &scope, async |finding| {
         let pair = match finding {
             Finding::Pair(pair) => pair,
             // Closing an activity no run can still finish changes no run and no slot:
@@ -588,6 +589,13 @@ async fn sweep_pass(
     }
     let guarded_pushed = pusher.push(&mut batch).await?;
     Breaker::spent(&mut state, guarded_pushed);
+    // The next pass may resume where this one stopped only if everything this pass found
+    // before the stop is queued: a push that deferred jobs (the cap reached under a push
+    // bigger than the room, or another pusher taking the room) left some behind the
+    // resume point, and only a pass from the start finds them again.
+    if pusher.kinds.values().any(|k| k.queue.deferred > 0) {
+        stats.resume = None;
+    }
     // Found but never handed to the queue (no room, or the breaker) are deferred.
     for (kind, n) in overflow.into_iter().chain(kept_back) {
         pusher.defer(kind, n);

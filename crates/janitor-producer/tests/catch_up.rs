@@ -60,9 +60,14 @@ impl Stage {
 
     /// One forced pass (rows read 100 at a time) with the queue capped at `cap`.
     async fn pass(&self, cap: u64, resume: Option<&SweepReport>) -> SweepReport {
+        self.pass_by(400, cap, resume).await
+    }
+
+    /// One forced pass, rows read `batch / 4` at a time.
+    async fn pass_by(&self, batch: usize, cap: u64, resume: Option<&SweepReport>) -> SweepReport {
         let options = SweepOptions {
             force: true,
-            batch: 400,
+            batch,
             breaker: Breaker::default(),
             resume: resume.and_then(SweepReport::resume),
             ..SweepOptions::default()
@@ -127,6 +132,33 @@ async fn passes_resume_where_the_last_stopped(kind: Kind) {
     .unwrap();
     assert_eq!(unforced.stats.rows_scanned, 300, "{unforced:#?}");
     stage.sandbox.clear_redis().await.unwrap();
+}
+
+/// A push bigger than the room defers jobs found before the stop: the next pass must not
+/// resume past them (it did, and they waited for a pass from the start).
+async fn no_pass_resumes_past_jobs_its_push_deferred(kind: Kind) {
+    let stage = Stage::new(kind, 300).await;
+    // Room for 10, rows 10 a page: 64 jobs are held and pushed at once, 54 deferred, and the
+    // pass stops on its seventh page.
+    let first = stage.pass_by(40, 10, None).await;
+    assert_eq!(fail_run(&first).enqueued, 10, "{first:#?}");
+    assert!(fail_run(&first).deferred >= 54, "{first:#?}");
+    assert_eq!(first.resume(), None, "a resume would skip runs 10–59");
+    let second = stage.pass_by(40, 100, Some(&first)).await;
+    let kind_report = fail_run(&second);
+    assert_eq!(kind_report.already_queued, 10, "{second:#?}");
+    assert_eq!(kind_report.enqueued, 90, "{second:#?}");
+    stage.sandbox.clear_redis().await.unwrap();
+}
+
+#[tokio::test]
+async fn no_pass_resumes_past_jobs_its_push_deferred_on_sqlite() {
+    no_pass_resumes_past_jobs_its_push_deferred(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn no_pass_resumes_past_jobs_its_push_deferred_on_postgres() {
+    no_pass_resumes_past_jobs_its_push_deferred(Kind::Postgres).await;
 }
 
 #[tokio::test]

@@ -160,6 +160,8 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
                     breaker_tripped = report.breaker_tripped,
                     fence = report.fence,
                     duration_ms = report.elapsed_ms,
+                    // The next pass goes on where this one stopped.
+                    resumes = pass.resume.is_some(),
                     "sweep done"
                 );
             }
