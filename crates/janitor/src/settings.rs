@@ -23,8 +23,10 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const DEFAULT_SCAN_BATCH: usize = 2_000;
 /// Jobs in flight per worker process. They wait on batched applies, not on CPU: more in
 /// flight means bigger batches (fewer statements and round trips per job); `make bench`
-/// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL, 256 no better.
-pub const DEFAULT_CONCURRENCY: usize = 128;
+/// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL with batches of at
+/// most 64. With batches of at most 128 ([`janitor_worker::MAX_BATCH`]), twice that keeps
+/// one batch applying while the next fills.
+pub const DEFAULT_CONCURRENCY: usize = 2 * janitor_worker::MAX_BATCH;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 /// Milliseconds between due passes by default.
