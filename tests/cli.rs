@@ -56,7 +56,7 @@ async fn migrate_keeps_a_trinity_database_intact() {
     let first = env.run(&["migrate"]);
     first.ok();
     assert!(
-        first.stdout.contains("applied 2, 3, 4, 5 "),
+        first.stdout.contains("applied 2, 3, 4, 5, 6 "),
         "{}",
         first.stdout
     );
@@ -204,22 +204,43 @@ async fn migrate_refuses_a_database_that_is_not_the_platforms() {
 }
 
 /// A binary newer than the database's janitor schema says so instead of failing every
-/// audit write (its inserts name the unique change key of migration 4).
+/// audit write (its inserts name the unique (run, change key) index of migration 6), and
+/// `migrate` brings the database up to date: from before migration 4 (no change key at
+/// all) and from migration 5 (the key unique on its own).
 #[tokio::test]
 async fn an_outdated_janitor_schema_asks_for_migrate() {
-    let env = Env::new(Kind::Sqlite).await;
-    env.run(&["migrate", "--create-platform-tables"]).ok();
-    env.sql("DROP INDEX janitor_audit_change; ALTER TABLE janitor_audit DROP COLUMN change_key;")
-        .await
-        .unwrap();
-    let out = env.run(&["run", "--once"]);
-    assert_eq!(out.code, Some(1), "{}", out.stdout);
-    assert!(
-        out.stderr.contains("janitor_audit.change_key is missing")
-            && out.stderr.contains("run `janitor migrate`"),
-        "{}",
-        out.stderr
-    );
+    for kind in [Kind::Sqlite, Kind::Postgres] {
+        for (before, undo) in [
+            (
+                3,
+                "DROP INDEX janitor_audit_run_change; ALTER TABLE janitor_audit DROP COLUMN change_key; \
+                 CREATE INDEX janitor_audit_execution ON janitor_audit (execution_id); \
+                 DELETE FROM _sqlx_migrations WHERE version >= 4;",
+            ),
+            (
+                5,
+                "DROP INDEX janitor_audit_run_change; \
+                 CREATE UNIQUE INDEX janitor_audit_change ON janitor_audit (change_key); \
+                 CREATE INDEX janitor_audit_execution ON janitor_audit (execution_id); \
+                 DELETE FROM _sqlx_migrations WHERE version = 6;",
+            ),
+        ] {
+            let env = Env::new(kind).await;
+            env.run(&["migrate", "--create-platform-tables"]).ok();
+            env.sql(undo).await.unwrap();
+            let out = env.run(&["run", "--once"]);
+            assert_eq!(out.code, Some(1), "{kind:?} at {before}: {}", out.stdout);
+            assert!(
+                out.stderr.contains("the audit's (run, change key) index is missing")
+                    && out.stderr.contains("run `janitor migrate`"),
+                "{kind:?} at {before}: {}",
+                out.stderr
+            );
+            env.run(&["migrate"]).ok();
+            let out = env.run(&["run", "--once"]);
+            assert_eq!(out.code, Some(0), "{kind:?} at {before}: {}", out.stderr);
+        }
+    }
 }
 
 #[tokio::test]

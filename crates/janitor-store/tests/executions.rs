@@ -148,7 +148,7 @@ async fn migrate_is_idempotent(kind: Kind) {
     .await;
     let again = f.db().migrate(true).await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
-    assert_eq!(again.latest, 5);
+    assert_eq!(again.latest, 6);
     assert_eq!(f.count("SELECT COUNT(*) FROM schedule_executions").await, 1);
 }
 

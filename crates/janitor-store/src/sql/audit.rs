@@ -6,8 +6,9 @@
 //! from the entry, with the batch's row changes or by any replica's drain, keyed by the entry
 //! so it is written once whatever happens between.
 //!
-//! Every row carries a `change_key`, unique in the table, and inserts are `ON CONFLICT DO
-//! NOTHING`: one row per change is the database's promise, not only janitor's.
+//! Every row carries a `change_key`, unique in the table with its run (a key names one run's
+//! change, migration 6), and inserts are `ON CONFLICT DO NOTHING`: one row per change is the
+//! database's promise, not only janitor's.
 
 use janitor_core::{format_timestamp, Timestamp};
 use serde::Serialize;
@@ -113,7 +114,7 @@ macro_rules! insert_audit_rows {
             }
             sql.push(')');
         }
-        sql.push_str(" ON CONFLICT (change_key) DO NOTHING");
+        sql.push_str(" ON CONFLICT (execution_id, change_key) DO NOTHING");
         let sql = $crate::sql::marks($backend, &sql);
         let mut query = sqlx::query(&sql);
         for row in rows {

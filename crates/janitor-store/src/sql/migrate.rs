@@ -54,6 +54,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../../migrations/sqlite/0005_started_activities_by_id.sql"),
         include_str!("../../../../migrations/postgres/0005_started_activities_by_id.sql"),
     ),
+    (
+        6,
+        "audit run change",
+        include_str!("../../../../migrations/sqlite/0006_audit_run_change.sql"),
+        include_str!("../../../../migrations/postgres/0006_audit_run_change.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -322,22 +322,21 @@ impl Database {
                 return Err(StoreError::MissingTable(required));
             }
         }
-        // Migration 4: audit writes name the unique change key.
+        // Migrations 4 and 6: audit writes name the unique (run, change key) index.
         let change_key: bool = match self {
             Self::Sqlite(pool) => sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('janitor_audit') WHERE name = 'change_key')",
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'janitor_audit_run_change')",
             )
             .fetch_one(pool)
             .await?,
             Self::Postgres(pool) => sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() \
-                 AND table_name = 'janitor_audit' AND column_name = 'change_key')",
+                "SELECT to_regclass('janitor_audit_run_change') IS NOT NULL",
             )
             .fetch_one(pool)
             .await?,
         };
         if !change_key {
-            return Err(StoreError::Outdated("janitor_audit.change_key"));
+            return Err(StoreError::Outdated("the audit's (run, change key) index"));
         }
         let columns = self
             .existing_columns(&["schedule_executions", "agent_schedules", "agent_ownership"])
