@@ -68,7 +68,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Concurrency of each worker process (janitor's default).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = janitor_worker::DEFAULT_CONCURRENCY)]
     concurrency: usize,
     /// The queue's backlog cap (janitor's default is 4,000).
     #[arg(long, default_value_t = janitor_queue::DEFAULT_BACKLOG_CAP)]

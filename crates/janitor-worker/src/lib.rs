@@ -7,4 +7,4 @@ mod apply;
 pub mod runner;
 
 pub use apply::{Applier, Effect, Hook, Moot, Outcome};
-pub use runner::{KindTally, Tally, WorkerOptions, MAX_BATCH};
+pub use runner::{KindTally, Tally, WorkerOptions, DEFAULT_CONCURRENCY, MAX_BATCH};

@@ -49,7 +49,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
-            concurrency: 2 * MAX_BATCH,
+            concurrency: DEFAULT_CONCURRENCY,
             max_attempts: 5,
             tries_per_attempt: 8,
             retry_max_delay: Duration::from_secs(DEFAULT_RETRY_MAX_DELAY_SECS),
@@ -157,6 +157,10 @@ struct Failure {
 /// per random index leaf it touched and batches spanning more runs share more of them.
 /// (At 256 a SQLite batch's transaction took seconds: not taken.)
 pub const MAX_BATCH: usize = 128;
+
+/// Jobs in flight per worker process by default: twice a batch, so one batch applies while
+/// the next fills.
+pub const DEFAULT_CONCURRENCY: usize = 2 * MAX_BATCH;
 
 /// Applies jobs in batches: whatever has arrived while the previous batch was applied
 /// goes into the next one, so a busy worker makes a few round trips per batch instead of

@@ -26,7 +26,7 @@ pub const DEFAULT_SCAN_BATCH: usize = 2_000;
 /// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL with batches of at
 /// most 64. With batches of at most 128 ([`janitor_worker::MAX_BATCH`]), twice that keeps
 /// one batch applying while the next fills.
-pub const DEFAULT_CONCURRENCY: usize = 2 * janitor_worker::MAX_BATCH;
+pub const DEFAULT_CONCURRENCY: usize = janitor_worker::DEFAULT_CONCURRENCY;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 /// Milliseconds between due passes by default.
