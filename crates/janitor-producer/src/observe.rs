@@ -49,6 +49,9 @@ pub enum Finding {
     Activity(ActivityPair),
     CorruptSlot(CorruptSlot),
     CorruptRow(CorruptRow),
+    /// Every open row has been judged; the slot pass follows (it may first wait for the
+    /// census of slot ZSETs). A sink that holds findings back may hand them on here.
+    RowsDone,
     /// Every open row and every slot has been judged.
     End,
 }
@@ -190,7 +193,7 @@ async fn observe_with<E: From<StoreError>>(
                 }
                 Finding::CorruptSlot(_) => $stats.corrupt_slots += 1,
                 Finding::CorruptRow(_) => $stats.corrupt_rows += 1,
-                Finding::End => {}
+                Finding::RowsDone | Finding::End => {}
             }
             if sink(finding).await?.is_break() {
                 $stats.truncated = true;
@@ -262,6 +265,7 @@ async fn observe_with<E: From<StoreError>>(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "row pass done"
     );
+    emit!(Finding::RowsDone, stats);
 
     let census = census.get_or_insert_with(start_census);
     match (&mut census.0).await {

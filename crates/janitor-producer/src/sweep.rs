@@ -355,6 +355,19 @@ struct Held {
     due: f64,
 }
 
+/// Streaming (a forced pass): pushes every held job now, counting the guarded ones handed
+/// to the queue in `streamed_guarded`.
+async fn hand_on(
+    held: &mut Vec<Held>,
+    pusher: &mut Pusher<'_>,
+    streamed_guarded: &mut u64,
+) -> Result<(), SweepError> {
+    *streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
+    let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
+    pusher.push(&mut out).await?;
+    Ok(())
+}
+
 async fn sweep_pass(
     slots: &SlotStore,
     rows: &ExecutionStore,
@@ -423,6 +436,13 @@ async fn sweep_pass(
     let mut stats = observe::<SweepError>(slots, rows, policy, now, &scope, async |finding| {
         let pair = match finding {
             Finding::Pair(pair) => pair,
+            // The row pass is over: what it found goes out now, not after the slot pass's
+            // census (the last pass of a catch-up held its last jobs back for the whole
+            // walk of the keyspace, while the workers had nothing left to do).
+            Finding::RowsDone if stream => {
+                hand_on(&mut held, &mut pusher, &mut streamed_guarded).await?;
+                return Ok(ControlFlow::Continue(()));
+            }
             // Closing an activity no run can still finish changes no run and no slot:
             // unguarded, like finalizing a skipped run.
             Finding::Activity(found) => {
@@ -483,9 +503,7 @@ async fn sweep_pass(
                 && (held.len() >= PUSH_BATCH
                     || held.len() as u64 >= pusher.room.max(STREAM_MIN_PUSH))
             {
-                streamed_guarded += held.iter().filter(|h| h.guarded).count() as u64;
-                let mut out: Vec<CleanupJob> = held.drain(..).map(|h| h.job).collect();
-                pusher.push(&mut out).await?;
+                hand_on(&mut held, &mut pusher, &mut streamed_guarded).await?;
             }
         } else if options.force {
             // Full, and the breaker is overridden: nothing more can be used this pass.

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use janitor_core::Policy;
-use janitor_producer::{sweep, Breaker, SweepOptions, SweepReport};
+use janitor_producer::{observe, sweep, Breaker, Finding, Scope, SweepOptions, SweepReport};
 use janitor_queue::{Queue, QueueSettings};
 use janitor_store::{Database, ExecutionStore, SlotKeys, SlotStore};
 use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox};
@@ -149,6 +149,85 @@ async fn no_pass_resumes_past_jobs_its_push_deferred(kind: Kind) {
     assert_eq!(kind_report.already_queued, 10, "{second:#?}");
     assert_eq!(kind_report.enqueued, 90, "{second:#?}");
     stage.sandbox.clear_redis().await.unwrap();
+}
+
+/// The end of the row pass is announced before the slot pass starts (a forced pass hands
+/// the jobs it holds to the queue there, instead of holding them through the census's walk
+/// of the keyspace: the last pass of a catch-up kept the workers waiting for it).
+async fn the_row_pass_ends_before_the_slot_pass(kind: Kind) {
+    let stage = Stage::new(kind, 3).await;
+    // A finished run's leaked slot, on an agent with no open run: only the slot pass finds it.
+    let now = stage.sandbox.redis_now().await.unwrap();
+    let started = ts_ago(now, 600.0, "naive");
+    stage
+        .sandbox
+        .sql(&format!(
+            "INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by, claude_session_id) \
+             VALUES ('leak', '__manual__', 'other', 'success', '{started}', 'run', 'schedule', 'sess')"
+        ))
+        .await
+        .unwrap();
+    redis::cmd("ZADD")
+        .arg(format!("{}other", stage.sandbox.slot_prefix))
+        .arg(now - 600.0)
+        .arg("leak")
+        .query_async::<()>(&mut stage.sandbox.redis().await.unwrap())
+        .await
+        .unwrap();
+    for may_stop_early in [false, true] {
+        let mut seen = Vec::new();
+        observe::<janitor_store::StoreError>(
+            &stage.slots,
+            &stage.rows,
+            &Policy::default(),
+            stage.slots.server_time().await.unwrap(),
+            &Scope {
+                batch: 2,
+                may_stop_early,
+                ..Scope::default()
+            },
+            async |finding| {
+                seen.push(match finding {
+                    Finding::Pair(pair) => format!(
+                        "{}:{}",
+                        pair.verdict.name(),
+                        pair.row
+                            .map(|r| r.execution_id.to_string())
+                            .unwrap_or_default()
+                    ),
+                    Finding::RowsDone => "rows done".into(),
+                    Finding::End => "end".into(),
+                    other => format!("{other:?}"),
+                });
+                Ok(std::ops::ControlFlow::Continue(()))
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "fail_orphan:o0000",
+                "fail_orphan:o0001",
+                "fail_orphan:o0002",
+                "rows done",
+                "release_leaked_slot:leak",
+                "end"
+            ],
+            "may stop early: {may_stop_early}"
+        );
+    }
+    stage.sandbox.clear_redis().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_row_pass_ends_before_the_slot_pass_on_sqlite() {
+    the_row_pass_ends_before_the_slot_pass(Kind::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_row_pass_ends_before_the_slot_pass_on_postgres() {
+    the_row_pass_ends_before_the_slot_pass(Kind::Postgres).await;
 }
 
 #[tokio::test]

@@ -115,7 +115,7 @@ pub async fn report(
                         activities.push(found)
                     }
                 }
-                Finding::End => {}
+                Finding::RowsDone | Finding::End => {}
             }
             Ok(std::ops::ControlFlow::Continue(()))
         },
