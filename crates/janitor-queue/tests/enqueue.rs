@@ -279,3 +279,74 @@ async fn dead_work_is_redriven_after_its_cool_off_under_a_new_id() {
     assert_eq!(third.redriven, 1);
     assert!(q.payload(&format!("{base}~r2")).await.unwrap().is_some());
 }
+
+/// Every place an id can be in, as `classify` names it: the payload is asked first (a new
+/// id costs no look at the queued places), and an id is queued only where it is queued.
+#[tokio::test]
+async fn classify_names_every_place_an_id_can_be() {
+    use janitor_queue::Existing;
+    let (q, mut conn) = queue(100).await;
+    let k = q.keys();
+    let ids: Vec<String> = [
+        "new",
+        "scheduled",
+        "active",
+        "in-flight",
+        "dead",
+        "dead-unstored",
+        "done",
+        "done-unstored",
+        "stranded",
+        "in-flight-elsewhere",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut pipe = redis::pipe();
+    for id in &ids[1..] {
+        if !id.ends_with("-unstored") {
+            pipe.cmd("HSET").arg(k.data()).arg(id).arg("{}").ignore();
+        }
+    }
+    pipe.cmd("ZADD")
+        .arg(k.scheduled())
+        .arg(1)
+        .arg("scheduled")
+        .ignore();
+    pipe.cmd("RPUSH").arg(k.active()).arg("active").ignore();
+    pipe.cmd("ZADD")
+        .arg(k.workers())
+        .arg(1)
+        .arg("w1")
+        .arg(2)
+        .arg("w2")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(k.inflight("w1"))
+        .arg("in-flight")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(k.inflight("w2"))
+        .arg("in-flight-elsewhere")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(k.dead())
+        .arg("dead")
+        .arg("dead-unstored")
+        .ignore();
+    pipe.cmd("SADD")
+        .arg(k.done())
+        .arg("done")
+        .arg("done-unstored")
+        .ignore();
+    pipe.query_async::<()>(&mut conn).await.unwrap();
+    let found = q.classify(&ids).await.unwrap();
+    use Existing::*;
+    assert_eq!(
+        found,
+        [New, Queued, Queued, Queued, Dead, Dead, Done, Done, Stranded, Queued]
+    );
+    // Only new ids: the same answers without a payload anywhere.
+    let fresh: Vec<String> = (0..3).map(|i| format!("fresh{i}")).collect();
+    assert_eq!(q.classify(&fresh).await.unwrap(), [New, New, New]);
+}
