@@ -280,8 +280,9 @@ async fn dead_work_is_redriven_after_its_cool_off_under_a_new_id() {
     assert!(q.payload(&format!("{base}~r2")).await.unwrap().is_some());
 }
 
-/// Every place an id can be in, as `classify` names it: the payload is asked first (a new
-/// id costs no look at the queued places), and an id is queued only where it is queued.
+/// Every place an id can be in, as `classify` names it: the answers the payload-first
+/// script must keep (the old script gave the same ones; what it saves is Redis time, which
+/// the README's catch-up figures measure, not this test).
 #[tokio::test]
 async fn classify_names_every_place_an_id_can_be() {
     use janitor_queue::Existing;
