@@ -37,7 +37,12 @@ impl QueueKeys {
 
     /// `Q:meta:{id}` HASH: attempts, status, result (last error), …
     pub fn meta(&self, id: &str) -> String {
-        format!("{}:meta:{id}", self.name)
+        format!("{}:{id}", self.meta_prefix())
+    }
+
+    /// `Q:meta`: what [`Self::meta`] puts before `:{id}`.
+    pub fn meta_prefix(&self) -> String {
+        format!("{}:meta", self.name)
     }
 
     /// `Q:done` SET.

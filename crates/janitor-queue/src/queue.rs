@@ -3,7 +3,6 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use apalis_core::task::{builder::TaskBuilder, task_id::TaskId};
 use apalis_redis::ConnectionManager;
 use janitor_core::CleanupJob;
 use redis::Script;
@@ -13,6 +12,7 @@ use crate::{Pacer, QueueKeys};
 
 static PROMOTE_DUE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/promote_due.lua")));
+static PUSH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/push.lua")));
 static CLASSIFY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/classify.lua")));
 
 /// Where a task id is, by membership in the queue's sets (`classify.lua`).
@@ -310,23 +310,26 @@ impl Queue {
             report.recycled = recycled.len() as u64;
         }
 
+        // Every push lands in the schedule, due now or later, as the library's own push
+        // does (`push.lua`): at the library's clock, unix seconds, never in the past.
+        let due = (std::time::SystemTime::now() + delay)
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
         for chunk in fresh.chunks(CHUNK) {
-            let mut tasks = Vec::with_capacity(chunk.len());
+            let mut call = PUSH.prepare_invoke();
+            call.key(self.keys.data())
+                .key(self.keys.scheduled())
+                .arg(self.keys.meta_prefix())
+                .arg(&due);
             for (job, id) in chunk {
-                tasks.push(
-                    TaskBuilder::new(serde_json::to_vec(job)?)
-                        .task_id(TaskId::from_string(id.clone()))
-                        .run_after(delay)
-                        .build(),
-                );
+                call.arg(id).arg(serde_json::to_vec(job)?);
             }
-            let (now, later) =
-                apalis_redis::queries::push_tasks(&mut conn, &self.config, &tasks).await?;
-            report.enqueued += u64::from(now + later);
+            let pushed: u32 = call.invoke_async(&mut conn).await?;
+            report.enqueued += u64::from(pushed);
             // Lost a race with another pusher of the same id: it is queued either way.
-            report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(now + later));
-            // Every push lands in the schedule (run_at is always set), due now or later.
-            if delay.is_zero() && now + later > 0 {
+            report.already_queued += (chunk.len() as u64).saturating_sub(u64::from(pushed));
+            if delay.is_zero() && pushed > 0 {
                 self.pacer.wake();
             }
         }

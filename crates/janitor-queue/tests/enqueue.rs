@@ -351,3 +351,72 @@ async fn classify_names_every_place_an_id_can_be() {
     let fresh: Vec<String> = (0..3).map(|i| format!("fresh{i}")).collect();
     assert_eq!(q.classify(&fresh).await.unwrap(), [New, New, New]);
 }
+
+/// janitor's push (`push.lua`) stores a task as the library's own push does: the payload,
+/// every meta field a fetch reads, and the id in the schedule at its due time (now, or
+/// later for a delayed push).
+#[tokio::test]
+async fn a_push_stores_what_the_librarys_push_stores() {
+    use std::collections::HashMap;
+    let (ours, conn) = queue(100).await;
+    let (theirs, _) = queue(100).await;
+    let (now, later) = (job(0), job(1));
+    let delay = Duration::from_secs(600);
+    ours.enqueue(std::slice::from_ref(&now), Duration::ZERO)
+        .await
+        .unwrap();
+    ours.enqueue(std::slice::from_ref(&later), delay)
+        .await
+        .unwrap();
+    let tasks: Vec<_> = [(&now, Duration::ZERO), (&later, delay)]
+        .iter()
+        .map(|(j, after)| {
+            apalis_core::task::builder::TaskBuilder::new(serde_json::to_vec(j).unwrap())
+                .task_id(apalis_core::task::task_id::TaskId::from_string(j.task_id()))
+                .run_after(*after)
+                .build()
+        })
+        .collect();
+    apalis_redis::queries::push_tasks(&mut conn.clone(), theirs.config(), &tasks)
+        .await
+        .unwrap();
+    for j in [&now, &later] {
+        let id = j.task_id();
+        let read = |q: &Queue| {
+            let mut conn = conn.clone();
+            let (meta, data, scheduled) =
+                (q.keys().meta(&id), q.keys().data(), q.keys().scheduled());
+            let id = id.clone();
+            async move {
+                let meta: HashMap<String, String> = redis::cmd("HGETALL")
+                    .arg(meta)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let payload: Vec<u8> = redis::cmd("HGET")
+                    .arg(data)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                let due: Option<u64> = redis::cmd("ZSCORE")
+                    .arg(scheduled)
+                    .arg(&id)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                (meta, payload, due)
+            }
+        };
+        let ((meta, payload, due), (their_meta, their_payload, their_due)) =
+            (read(&ours).await, read(&theirs).await);
+        assert!(!meta.is_empty(), "{id}: no meta");
+        assert_eq!((meta, payload), (their_meta, their_payload), "{id}");
+        // Due at the same second, give or take the moment between the two pushes.
+        let (due, their_due) = (due.unwrap(), their_due.unwrap());
+        assert!(
+            due.abs_diff(their_due) <= 1,
+            "{id}: due {due} vs {their_due}"
+        );
+    }
+}
