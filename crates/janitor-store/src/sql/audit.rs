@@ -101,6 +101,7 @@ macro_rules! insert_audit_rows {
             "INSERT INTO janitor_audit (at, action, job_id, job_kind, execution_id, agent_name, \
              status_before, status_after, slot_score, deadline, worker, detail, change_key) VALUES ",
         );
+        sql.reserve(rows.len() * 13 * 7);
         for r in 0..rows.len() {
             if r > 0 {
                 sql.push_str(", ");
@@ -110,7 +111,7 @@ macro_rules! insert_audit_rows {
                 if c > 1 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("${}", r * 13 + c));
+                let _ = std::fmt::Write::write_fmt(&mut sql, format_args!("${}", r * 13 + c));
             }
             sql.push(')');
         }

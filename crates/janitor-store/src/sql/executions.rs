@@ -897,15 +897,20 @@ fn precheck(expected: &Status, to: &Status) -> Option<CasOutcome> {
 
 /// `$1, $2, …, $n`
 fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(n * 6);
+    for i in 1..=n {
+        let sep = if i > 1 { ", " } else { "" };
+        let _ = write!(out, "{sep}${i}");
+    }
+    out
 }
 
 /// Appends `rows` tuples of `width` placeholders, numbered on from `$1`; the columns at
 /// `bigint` positions are cast so both drivers type a NULL there as an integer.
 fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
+    use std::fmt::Write as _;
+    sql.reserve(rows * (width * 7 + 4));
     let mut n = 0;
     for r in 0..rows {
         if r > 0 {
@@ -918,9 +923,9 @@ fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
                 sql.push_str(", ");
             }
             if bigint.contains(&c) {
-                sql.push_str(&format!("CAST(${n} AS BIGINT)"));
+                let _ = write!(sql, "CAST(${n} AS BIGINT)");
             } else {
-                sql.push_str(&format!("${n}"));
+                let _ = write!(sql, "${n}");
             }
         }
         sql.push(')');
