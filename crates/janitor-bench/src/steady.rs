@@ -12,6 +12,7 @@ use anyhow::{bail, Context as _};
 use janitor_store::{sql::audit, AuditFilter};
 use janitor_testkit::Kind;
 
+use crate::cpu::Cpu;
 use crate::{name, Args, Stage};
 
 /// How `janitor run` is set up.
@@ -194,24 +195,6 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     Ok(out)
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Cpu {
-    redis: f64,
-    db: f64,
-    janitor: f64,
-}
-
-impl std::ops::Sub for Cpu {
-    type Output = Cpu;
-    fn sub(self, o: Cpu) -> Cpu {
-        Cpu {
-            redis: self.redis - o.redis,
-            db: self.db - o.db,
-            janitor: self.janitor - o.janitor,
-        }
-    }
-}
-
 /// Waits for the first death, reads every CPU counter, waits out the deaths and their
 /// reaps, reads them again. Returns the difference, the window's length in seconds and
 /// Redis' commands over it (name, microseconds, calls), costliest first.
@@ -225,11 +208,11 @@ async fn measure(
     let begin = t0 + LEAD_SECS;
     let end = begin + span + TAIL_SECS;
     until(stage, begin).await?;
-    let before = cpu(stage, kind, pid).await?;
+    let before = Cpu::read(stage, kind, &[pid]).await?;
     let commands_before = commandstats(stage).await?;
     let started = Instant::now();
     until(stage, end).await?;
-    let after = cpu(stage, kind, pid).await?;
+    let after = Cpu::read(stage, kind, &[pid]).await?;
     let commands_after = commandstats(stage).await?;
     let mut commands: Vec<(String, f64, f64)> = commands_after
         .into_iter()
@@ -275,62 +258,6 @@ async fn until(stage: &Stage, at: f64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs_f64((at - now).min(1.0))).await;
     }
-}
-
-async fn cpu(stage: &Stage, kind: Kind, pid: u32) -> anyhow::Result<Cpu> {
-    let info: String = redis::cmd("INFO")
-        .arg("cpu")
-        .query_async(&mut stage.sandbox.redis().await?)
-        .await?;
-    let field = |name: &str| -> f64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    Ok(Cpu {
-        redis: field("used_cpu_user") + field("used_cpu_sys"),
-        db: match kind {
-            Kind::Postgres => postgres_cpu(),
-            Kind::Sqlite => 0.0,
-        },
-        janitor: process_cpu(pid).context("janitor's CPU time")?,
-    })
-}
-
-/// User + system CPU seconds of one process, from `/proc`.
-fn process_cpu(pid: u32) -> Option<f64> {
-    stat_ticks(pid, 11..13)
-}
-
-/// The sum of some of a process' `/proc/{pid}/stat` fields after its name (11, 12: its own
-/// user and system ticks; 13, 14: those of its children that exited), in seconds.
-fn stat_ticks(pid: u32, fields: std::ops::Range<usize>) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let all: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let mut ticks = 0u64;
-    for i in fields {
-        ticks += all.get(i)?.parse::<u64>().ok()?;
-    }
-    Some(ticks as f64 / 100.0)
-}
-
-/// CPU seconds of every PostgreSQL server process (the backends serving janitor, and the
-/// server's own), plus those of the backends that exited (a connection closed during the
-/// window: its CPU is in its parent's children's ticks).
-fn postgres_cpu() -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "postgres")
-        })
-        .filter_map(|pid| stat_ticks(pid, 11..15))
-        .sum()
 }
 
 fn stop(mut child: Child) -> anyhow::Result<()> {
