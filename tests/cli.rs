@@ -56,7 +56,7 @@ async fn migrate_keeps_a_trinity_database_intact() {
     let first = env.run(&["migrate"]);
     first.ok();
     assert!(
-        first.stdout.contains("applied 2, 3, 4, 5, 6 "),
+        first.stdout.contains("applied 2, 3, 4, 5, 6, 7 "),
         "{}",
         first.stdout
     );

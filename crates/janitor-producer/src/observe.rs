@@ -11,8 +11,8 @@ use janitor_core::{
     TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowCursor, RowEntry,
-    SlotEntry, SlotRead, SlotStore, StoreError,
+    ActivityCursor, ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowCursor,
+    RowEntry, SlotEntry, SlotRead, SlotStore, StoreError,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -377,9 +377,9 @@ fn read_activities(
         return rx;
     }
     readers.spawn(async move {
-        let mut after: Option<String> = None;
+        let mut after: Option<ActivityCursor> = None;
         loop {
-            let page = rows.open_activities(after.as_deref(), batch as u32).await;
+            let page = rows.open_activities(after.as_ref(), batch as u32).await;
             let next = page.as_ref().ok().and_then(|(_, next)| next.clone());
             if !forward(&tx, page.map(|(entries, _)| entries)).await {
                 return;

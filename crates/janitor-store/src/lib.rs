@@ -23,7 +23,7 @@ pub use slots::{
     drain_outbox, Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot,
     SlotChange, SlotEntry, SlotRead, SlotStore, MESSAGE_PREVIEW_CHARS, OUTBOX_BATCH,
 };
-pub use sql::activities::{ActivityClose, ActivityEntry};
+pub use sql::activities::{ActivityClose, ActivityCursor, ActivityEntry};
 pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};
 pub use sql::executions::{
     escape_bytes, CasOutcome, CorruptRow, ExecutionStore, Requeue, RowCursor, RowEntry, RowPage,

@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use janitor_core::{parse_timestamp, ExecutionId, Status};
 use janitor_store::{
-    sql::audit, AuditFilter, CasOutcome, Database, Evidence, ExecutionStore, RowEntry, Transition,
+    sql::audit, ActivityEntry, AuditFilter, CasOutcome, Database, Evidence, ExecutionStore,
+    RowEntry, Transition,
 };
 use janitor_testkit::{Kind, TestDb};
 
 janitor_testkit::both_backends!(
     migrate_is_idempotent,
     open_rows_paginate_over_non_terminal_rows_only,
+    every_closable_started_activity_is_paged_once,
     mixed_timestamp_formats_are_all_read,
     effective_timeout_prefers_schedule_then_agent,
     fail_run_closes_the_activity_and_audits_once,
@@ -148,8 +150,30 @@ async fn migrate_is_idempotent(kind: Kind) {
     .await;
     let again = f.db().migrate(true).await.unwrap();
     assert!(again.applied.is_empty(), "{again:?}");
-    assert_eq!(again.latest, 6);
+    assert_eq!(again.latest, 7);
     assert_eq!(f.count("SELECT COUNT(*) FROM schedule_executions").await, 1);
+    // janitor's partial indexes on the activities: one on SQLite (each is a page written
+    // per closed activity there), the two earlier ones on PostgreSQL.
+    let indexes = match kind {
+        Kind::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'agent_activities'"
+        }
+        Kind::Postgres => "SELECT indexname FROM pg_indexes WHERE tablename = 'agent_activities'",
+    };
+    let mut janitors: Vec<String> = match f.db() {
+        Database::Sqlite(p) => sqlx::query_scalar(indexes).fetch_all(p).await.unwrap(),
+        Database::Postgres(p) => sqlx::query_scalar(indexes).fetch_all(p).await.unwrap(),
+    };
+    janitors.retain(|name| name.starts_with("janitor_"));
+    janitors.sort();
+    let want: &[&str] = match kind {
+        Kind::Sqlite => &["janitor_activities_started"],
+        Kind::Postgres => &[
+            "janitor_activities_open",
+            "janitor_activities_started_by_id",
+        ],
+    };
+    assert_eq!(janitors, want);
 }
 
 async fn open_rows_paginate_over_non_terminal_rows_only(kind: Kind) {
@@ -194,6 +218,69 @@ async fn open_rows_paginate_over_non_terminal_rows_only(kind: Kind) {
     }
     assert_eq!(got, want);
     assert!(pages >= 4, "{pages}");
+}
+
+/// Rule 8's read of every `started` activity pages those without a run by id, then the
+/// others by run and id: each closable one exactly once, whatever the page size, and none
+/// of an open run, none already closed.
+async fn every_closable_started_activity_is_paged_once(kind: Kind) {
+    let f = Fixture::new(kind).await;
+    let at = "2026-05-01T15:30:00Z";
+    for (run, status) in [
+        ("r-done", "success"),
+        ("r-open", "running"),
+        ("r-failed", "failed"),
+    ] {
+        f.insert_run(run, "a", status, at, None).await;
+    }
+    let mut want = Vec::new();
+    for i in 0..23 {
+        let id = format!("act{:02}", (i * 7) % 23);
+        // No run, a blank run, a finished run, a run that is gone, an open run.
+        let (run, closable) = match i % 5 {
+            0 => (None, true),
+            1 => (Some(""), true),
+            2 => (Some(if i % 2 == 0 { "r-done" } else { "r-failed" }), true),
+            3 => (Some("r-gone"), true),
+            _ => (Some("r-open"), false),
+        };
+        let run = run.map_or("NULL".to_owned(), |r| format!("'{r}'"));
+        let state = if i == 13 { "completed" } else { "started" };
+        f.exec(&format!(
+            "INSERT INTO agent_activities (id, agent_name, activity_type, activity_state, started_at, related_execution_id, created_at) \
+             VALUES ('{id}', 'a', 'schedule_start', '{state}', '{at}', {run}, '{at}')"
+        ))
+        .await;
+        if closable && state == "started" {
+            want.push(id);
+        }
+    }
+    want.sort();
+    for size in [1, 3, 4, 100] {
+        let mut got = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let (entries, next) = f
+                .store
+                .open_activities(cursor.as_ref(), size)
+                .await
+                .unwrap();
+            pages += 1;
+            assert!(entries.len() <= size as usize);
+            got.extend(entries.into_iter().map(|e| match e {
+                ActivityEntry::Activity(a) => a.id.to_string(),
+                ActivityEntry::Corrupt(c) => panic!("corrupt: {c:?}"),
+            }));
+            match next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+            assert!(pages < 100, "no end");
+        }
+        got.sort();
+        assert_eq!(got, want, "pages of {size}");
+    }
 }
 
 async fn mixed_timestamp_formats_are_all_read(kind: Kind) {

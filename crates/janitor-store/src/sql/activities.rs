@@ -8,7 +8,7 @@ use sqlx::Row as _;
 
 use super::audit::{insert_audit_rows, AuditAction, AuditRow, Evidence};
 use super::executions::{duration_ms, CorruptRow, ExecutionStore};
-use super::{marks, with_pool};
+use super::{marks, with_pool, Backend};
 use crate::StoreError;
 
 /// One `started` activity, or why it cannot be judged.
@@ -16,6 +16,19 @@ use crate::StoreError;
 pub enum ActivityEntry {
     Activity(ActivityObservation),
     Corrupt(CorruptRow),
+}
+
+/// Where a page of rule 8's read of every `started` activity
+/// ([`ExecutionStore::open_activities`]) ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActivityCursor {
+    /// After this id: every activity on PostgreSQL; on SQLite, those without a run (they
+    /// come first).
+    Id(String),
+    /// SQLite: the activities with a run, from the first.
+    LinkedStart,
+    /// SQLite: after this run and activity id, among the activities with a run.
+    Linked(String, String),
 }
 
 /// A requested close.
@@ -101,35 +114,64 @@ macro_rules! read_entries {
 
 impl ExecutionStore {
     /// One page of the `started` activities rule 8 can close (no run, a run that is gone,
-    /// or a finished run) after `after` (by id), with their runs. Empty when the database
-    /// has no activities table.
+    /// or a finished run) after `after`, with their runs, and where the next page starts
+    /// (`None`: this was the last). On PostgreSQL by id; on SQLite in the order of its one
+    /// partial index of `started` activities (migration 7): those without a run first, by
+    /// id, then the others by run and id. Empty when the database has no activities table.
     pub async fn open_activities(
         &self,
-        after: Option<&str>,
+        after: Option<&ActivityCursor>,
         limit: u32,
-    ) -> Result<(Vec<ActivityEntry>, Option<String>), StoreError> {
+    ) -> Result<(Vec<ActivityEntry>, Option<ActivityCursor>), StoreError> {
         if !self.schema().agent_activities {
             return Ok((Vec::new(), None));
         }
+        let sqlite = self.database().backend() == Backend::Sqlite;
+        let start = ActivityCursor::Id(String::new());
+        let after = after.unwrap_or(&start);
+        let page = match after {
+            ActivityCursor::Id(_) if sqlite => {
+                " AND a.related_execution_id IS NULL AND a.id > $1 ORDER BY a.id LIMIT $2"
+            }
+            ActivityCursor::Id(_) => " AND a.id > $1 ORDER BY a.id LIMIT $2",
+            ActivityCursor::LinkedStart => {
+                " AND a.related_execution_id IS NOT NULL \
+                 ORDER BY a.related_execution_id, a.id LIMIT $1"
+            }
+            ActivityCursor::Linked(..) => {
+                " AND (a.related_execution_id, a.id) > ($1, $2) \
+                 ORDER BY a.related_execution_id, a.id LIMIT $3"
+            }
+        };
         let sql = marks(
             self.database().backend(),
-            &format!("{SELECT}{CLOSABLE} AND a.id > $1 ORDER BY a.id LIMIT $2"),
+            &format!("{SELECT}{CLOSABLE}{page}"),
         )
         .into_owned();
         let limit = limit.max(1);
         let (entries, last) = with_pool!(self.database(), pool => {
-            let rows = sqlx::query(&sql)
-                .bind(after.unwrap_or(""))
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await?;
-            let last: Option<String> = match rows.last() {
-                Some(row) => row.try_get("id")?,
+            let mut query = sqlx::query(&sql);
+            query = match after {
+                ActivityCursor::Id(id) => query.bind(id.as_str()),
+                ActivityCursor::LinkedStart => query,
+                ActivityCursor::Linked(run, id) => query.bind(run.as_str()).bind(id.as_str()),
+            };
+            let rows = query.bind(i64::from(limit)).fetch_all(pool).await?;
+            let last: Option<(Option<String>, Option<String>)> = match rows.last() {
+                Some(row) => Some((row.try_get("run_id")?, row.try_get("id")?)),
                 None => None,
             };
             (read_entries!(rows.iter()), last)
         });
-        let next = (entries.len() as u32 == limit).then_some(last).flatten();
+        let full = entries.len() as u32 == limit;
+        let next = match (after, full, last) {
+            (ActivityCursor::Id(_), true, Some((_, Some(id)))) => Some(ActivityCursor::Id(id)),
+            // SQLite: the activities without a run are done; those with one follow.
+            (ActivityCursor::Id(_), ..) if sqlite => Some(ActivityCursor::LinkedStart),
+            (ActivityCursor::Id(_), ..) => None,
+            (_, true, Some((Some(run), Some(id)))) => Some(ActivityCursor::Linked(run, id)),
+            _ => None,
+        };
         Ok((entries, next))
     }
 

@@ -60,6 +60,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../../../migrations/sqlite/0006_audit_run_change.sql"),
         include_str!("../../../../migrations/postgres/0006_audit_run_change.sql"),
     ),
+    (
+        7,
+        "started activities by run",
+        include_str!("../../../../migrations/sqlite/0007_started_activities_by_run.sql"),
+        include_str!("../../../../migrations/postgres/0007_started_activities_by_run.sql"),
+    ),
 ];
 
 #[derive(Debug)]
