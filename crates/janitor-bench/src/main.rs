@@ -456,6 +456,11 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<(f64, String)> {
         no_index: false,
         index_horizon: None,
         resume: None,
+        // As `janitor run`'s sweeps at the default intervals (60 s).
+        census: janitor_producer::census_share(
+            Duration::from_secs(60),
+            janitor_producer::DEFAULT_CENSUS_INTERVAL,
+        ),
     };
     let cpu_before = Cpu::read(&stage, kind, &[]).await?;
     let start = Instant::now();

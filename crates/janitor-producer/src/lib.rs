@@ -17,4 +17,7 @@ pub use due::{due_pass, DueIndex, DueReport};
 pub use lease::{KeepAlive, LeaseLost, LeaseOrRedis, SweepLease};
 pub use observe::{judge, observe, ActivityPair, Finding, ObserveStats, Pair, Scope};
 pub use skip::{enqueue_skip, SkipError, SkipReceipt};
-pub use sweep::{sweep, BreakerReport, KindReport, SweepError, SweepOptions, SweepReport};
+pub use sweep::{
+    census_share, sweep, BreakerReport, KindReport, SweepError, SweepOptions, SweepReport,
+    DEFAULT_CENSUS_INTERVAL,
+};

@@ -11,8 +11,8 @@ use janitor_core::{
     TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
-    ActivityCursor, ActivityEntry, CorruptRow, CorruptSlot, ExecutionStore, PairedSet, RowCursor,
-    RowEntry, SlotEntry, SlotRead, SlotStore, StoreError,
+    ActivityCursor, ActivityEntry, CensusReport, CensusWalk, CorruptRow, CorruptSlot,
+    ExecutionStore, PairedSet, RowCursor, RowEntry, SlotEntry, SlotRead, SlotStore, StoreError,
 };
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -74,6 +74,8 @@ pub struct ObserveStats {
     pub resume: Option<RowCursor>,
     /// Verdict name → count.
     pub verdicts: std::collections::BTreeMap<&'static str, u64>,
+    /// What the census walk did this pass (`None` when the pass stopped before it ended).
+    pub census: Option<CensusReport>,
 }
 
 /// a few batches while Redis reads, SQL reads and judging overlap.
@@ -107,6 +109,9 @@ pub struct Scope {
     /// it, since a pass stopped in the row pass never uses it and the census walks the
     /// whole keyspace (every job's metadata too, in a catch-up).
     pub may_stop_early: bool,
+    /// How much of the keyspace the census walks this pass (the census of slot ZSET keys
+    /// is kept across passes: [`SlotStore::census_walk`]).
+    pub census: CensusWalk,
 }
 
 /// A batch of slots not paired from the row side, with the rows of their runs (by id,
@@ -120,10 +125,11 @@ type SlotBatch = (Vec<SlotEntry>, HashMap<String, RowEntry>);
 ///
 /// Each item is read once. The row pass pages the open rows by (agent, id) and looks up
 /// their slots in Redis (a ZSET read per agent), counting the slots it paired per ZSET in a
-/// scratch HASH in Redis; meanwhile a census records every slot ZSET key in a scratch SET.
-/// The slot pass then reads the census and — filtered inside Redis by those counts — reads
-/// only the ZSETs holding a slot no open row claimed (leaked, rowless or corrupt ones),
-/// fetching their rows by id. Reading is pipelined: reader tasks fetch the next batches
+/// scratch HASH in Redis and adding those ZSETs to the census, a SET of every slot ZSET key
+/// kept across passes; meanwhile the census walks its share of the keyspace
+/// (`scope.census`). The slot pass then reads the census and — filtered inside Redis by
+/// those counts — reads only the ZSETs holding a slot no open row claimed (leaked, rowless
+/// or corrupt ones), fetching their rows by id. Reading is pipelined: reader tasks fetch the next batches
 /// while the caller judges the current one, so a pass takes about as long as its slowest
 /// stage. Memory is bounded by a few batches.
 ///
@@ -169,6 +175,7 @@ async fn observe_with<E: From<StoreError>>(
         activities,
         ref after,
         may_stop_early,
+        census: walk,
     } = *scope;
     let batch = batch.max(1);
     let mut stats = ObserveStats::default();
@@ -209,12 +216,14 @@ async fn observe_with<E: From<StoreError>>(
     // failed in the lookback — was most of the database's work.
     let every_activity = activities.then(|| read_activities(&mut readers, rows, batch, true, now));
 
-    // Every slot ZSET key, recorded in Redis while the row pass runs: walking the keyspace
-    // is most of the slot pass's cost, and it needs nothing from the row pass. (A pass that
-    // may stop early takes it once its row pass is done.)
+    // The census of slot ZSET keys walks (its share of) the keyspace while the row pass
+    // runs: walking is most of the slot pass's cost, and it needs nothing from the row
+    // pass. (A pass that may stop early walks once its row pass is done.)
     let start_census = || {
-        let (slots, paired) = (slots.clone(), paired.clone());
-        AbortOnDrop(tokio::spawn(async move { slots.census(&paired).await }))
+        let slots = slots.clone();
+        AbortOnDrop(tokio::spawn(
+            async move { slots.census_walk(walk, now).await },
+        ))
     };
     let mut census = (!may_stop_early).then(start_census);
 
@@ -269,9 +278,7 @@ async fn observe_with<E: From<StoreError>>(
 
     let census = census.get_or_insert_with(start_census);
     match (&mut census.0).await {
-        Ok(result) => {
-            result.map_err(E::from)?;
-        }
+        Ok(result) => stats.census = Some(result.map_err(E::from)?),
         Err(e) => {
             return Err(E::from(StoreError::Protocol(format!(
                 "the census of slot ZSETs stopped: {e}"

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use janitor_core::{to_unix_seconds, CleanupJob, JobKind, Policy, Timestamp};
 use janitor_queue::{EnqueueReport, Existing, Queue, QueueError};
-use janitor_store::{ExecutionStore, RowCursor, SlotStore, StoreError};
+use janitor_store::{CensusWalk, ExecutionStore, RowCursor, SlotStore, StoreError};
 use serde::Serialize;
 
 use crate::breaker::{self, Breaker, BreakerState, Decision, PassFigures};
@@ -50,6 +50,24 @@ pub struct SweepOptions {
     /// the fleet: it merges into the deadline index and leaves the breaker's fleet alone.
     /// Ignored without `force` (an unforced pass always sees everything).
     pub resume: Option<RowCursor>,
+    /// How much of the keyspace the census of slot ZSETs walks this pass
+    /// ([`census_share`] for a sweep on an interval).
+    pub census: CensusWalk,
+}
+
+/// How long a walk of the whole keyspace by the census of slot ZSETs takes by default, spread
+/// over the sweeps of that time (the platform's own cleanup runs every 300 s).
+pub const DEFAULT_CENSUS_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The census walk of a sweep that runs every `sweep_interval` when a walk of the whole
+/// keyspace should take `census_interval`: that share of the keyspace a pass, and the whole
+/// keyspace at once when no walk completed within two census intervals (the first sweep, or
+/// walks that stalled).
+pub fn census_share(sweep_interval: Duration, census_interval: Duration) -> CensusWalk {
+    CensusWalk::Share {
+        fraction: sweep_interval.as_secs_f64() / census_interval.as_secs_f64().max(1e-3),
+        max_age: census_interval * 2,
+    }
 }
 
 /// Per job kind: what was found and what became of it.
@@ -432,6 +450,7 @@ async fn sweep_pass(
         activities,
         after,
         may_stop_early: options.force,
+        census: options.census,
     };
     let mut stats = observe::<SweepError>(slots, rows, policy, now, &scope, async |finding| {
         let pair = match finding {

@@ -26,6 +26,8 @@ pub struct SlotKeys {
     slot_prefix: String,
     meta_prefix: String,
     outbox: String,
+    census: String,
+    census_walk: String,
     inflight_prefix: String,
     sentinel_prefix: String,
 }
@@ -47,6 +49,8 @@ impl SlotKeys {
             .unwrap_or_default();
         Self {
             outbox: format!("janitor:audit-outbox:{slot_prefix}"),
+            census: format!("janitor:census:{slot_prefix}"),
+            census_walk: format!("janitor:census-walk:{slot_prefix}"),
             inflight_prefix: format!("{namespace}{DEFAULT_INFLIGHT_PREFIX}"),
             sentinel_prefix: DEFAULT_SENTINEL_PREFIX.to_owned(),
             slot_prefix,
@@ -89,6 +93,19 @@ impl SlotKeys {
     /// every replica that reconciles the same slots).
     pub fn outbox(&self) -> &str {
         &self.outbox
+    }
+
+    /// janitor's census SET of every slot ZSET key of this layout:
+    /// `janitor:census:{slot prefix}`, kept across sweeps (see
+    /// [`crate::SlotStore::census_walk`]).
+    pub fn census(&self) -> &str {
+        &self.census
+    }
+
+    /// Where the census's walk of the keyspace is (a HASH: the `SCAN` cursor of the walk in
+    /// progress, when the last walk completed): `janitor:census-walk:{slot prefix}`.
+    pub fn census_walk(&self) -> &str {
+        &self.census_walk
     }
 
     pub fn slot_prefix(&self) -> &str {

@@ -20,8 +20,9 @@ pub use keys::{
 pub use probe::{AgentProbe, AgentRuns, ProbeSettings, PLATFORM_PROBE_URL};
 pub use redact::redact_url;
 pub use slots::{
-    drain_outbox, Acquire, CorruptSlot, PairedSet, Reclaim, Release, Renew, ScannedSlot,
-    SlotChange, SlotEntry, SlotRead, SlotStore, MESSAGE_PREVIEW_CHARS, OUTBOX_BATCH,
+    drain_outbox, Acquire, CensusReport, CensusWalk, CorruptSlot, PairedSet, Reclaim, Release,
+    Renew, ScannedSlot, SlotChange, SlotEntry, SlotRead, SlotStore, MESSAGE_PREVIEW_CHARS,
+    OUTBOX_BATCH,
 };
 pub use sql::activities::{ActivityClose, ActivityCursor, ActivityEntry};
 pub use sql::audit::{AuditAction, AuditFilter, AuditRecord, AuditRow, Evidence};

@@ -9,7 +9,9 @@ use janitor_core::{
     decide, parse_timestamp, to_unix_seconds, AgentName, ExecutionId, Liveness, Policy,
     RowObservation, SlotTimeout, Status, Verdict,
 };
-use janitor_store::{Acquire, Reclaim, Release, Renew, SlotEntry, SlotKeys, SlotStore};
+use janitor_store::{
+    Acquire, CensusWalk, PairedSet, Reclaim, Release, Renew, SlotEntry, SlotKeys, SlotStore,
+};
 use redis::AsyncCommands as _;
 
 async fn store() -> (SlotStore, redis::aio::ConnectionManager) {
@@ -468,7 +470,10 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     assert!(first[1].is_some() && second[0].is_some());
     assert!(second[1].is_none(), "b2 holds no slot");
 
-    assert_eq!(store.census(&paired).await.unwrap(), 3, "three slot ZSETs");
+    let now = store.server_time().await.unwrap();
+    let census = store.census_walk(CensusWalk::Whole, now).await.unwrap();
+    assert_eq!(census.keys, 3, "three slot ZSETs");
+    assert!(census.whole && census.completed, "{census:?}");
     let batches: Vec<Vec<SlotEntry>> = store.scan_unpaired(2, &paired).try_collect().await.unwrap();
     let mut seen: Vec<String> = batches
         .into_iter()
@@ -484,16 +489,134 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     assert_eq!(seen, ["b-leaked", "b1", "c-rowless"]);
 
     store.drop_paired(&paired).await.unwrap();
-    let exists: usize = conn
-        .exists(&[paired.key().to_owned(), paired.census_key()])
-        .await
-        .unwrap();
-    assert_eq!(exists, 0, "the scratch hash and census are deleted");
-    // Without any pairing, every slot comes back.
+    let exists: usize = conn.exists(paired.key()).await.unwrap();
+    assert_eq!(exists, 0, "the scratch hash is deleted");
+    // Without any pairing, every slot comes back (the census stays for the next sweep).
     let fresh = store.paired_set();
-    store.census(&fresh).await.unwrap();
     let all: Vec<Vec<SlotEntry>> = store.scan_unpaired(10, &fresh).try_collect().await.unwrap();
     assert_eq!(all.into_iter().flatten().count(), 5);
+}
+
+/// The members of this layout's census SET.
+async fn census_of(store: &SlotStore, conn: &mut redis::aio::ConnectionManager) -> HashSet<String> {
+    conn.smembers(store.keys().census()).await.unwrap()
+}
+
+/// Every slot of every ZSET in the census that a sweep's slot pass reads, by execution id.
+async fn unpaired_ids(store: &SlotStore, paired: &PairedSet) -> Vec<String> {
+    let batches: Vec<Vec<SlotEntry>> = store
+        .scan_unpaired(100, paired)
+        .try_collect()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = batches
+        .into_iter()
+        .flatten()
+        .map(|entry| match entry {
+            SlotEntry::Slot(s) => s.observation.execution_id.as_str().to_owned(),
+            SlotEntry::Corrupt(c) => panic!("unexpected corrupt slot {c:?}"),
+        })
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The census is kept across sweeps and walked a share at a time: with no complete walk
+/// (or one older than its bound) a sweep walks the whole keyspace; with a fresh one it goes
+/// on from the stored cursor, and a walk that comes back to 0 has found every ZSET that
+/// existed through it.
+#[tokio::test]
+async fn the_census_walk_is_spread_over_sweeps_and_bounded_in_age() {
+    let (store, mut conn) = store().await;
+    let age = TimeDelta::seconds(30);
+    for i in 0..5 {
+        seed_slot(
+            &store,
+            &mut conn,
+            &agent(&format!("w{i}")),
+            &exec("r"),
+            age,
+            None,
+        )
+        .await;
+    }
+    let share = CensusWalk::Share {
+        fraction: 1e-9, // one SCAN call a sweep
+        max_age: std::time::Duration::from_secs(300),
+    };
+    let now = store.server_time().await.unwrap();
+    // No walk ever completed: the whole keyspace, now.
+    let first = store.census_walk(share, now).await.unwrap();
+    assert!(first.whole && first.completed, "{first:?}");
+    assert_eq!(census_of(&store, &mut conn).await.len(), 5);
+
+    // A fresh census: one call a sweep, going on until the walk completes. Another tests'
+    // keys share this Redis, so the number of sweeps is not known; it is bounded.
+    let late = agent("w-late");
+    seed_slot(&store, &mut conn, &late, &exec("r"), age, None).await;
+    let keys: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+    let mut sweeps = 0;
+    loop {
+        let step = store.census_walk(share, now).await.unwrap();
+        assert!(!step.whole && step.calls == 1, "{step:?}");
+        sweeps += 1;
+        if step.completed {
+            break;
+        }
+        assert!(sweeps < 10 * keys + 100, "the walk never completed");
+    }
+    assert!(census_of(&store, &mut conn)
+        .await
+        .contains(&store.keys().slots(&late)));
+
+    // The last complete walk is older than the bound: the whole keyspace again.
+    let later = now + TimeDelta::seconds(301);
+    let stale = store.census_walk(share, later).await.unwrap();
+    assert!(stale.whole && stale.completed, "{stale:?}");
+}
+
+/// The row pass adds every ZSET it pairs a slot in to the census, so a ZSET the walk has not
+/// reached yet is still read by the slot pass; a census key that is no longer a slot ZSET
+/// (its last slot released, or the key now of another type) leaves the census and fails
+/// nothing.
+#[tokio::test]
+async fn the_census_learns_from_the_row_pass_and_forgets_what_is_no_zset() {
+    let (store, mut conn) = store().await;
+    let age = TimeDelta::seconds(30);
+    let (a, gone, odd) = (agent("a"), agent("gone"), agent("odd"));
+    seed_slot(&store, &mut conn, &a, &exec("a-open"), age, None).await;
+    seed_slot(&store, &mut conn, &a, &exec("a-leaked"), age, None).await;
+    seed_slot(&store, &mut conn, &gone, &exec("g"), age, None).await;
+    seed_slot(&store, &mut conn, &odd, &exec("o"), age, None).await;
+
+    // No walk yet: the census holds only what the row pass paired.
+    let paired = store.paired_set();
+    let found = store
+        .pair_open(
+            &paired,
+            &[(a.clone(), exec("a-open")), (agent("b"), exec("b-open"))],
+        )
+        .await
+        .unwrap();
+    assert!(found[0].as_ref().unwrap().is_some() && found[1].as_ref().unwrap().is_none());
+    let census = census_of(&store, &mut conn).await;
+    assert_eq!(census, HashSet::from([store.keys().slots(&a)]));
+    assert_eq!(unpaired_ids(&store, &paired).await, ["a-leaked", "a-open"]);
+
+    let now = store.server_time().await.unwrap();
+    store.census_walk(CensusWalk::Whole, now).await.unwrap();
+    assert_eq!(census_of(&store, &mut conn).await.len(), 3);
+    let _: () = conn.del(store.keys().slots(&gone)).await.unwrap();
+    let _: () = conn.del(store.keys().slots(&odd)).await.unwrap();
+    let _: () = conn
+        .set(store.keys().slots(&odd), "not a zset")
+        .await
+        .unwrap();
+    assert_eq!(unpaired_ids(&store, &paired).await, ["a-leaked", "a-open"]);
+    assert_eq!(
+        census_of(&store, &mut conn).await,
+        HashSet::from([store.keys().slots(&a)])
+    );
 }
 
 #[tokio::test]

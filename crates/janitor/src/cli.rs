@@ -251,6 +251,17 @@ pub struct GlobalArgs {
         value_name = "MS"
     )]
     pub due_interval_ms: Option<u64>,
+    /// Seconds a walk of the whole Redis keyspace by the census of slot ZSET keys takes,
+    /// spread over the full sweeps of that time (the census finds the ZSETs no open run
+    /// points at: leaked and rowless slots). A sweep with no walk completed within twice
+    /// this walks the whole keyspace at once.
+    #[arg(
+        long,
+        global = true,
+        env = "JANITOR_CENSUS_INTERVAL_SECS",
+        value_name = "SECS"
+    )]
+    pub census_interval_secs: Option<u64>,
     /// The breaker trips when the reclaims, releases and fails that became due since the
     /// previous pass exceed this fraction of the pairs judged…
     #[arg(
@@ -542,6 +553,10 @@ pub struct SweepArgs {
     /// whose instant has come.
     #[arg(long)]
     pub due: bool,
+    /// Walk the whole keyspace for the census of slot ZSETs now, instead of the share of a
+    /// walk a sweep of `janitor run` takes (see `--census-interval-secs`).
+    #[arg(long)]
+    pub whole_census: bool,
 }
 
 #[derive(Debug, Args)]

@@ -76,6 +76,7 @@ struct FileSettings {
     missed_heartbeats: Option<usize>,
     sweep_interval_secs: Option<u64>,
     due_interval_ms: Option<u64>,
+    census_interval_secs: Option<u64>,
     breaker_max_fraction: Option<f64>,
     breaker_min_reclaims: Option<u64>,
     breaker_cool_off_secs: Option<u64>,
@@ -108,6 +109,9 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// Between due passes (`None`: off).
     pub due_interval: Option<Duration>,
+    /// How long the census of slot ZSET keys takes to walk the whole keyspace, a share per
+    /// sweep.
+    pub census_interval: Duration,
     pub breaker: Breaker,
     /// The agent liveness probe (`None`: off).
     pub probe: Option<ProbeSettings>,
@@ -336,6 +340,13 @@ impl Settings {
             file.due_interval_ms,
             DEFAULT_DUE_INTERVAL_MS,
         );
+        let census_interval_secs = layer(
+            s,
+            "census_interval_secs",
+            args.census_interval_secs,
+            file.census_interval_secs,
+            janitor_producer::DEFAULT_CENSUS_INTERVAL.as_secs(),
+        );
         let bd = Breaker::default();
         let breaker_max_fraction = layer(
             s,
@@ -460,8 +471,12 @@ impl Settings {
                 "invalid settings: max_attempts must be between 1 and 100, got {max_attempts}"
             );
         }
-        if heartbeat_secs == 0 || missed_heartbeats == 0 || sweep_interval_secs == 0 {
-            anyhow::bail!("invalid settings: heartbeat_secs, missed_heartbeats and sweep_interval_secs must be at least 1");
+        if heartbeat_secs == 0
+            || missed_heartbeats == 0
+            || sweep_interval_secs == 0
+            || census_interval_secs == 0
+        {
+            anyhow::bail!("invalid settings: heartbeat_secs, missed_heartbeats, sweep_interval_secs and census_interval_secs must be at least 1");
         }
         if breaker_drain_per_minute == 0 {
             anyhow::bail!("invalid settings: breaker_drain_per_minute must be at least 1 (a tripped breaker must drain by itself)");
@@ -493,6 +508,7 @@ impl Settings {
             retry_max_delay: Duration::from_secs(retry_max_delay_secs.max(1)),
             sweep_interval: Duration::from_secs(sweep_interval_secs),
             due_interval: (due_interval_ms > 0).then(|| Duration::from_millis(due_interval_ms)),
+            census_interval: Duration::from_secs(census_interval_secs),
             breaker: Breaker {
                 max_fraction: breaker_max_fraction,
                 min_reclaims: breaker_min_reclaims,
@@ -564,6 +580,7 @@ impl Settings {
             self.due_interval
                 .map_or(0, |d| d.as_millis() as u64)
                 .to_string(),
+            self.census_interval.as_secs().to_string(),
             self.breaker.max_fraction.to_string(),
             self.breaker.min_reclaims.to_string(),
             self.breaker.cool_off_secs.to_string(),

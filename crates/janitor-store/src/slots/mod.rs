@@ -109,8 +109,7 @@ pub enum SlotEntry {
 }
 
 /// A sweep's scratch HASH counting, per slot ZSET, the slots already judged from the row
-/// side, and its census SET of every slot ZSET; held in Redis so the sweep's own memory
-/// grows with neither slots nor agents.
+/// side; held in Redis so the sweep's own memory grows with neither slots nor agents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PairedSet {
     key: String,
@@ -120,15 +119,35 @@ impl PairedSet {
     pub fn key(&self) -> &str {
         &self.key
     }
+}
 
-    /// The SET of every slot ZSET key the sweep's census found.
-    pub fn census_key(&self) -> String {
-        Self::census_key_of(&self.key)
-    }
+/// How much of the keyspace one sweep's census walk covers
+/// ([`SlotStore::census_walk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum CensusWalk {
+    /// The whole keyspace, from the start, now.
+    #[default]
+    Whole,
+    /// About this fraction of the keyspace's keys, going on from where the walk stopped,
+    /// so a walk spans about `1 / fraction` sweeps — unless no walk completed within
+    /// `max_age`: then the whole keyspace, now.
+    Share {
+        fraction: f64,
+        max_age: std::time::Duration,
+    },
+}
 
-    pub(crate) fn census_key_of(key: &str) -> String {
-        format!("{key}:zsets")
-    }
+/// What one census walk did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct CensusReport {
+    /// `SCAN` calls made.
+    pub calls: u64,
+    /// Slot ZSET keys found (recorded in the census).
+    pub keys: u64,
+    /// The walk went over the whole keyspace from the start.
+    pub whole: bool,
+    /// The walk came back to cursor 0: every key that existed through it is in the census.
+    pub completed: bool,
 }
 
 /// Slots in Redis under one [`SlotKeys`] layout.

@@ -8,11 +8,12 @@ use std::sync::LazyLock;
 
 use futures::Stream;
 use janitor_core::{
-    from_unix_seconds, AgentName, ExecutionId, Liveness, SlotObservation, SlotTimeout, Timestamp,
+    from_unix_seconds, to_unix_seconds, AgentName, ExecutionId, Liveness, SlotObservation,
+    SlotTimeout, Timestamp,
 };
 use redis::{FromRedisValue, Script, Value};
 
-use super::{CorruptSlot, PairedSet, ScannedSlot, SlotEntry, SlotStore};
+use super::{CensusReport, CensusWalk, CorruptSlot, PairedSet, ScannedSlot, SlotEntry, SlotStore};
 use crate::sql::executions::escape_bytes;
 use crate::{SlotKeys, StoreError};
 
@@ -22,6 +23,10 @@ static UNPAIRED: LazyLock<Script> =
 /// How long a sweep's set of paired ids outlives its last write if the sweep dies before
 /// deleting it.
 const PAIRED_TTL_SECS: u64 = 600;
+
+/// How long the census and its walk's state outlive their last write: a day without a sweep
+/// and the next one walks the whole keyspace again.
+const CENSUS_TTL_SECS: u64 = 86_400;
 
 /// A slot member: (agent, execution, score).
 type Member = (AgentName, ExecutionId, f64);
@@ -94,10 +99,11 @@ impl SlotStore {
         self.scan_filtered(batch, None)
     }
 
-    /// [`Self::scan`] over the ZSETs [`Self::census`] recorded in `paired` (call it first),
-    /// leaving out those whose every slot [`Self::pair_open`] paired with an open run: the
-    /// filter runs inside Redis, so slots already judged with their rows cost neither a
-    /// transfer nor a lookup. The members of the other ZSETs all come back, paired or not.
+    /// [`Self::scan`] over the ZSETs in the census ([`Self::census_walk`]), leaving out
+    /// those whose every slot [`Self::pair_open`] paired with an open run (counted in
+    /// `paired`): the filter runs inside Redis, so slots already judged with their rows
+    /// cost neither a transfer nor a lookup. The members of the other ZSETs all come back,
+    /// paired or not. Census keys that are no longer slot ZSETs leave the census here.
     pub fn scan_unpaired(
         &self,
         batch: usize,
@@ -134,10 +140,10 @@ impl SlotStore {
                     return Ok(None);
                 };
                 let (next, keys): (u64, Vec<Vec<u8>>) = match &state.paired {
-                    // The slot pass reads the ZSETs the census found (see `census`).
-                    Some(paired) => {
+                    // The slot pass reads the ZSETs in the census (see `census_walk`).
+                    Some(_) => {
                         redis::cmd("SSCAN")
-                            .arg(PairedSet::census_key_of(paired))
+                            .arg(state.store.keys.census())
                             .arg(cursor)
                             .arg("COUNT")
                             .arg(SCAN_COUNT)
@@ -174,29 +180,83 @@ impl SlotStore {
             .await?)
     }
 
-    /// Records every slot ZSET key in `paired`'s census set (one `SADD` per `SCAN` call)
-    /// and returns how many. The census walks the whole keyspace, which at a million slots
-    /// costs Redis about as much as the row pass's reads; run alongside the row pass, it
-    /// leaves the slot pass only the census to read ([`Self::scan_unpaired`]).
-    pub async fn census(&self, paired: &PairedSet) -> Result<u64, StoreError> {
-        let census = paired.census_key();
-        let (mut cursor, mut found) = (0u64, 0u64);
+    /// Advances the census of slot ZSET keys (the SET [`SlotKeys::census`], kept across
+    /// sweeps) by walking the keyspace with `SCAN … TYPE zset` from where the last walk
+    /// stopped, as far as `walk` allows; a walk that comes back to cursor 0 is complete.
+    /// [`CensusWalk::Whole`] — or a census with no complete walk within its `max_age` —
+    /// walks the whole keyspace now, from the start.
+    ///
+    /// The census only ever gains keys here (the slot pass drops those that are no longer
+    /// slot ZSETs, [`Self::scan_unpaired`], and the row pass adds every ZSET it pairs a slot
+    /// in, [`Self::pair_open`]), so a key that exists through a whole walk is in it when the
+    /// walk completes, and one created since is in it once a row pass pairs one of its
+    /// slots or the next walk passes it. Walking the keyspace is what a census costs —
+    /// about 2 µs of Redis per key of any kind on Redis 7.0 — so `janitor run` spreads a
+    /// walk over several sweeps.
+    pub async fn census_walk(
+        &self,
+        walk: CensusWalk,
+        now: Timestamp,
+    ) -> Result<CensusReport, StoreError> {
+        let (census, state) = (self.keys.census(), self.keys.census_walk());
+        let (cursor, completed): (Option<u64>, Option<f64>) = redis::cmd("HMGET")
+            .arg(state)
+            .arg("cursor")
+            .arg("completed")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let now_secs = to_unix_seconds(now);
+        let budget = match walk {
+            CensusWalk::Share { fraction, max_age } => {
+                let fresh = completed.is_some_and(|at| now_secs - at <= max_age.as_secs_f64());
+                if fresh {
+                    let keys: u64 = redis::cmd("DBSIZE")
+                        .query_async(&mut self.conn.clone())
+                        .await?;
+                    let calls = (keys as f64 * fraction.clamp(0.0, 1.0) / SCAN_COUNT as f64).ceil();
+                    Some((calls as u64).max(1))
+                } else {
+                    None
+                }
+            }
+            CensusWalk::Whole => None,
+        };
+        let mut report = CensusReport {
+            whole: budget.is_none(),
+            ..CensusReport::default()
+        };
+        // A whole walk starts over: one that goes on from a cursor would miss the keys
+        // created behind it since the walk began.
+        let mut cursor = if report.whole { 0 } else { cursor.unwrap_or(0) };
         loop {
             let (next, keys) = self.scan_keys(cursor).await?;
+            report.calls += 1;
+            report.keys += keys.len() as u64;
+            let mut pipe = redis::pipe();
             if !keys.is_empty() {
-                found += keys.len() as u64;
-                let mut pipe = redis::pipe();
-                pipe.cmd("SADD").arg(&census).arg(&keys).ignore();
-                pipe.cmd("EXPIRE")
-                    .arg(&census)
-                    .arg(PAIRED_TTL_SECS)
-                    .ignore();
-                pipe.exec_async(&mut self.conn.clone()).await?;
+                pipe.cmd("SADD").arg(census).arg(&keys).ignore();
+                pipe.cmd("EXPIRE").arg(census).arg(CENSUS_TTL_SECS).ignore();
             }
             if next == 0 {
-                return Ok(found);
+                pipe.cmd("HDEL").arg(state).arg("cursor").ignore();
+                pipe.cmd("HSET")
+                    .arg(state)
+                    .arg("completed")
+                    .arg(now_secs)
+                    .ignore();
+            } else {
+                pipe.cmd("HSET").arg(state).arg("cursor").arg(next).ignore();
+            }
+            pipe.cmd("EXPIRE").arg(state).arg(CENSUS_TTL_SECS).ignore();
+            pipe.exec_async(&mut self.conn.clone()).await?;
+            if next == 0 {
+                report.completed = true;
+                return Ok(report);
             }
             cursor = next;
+            if budget.is_some_and(|b| report.calls >= b) {
+                return Ok(report);
+            }
         }
     }
 
@@ -228,6 +288,7 @@ impl SlotStore {
     ) -> Result<Vec<KeyMembers>, StoreError> {
         let mut invocation = UNPAIRED.prepare_invoke();
         invocation.key(paired);
+        invocation.key(self.keys.census());
         for key in &keys {
             invocation.key(key.as_slice());
         }
@@ -242,9 +303,9 @@ impl SlotStore {
             let index = usize::from_redis_value(index).map_err(|_| bad())?;
             let member = Vec::<u8>::from_redis_value(member).map_err(|_| bad())?;
             let score = f64::from_redis_value(score).map_err(|_| bad())?;
-            // KEYS[1] is the set; the ZSETs start at KEYS[2].
+            // KEYS[1] is the hash, KEYS[2] the census; the ZSETs start at KEYS[3].
             let (_, members) = index
-                .checked_sub(2)
+                .checked_sub(3)
                 .and_then(|i| out.get_mut(i))
                 .ok_or_else(bad)?;
             members.push((member, score));
@@ -474,6 +535,17 @@ impl SlotStore {
             // which costs the slot pass a read, never a slot.)
             let (first, last) = (agents[0].0, agents[agents.len() - 1].0);
             let mut pipe = redis::pipe();
+            // The census learns every ZSET the row pass pairs a slot in: one created since
+            // the last walk passed its place is looked at by this very sweep's slot pass.
+            let census: Vec<String> = counts.iter().map(|(a, _)| self.keys.slots(a)).collect();
+            pipe.cmd("SADD")
+                .arg(self.keys.census())
+                .arg(census)
+                .ignore();
+            pipe.cmd("EXPIRE")
+                .arg(self.keys.census())
+                .arg(CENSUS_TTL_SECS)
+                .ignore();
             let mut inside = Vec::new();
             for (agent, count) in counts {
                 if agent == first || agent == last {
@@ -502,7 +574,6 @@ impl SlotStore {
     pub async fn drop_paired(&self, paired: &PairedSet) -> Result<(), StoreError> {
         redis::cmd("UNLINK")
             .arg(&paired.key)
-            .arg(paired.census_key())
             .exec_async(&mut self.conn.clone())
             .await?;
         Ok(())

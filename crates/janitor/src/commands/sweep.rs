@@ -44,12 +44,16 @@ pub async fn run(settings: &Settings, args: &SweepArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let mut options = options(settings, args.dry_run, args.force);
+    if args.whole_census {
+        options.census = janitor_store::CensusWalk::Whole;
+    }
     let report = sweep_once(
         settings,
         &slots,
         &rows,
         &queue,
-        &options(settings, args.dry_run, args.force),
+        &options,
         Duration::from_secs(args.lease_wait_secs),
     )
     .await?;
@@ -100,6 +104,7 @@ pub fn options(settings: &Settings, dry_run: bool, force: bool) -> SweepOptions 
         no_index: settings.due_interval.is_none(),
         index_horizon: Some(index_horizon(settings.sweep_interval)),
         resume: None,
+        census: janitor_producer::census_share(settings.sweep_interval, settings.census_interval),
     }
 }
 
