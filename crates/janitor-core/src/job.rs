@@ -236,6 +236,7 @@ mod tests {
             session_tracked: true,
             started_at_raw: String::new(),
             effective_timeout: None,
+            timeout_unread: false,
             lease: None,
             lease_raw: None,
             redelivery_count: 0,

@@ -85,6 +85,11 @@ pub struct RowObservation {
     /// The schedule's `timeout_seconds`, else the agent's `execution_timeout_seconds`.
     /// `None` when neither declares one; the policy default applies then.
     pub effective_timeout: Option<i64>,
+    /// The row was read without its effective timeout (a sweep's page of open rows reads
+    /// it only for the runs whose deadline needs it). Deadlines then take the longest
+    /// timeout janitor accepts: a timeout not read can delay a reap, never cause one.
+    #[serde(skip)]
+    pub timeout_unread: bool,
     /// `lease_expires_at` of a pull-mode run (claimed by a worker, holding a lease instead
     /// of a slot). `None` when NULL, empty, or the database predates the column. A leased
     /// run is the platform's lease reaper's: judged by its lease, never by slot rules.
@@ -491,7 +496,7 @@ pub fn slot_deadline(
     policy: &Policy,
 ) -> Option<(Timestamp, TimeoutSource)> {
     let acquired = from_unix_seconds(slot.score)?;
-    let from_row = row.and_then(|r| usable(r.effective_timeout));
+    let from_row = row.and_then(row_timeout);
     let (ttl, source) = match (&slot.timeout, from_row) {
         (SlotTimeout::Declared(secs), _) => (*secs, TimeoutSource::Slot),
         (SlotTimeout::Corrupt(_), row_secs) => (
@@ -512,8 +517,18 @@ pub fn slot_deadline(
 /// `None` when `started_at` is unreadable.
 pub fn row_deadline(row: &RowObservation, policy: &Policy) -> Option<Timestamp> {
     let started = row.started_at.as_ref().ok()?;
-    let ttl = usable(row.effective_timeout).unwrap_or(policy.default_timeout_secs);
+    let ttl = row_timeout(row).unwrap_or(policy.default_timeout_secs);
     started.checked_add_signed(TimeDelta::seconds(ttl) + policy.buffer())
+}
+
+/// The row's timeout as a deadline may use it: the effective timeout when usable, the
+/// longest accepted when it was not read.
+fn row_timeout(row: &RowObservation) -> Option<i64> {
+    if row.timeout_unread {
+        Some(MAX_TIMEOUT_SECS)
+    } else {
+        usable(row.effective_timeout)
+    }
 }
 
 fn usable(timeout: Option<i64>) -> Option<i64> {

@@ -34,6 +34,7 @@ fn row(status: &str, started: Timestamp, session: Option<&str>) -> RowObservatio
         session_tracked: true,
         started_at_raw: String::new(),
         effective_timeout: None,
+        timeout_unread: false,
         lease: None,
         lease_raw: None,
         redelivery_count: 0,
@@ -108,6 +109,44 @@ fn slot_ttl_falls_back_to_row_then_default() {
     assert_eq!(
         slot_deadline(&s, Some(&r), &policy()).unwrap().1,
         TimeoutSource::Default
+    );
+}
+
+/// A row read without its effective timeout (a sweep's page of open rows) never makes a
+/// deadline earlier: where the row's timeout would count — a slot declaring none, a corrupt
+/// one, no slot at all — the longest accepted timeout stands in until it is read. A slot's
+/// own declared timeout is unaffected.
+#[test]
+fn an_unread_row_timeout_never_shortens_a_deadline() {
+    let mut r = row("running", t0(), Some("dispatched"));
+    r.timeout_unread = true;
+    let longest = t0() + TimeDelta::seconds(MAX_TIMEOUT_SECS + 300);
+    for timeout in [SlotTimeout::Missing, SlotTimeout::parse(Some("soon"))] {
+        let s = slot(t0(), timeout);
+        assert_eq!(slot_deadline(&s, Some(&r), &policy()).unwrap().0, longest);
+        // Two days on, past any default: still alive.
+        let v = decide(
+            Some(&s),
+            Some(&r),
+            &Liveness::NONE,
+            t0() + mins(2880),
+            &policy(),
+        );
+        assert!(matches!(v, Verdict::Healthy { .. }), "{v:?}");
+    }
+    assert_eq!(row_deadline(&r, &policy()), Some(longest));
+    let v = decide(
+        None,
+        Some(&r),
+        &Liveness::NONE,
+        t0() + mins(2880),
+        &policy(),
+    );
+    assert!(!v.is_actionable(), "{v:?}");
+    let declared = slot(t0(), SlotTimeout::Declared(900));
+    assert_eq!(
+        slot_deadline(&declared, Some(&r), &policy()).unwrap(),
+        (t0() + mins(20), TimeoutSource::Slot)
     );
 }
 
@@ -599,6 +638,7 @@ fn row_strategy() -> impl Strategy<Value = Option<RowObservation>> {
                 session_tracked: true,
                 started_at_raw: String::new(),
                 effective_timeout: timeout,
+                timeout_unread: false,
                 lease: None,
                 lease_raw: None,
                 redelivery_count: 0,

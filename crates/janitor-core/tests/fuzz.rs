@@ -141,6 +141,7 @@ fn pair() -> impl Strategy<
                     session,
                     session_tracked: true,
                     effective_timeout: timeout,
+                    timeout_unread: false,
                     lease: lease.map(|(lease, _)| lease),
                     lease_raw: None,
                     redelivery_count: 0,

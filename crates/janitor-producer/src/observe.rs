@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use futures::StreamExt as _;
 use janitor_core::{
     decide, decide_activity, row_deadline, slot_deadline, ActivityObservation, ActivityVerdict,
-    AgentName, ExecutionId, Liveness, Policy, RowObservation, SlotObservation, Status,
+    AgentName, ExecutionId, Liveness, Policy, RowObservation, SlotObservation, SlotTimeout, Status,
     TimeoutSource, Timestamp, Verdict,
 };
 use janitor_store::{
@@ -413,8 +413,9 @@ fn read_open_rows(
 ) -> mpsc::Receiver<Result<RowBatch, StoreError>> {
     let (paged_tx, paged_rx) = mpsc::channel(read_ahead);
     let (joined_tx, joined_rx) = mpsc::channel(read_ahead);
-    let rows = rows.clone();
+    let reader = rows.clone();
     readers.spawn(async move {
+        let rows = reader;
         let mut cursor = after;
         loop {
             let page = rows.open_rows(cursor.as_ref(), batch as u32).await;
@@ -429,7 +430,7 @@ fn read_open_rows(
             }
         }
     });
-    let (slots, paired) = (slots.clone(), paired.clone());
+    let (slots, rows, paired) = (slots.clone(), rows.clone(), paired.clone());
     readers.spawn(async move {
         let pages = futures::stream::unfold(paged_rx, |mut rx| async move {
             rx.recv().await.map(|read| (read, rx))
@@ -437,10 +438,14 @@ fn read_open_rows(
         // Pages' lookups overlap (in order): Redis serves one while janitor decodes another.
         let joined = pages
             .map(|read| {
-                let (slots, paired) = (slots.clone(), paired.clone());
+                let (slots, rows, paired) = (slots.clone(), rows.clone(), paired.clone());
                 async move {
                     match read {
-                        Ok((from, page)) => Ok((from, pair_page(&slots, &paired, page).await?)),
+                        Ok((from, page)) => {
+                            let mut page = pair_page(&slots, &paired, page).await?;
+                            read_needed_timeouts(&rows, &mut page).await?;
+                            Ok((from, page))
+                        }
                         Err(e) => Err(e),
                     }
                 }
@@ -480,6 +485,28 @@ async fn pair_page(
             (entry, slot)
         })
         .collect())
+}
+
+/// Reads the effective timeouts a page of open rows was read without, for the runs whose
+/// deadline needs one: those with no slot, or whose slot declares no usable timeout of its
+/// own (one query for the page; none at all when every slot declares its timeout).
+async fn read_needed_timeouts(
+    rows: &ExecutionStore,
+    page: &mut [(RowEntry, SlotRead)],
+) -> Result<(), StoreError> {
+    let mut needed: Vec<&mut RowObservation> = page
+        .iter_mut()
+        .filter_map(|(entry, slot)| match (entry, slot) {
+            (RowEntry::Row(row), Ok(slot)) if row.timeout_unread => {
+                let declared = slot
+                    .as_ref()
+                    .is_some_and(|s| matches!(s.timeout, SlotTimeout::Declared(_)));
+                (!declared).then_some(row)
+            }
+            _ => None,
+        })
+        .collect();
+    rows.read_timeouts(&mut needed).await
 }
 
 /// Starts the slot pass's readers: batches of unpaired slots flow to a task that fetches

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use janitor_core::{parse_timestamp, ExecutionId, Status};
+use janitor_core::{parse_timestamp, ExecutionId, RowObservation, Status};
 use janitor_store::{
     sql::audit, ActivityEntry, AuditFilter, CasOutcome, Database, Evidence, ExecutionStore,
     RowEntry, Transition,
@@ -338,6 +338,39 @@ async fn effective_timeout_prefers_schedule_then_agent(kind: Kind) {
             ("s1".into(), Some(3900)),
             ("s2".into(), Some(900)),
             ("s3".into(), None)
+        ]
+    );
+
+    // A sweep's page of open rows comes without them, saying so; they are read for the
+    // rows that need one, and a row gone meanwhile keeps its timeout unread.
+    let page = f.store.open_rows(None, 10).await.unwrap();
+    let mut open: Vec<RowObservation> = rows(&page.rows).into_iter().cloned().collect();
+    assert!(
+        open.iter()
+            .all(|r| r.timeout_unread && r.effective_timeout.is_none()),
+        "{open:?}"
+    );
+    f.exec("DELETE FROM schedule_executions WHERE id = 's3'")
+        .await;
+    let mut needed: Vec<&mut RowObservation> = open.iter_mut().collect();
+    f.store.read_timeouts(&mut needed).await.unwrap();
+    let mut got: Vec<_> = open
+        .iter()
+        .map(|r| {
+            (
+                r.execution_id.to_string(),
+                r.timeout_unread,
+                r.effective_timeout,
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("s1".into(), false, Some(3900)),
+            ("s2".into(), false, Some(900)),
+            ("s3".into(), true, None)
         ]
     );
 }

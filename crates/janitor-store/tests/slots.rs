@@ -80,6 +80,7 @@ fn running(
         session_tracked: true,
         started_at_raw: String::new(),
         effective_timeout: Some(3600),
+        timeout_unread: false,
         lease: None,
         lease_raw: None,
         redelivery_count: 0,

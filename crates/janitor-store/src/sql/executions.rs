@@ -240,6 +240,7 @@ impl RawRow {
                 session: self.session,
                 session_tracked: schema.session,
                 effective_timeout: self.timeout,
+                timeout_unread: false,
                 // An empty lease is no lease (the platform clears it to NULL; a text
                 // column may hold '').
                 lease: self
@@ -280,7 +281,7 @@ impl ExecutionStore {
         let open_rows_sql = format!(
             "{} WHERE {OPEN_FILTER} AND (e.agent_name, e.id) > (CAST($1 AS TEXT), CAST($2 AS TEXT)) \
              ORDER BY e.agent_name, e.id LIMIT $3",
-            select_sql(&schema, db.backend(), "schedule_executions e")
+            select_sql(&schema, db.backend(), "schedule_executions e", false)
         );
         let open_rows_json_sql = format!(
             "SELECT json_group_array(json_array(id, agent_name, status, started_at, session, timeout, lease, redeliveries, completed)) \
@@ -291,6 +292,7 @@ impl ExecutionStore {
             &schema,
             Backend::Postgres,
             "UNNEST(CAST($1 AS TEXT[])) AS wanted(id) JOIN schedule_executions e ON e.id = wanted.id",
+            true,
         );
         Ok(Self {
             db,
@@ -309,7 +311,12 @@ impl ExecutionStore {
         self.schema
     }
 
-    /// One page of non-terminal rows after `after` (keyset pagination on `(agent_name, id)`).
+    /// One page of non-terminal rows after `after` (keyset pagination on `(agent_name, id)`),
+    /// read without the runs' effective timeouts: only a run with no slot, or whose slot
+    /// declares no usable timeout, needs one, and joining the schedule and agent of every
+    /// row of a sweep was most of the page's cost. The rows say so
+    /// ([`RowObservation::timeout_unread`]: deadlines then take the longest timeout, so a
+    /// timeout never read can only delay a reap); [`Self::read_timeouts`] reads them.
     pub async fn open_rows(
         &self,
         after: Option<&RowCursor>,
@@ -431,7 +438,7 @@ impl ExecutionStore {
                     // Anonymous parameters: see `marks`.
                     let sql = format!(
                         "{} WHERE e.id IN ({})",
-                        select_sql(&self.schema, Backend::Sqlite, "schedule_executions e"),
+                        select_sql(&self.schema, Backend::Sqlite, "schedule_executions e", true),
                         vec!["?"; chunk.len()].join(", ")
                     );
                     let mut query = sqlx::query(&sql);
@@ -445,6 +452,54 @@ impl ExecutionStore {
             }
         }
         Ok(entries)
+    }
+
+    /// Reads the effective timeout of each of these rows read without it
+    /// ([`RowObservation::timeout_unread`]); the others are left alone, and so is a row that
+    /// is gone by now (its timeout stays unread: the longest).
+    pub async fn read_timeouts(&self, rows: &mut [&mut RowObservation]) -> Result<(), StoreError> {
+        let unread: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.timeout_unread)
+            .map(|r| r.execution_id.as_str())
+            .collect();
+        if unread.is_empty() {
+            return Ok(());
+        }
+        let (joins, timeout) = timeout_sql(&self.schema, self.db.backend());
+        let mut found: HashMap<String, Option<i64>> = HashMap::with_capacity(unread.len());
+        match &self.db {
+            Database::Postgres(pool) => {
+                let sql = format!(
+                    "SELECT CAST(e.id AS TEXT), {timeout} FROM UNNEST(CAST($1 AS TEXT[])) AS wanted(id) \
+                     JOIN schedule_executions e ON e.id = wanted.id{joins}"
+                );
+                let read: Vec<(String, Option<i64>)> =
+                    sqlx::query_as(&sql).bind(&unread).fetch_all(pool).await?;
+                found.extend(read);
+            }
+            Database::Sqlite(pool) => {
+                for chunk in unread.chunks(MAX_IDS_PER_QUERY) {
+                    let sql = format!(
+                        "SELECT CAST(e.id AS TEXT), {timeout} FROM schedule_executions e{joins} \
+                         WHERE e.id IN ({})",
+                        vec!["?"; chunk.len()].join(", ")
+                    );
+                    let mut query = sqlx::query_as::<_, (String, Option<i64>)>(&sql);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    found.extend(query.fetch_all(pool).await?);
+                }
+            }
+        }
+        for row in rows.iter_mut().filter(|r| r.timeout_unread) {
+            if let Some(timeout) = found.get(row.execution_id.as_str()) {
+                row.effective_timeout = *timeout;
+                row.timeout_unread = false;
+            }
+        }
+        Ok(())
     }
 
     /// How many runs janitor failed since `since` that are `success` now: the platform's
@@ -868,6 +923,7 @@ impl ExecutionStore {
 }
 
 /// A page of rows and the cursor after it (the last row's key as stored).
+/// A page of open rows, read without their effective timeouts (see `open_rows`).
 fn page_of(raw: Vec<RawRow>, limit: u32, schema: &Schema) -> RowPage {
     let next = (raw.len() as u32 == limit)
         .then(|| {
@@ -877,8 +933,18 @@ fn page_of(raw: Vec<RawRow>, limit: u32, schema: &Schema) -> RowPage {
             })
         })
         .flatten();
+    let unread = timeout_joined(schema);
     RowPage {
-        rows: raw.into_iter().map(|r| r.into_entry(schema)).collect(),
+        rows: raw
+            .into_iter()
+            .map(|r| match r.into_entry(schema) {
+                RowEntry::Row(mut row) => {
+                    row.timeout_unread = unread;
+                    RowEntry::Row(row)
+                }
+                corrupt => corrupt,
+            })
+            .collect(),
         next,
     }
 }
@@ -932,9 +998,15 @@ fn push_rows(sql: &mut String, rows: usize, width: usize, bigint: &[usize]) {
     }
 }
 
-/// The columns janitor reads of a run, `FROM {from}` (which names the runs table `e`), with
-/// the run's effective timeout joined in from its schedule and agent when those tables exist.
-fn select_sql(schema: &Schema, backend: Backend, from: &str) -> String {
+/// Whether a run's effective timeout comes from other tables (its schedule's, its agent's).
+fn timeout_joined(schema: &Schema) -> bool {
+    (schema.agent_schedules && schema.schedule_timeout)
+        || (schema.agent_ownership && schema.agent_timeout)
+}
+
+/// The joins that bring in a run's effective timeout (the runs table named `e`), and the
+/// expression of it.
+fn timeout_sql(schema: &Schema, backend: Backend) -> (String, String) {
     let mut joins = String::new();
     let mut timeouts = Vec::new();
     if schema.agent_schedules && schema.schedule_timeout {
@@ -961,6 +1033,23 @@ fn select_sql(schema: &Schema, backend: Backend, from: &str) -> String {
             ),
         }
     }
+    let timeout = match timeouts.as_slice() {
+        [] => "CAST(NULL AS BIGINT)".to_owned(),
+        [one] => format!("CAST({one} AS BIGINT)"),
+        many => format!("CAST(COALESCE({}) AS BIGINT)", many.join(", ")),
+    };
+    (joins, timeout)
+}
+
+/// The columns janitor reads of a run, `FROM {from}` (which names the runs table `e`), with
+/// the run's effective timeout joined in from its schedule and agent when those tables exist
+/// and `with_timeout` (else the column is NULL: see [`RowObservation::timeout_unread`]).
+fn select_sql(schema: &Schema, backend: Backend, from: &str, with_timeout: bool) -> String {
+    let (joins, timeout) = if with_timeout {
+        timeout_sql(schema, backend)
+    } else {
+        (String::new(), "CAST(NULL AS BIGINT)".to_owned())
+    };
     let session = if schema.session {
         "CAST(e.claude_session_id AS TEXT)"
     } else {
@@ -975,11 +1064,6 @@ fn select_sql(schema: &Schema, backend: Backend, from: &str) -> String {
         "CAST(e.redelivery_count AS BIGINT)"
     } else {
         "CAST(NULL AS BIGINT)"
-    };
-    let timeout = match timeouts.as_slice() {
-        [] => "CAST(NULL AS BIGINT)".to_owned(),
-        [one] => format!("CAST({one} AS BIGINT)"),
-        many => format!("CAST(COALESCE({}) AS BIGINT)", many.join(", ")),
     };
     // The columns' order is `raw_row!`'s.
     format!(
