@@ -189,17 +189,18 @@ impl Sandbox {
             }
         }
         redis::cmd("UNLINK")
-            .arg(self.outbox_key())
+            .arg(self.layout_keys().as_slice())
             .query_async::<()>(&mut conn)
             .await?;
         Ok(())
     }
 
-    /// The audit outbox STREAM of this sandbox's slot layout (`SlotKeys::outbox` in
-    /// janitor-store, which this crate does not depend on): named after the slot prefix,
-    /// outside the namespace.
-    fn outbox_key(&self) -> String {
-        format!("janitor:audit-outbox:{}", self.slot_prefix)
+    /// The keys janitor names after this sandbox's slot layout, outside the namespace
+    /// (`SlotKeys` in janitor-store, which this crate does not depend on): the audit outbox
+    /// STREAM, the census of slot ZSETs and its walk.
+    fn layout_keys(&self) -> [String; 3] {
+        ["audit-outbox", "census", "census-walk"]
+            .map(|k| format!("janitor:{k}:{}", self.slot_prefix))
     }
 
     /// `jt…:`, the prefix of every key this sandbox's slots and queue use.
@@ -367,7 +368,7 @@ impl Drop for Sandbox {
                 }
                 cursor = next;
             }
-            let _ = redis::cmd("UNLINK").arg(self.outbox_key()).exec(&mut conn);
+            let _ = redis::cmd("UNLINK").arg(self.layout_keys().as_slice()).exec(&mut conn);
         }
     }
 }
@@ -396,7 +397,7 @@ mod tests {
             }
         };
         assert_eq!(count(&mut conn).await?, 2, "the slot and its hash");
-        let outbox = sandbox.outbox_key();
+        let [outbox, census, walk] = sandbox.layout_keys();
         redis::cmd("XADD")
             .arg(&outbox)
             .arg("*")
@@ -404,13 +405,27 @@ mod tests {
             .arg("{}")
             .exec_async(&mut conn)
             .await?;
+        redis::cmd("SADD")
+            .arg(&census)
+            .arg("zset")
+            .exec_async(&mut conn)
+            .await?;
+        redis::cmd("HSET")
+            .arg(&walk)
+            .arg("cursor")
+            .arg(1)
+            .exec_async(&mut conn)
+            .await?;
         drop(sandbox);
         assert_eq!(count(&mut conn).await?, 0);
         let left: u64 = redis::cmd("EXISTS")
-            .arg(&outbox)
+            .arg(&[&outbox, &census, &walk][..])
             .query_async(&mut conn)
             .await?;
-        assert_eq!(left, 0, "the audit outbox, named outside the namespace");
+        assert_eq!(
+            left, 0,
+            "the audit outbox and the census, named outside the namespace"
+        );
         Ok(())
     }
 }
