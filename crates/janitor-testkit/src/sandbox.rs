@@ -368,7 +368,9 @@ impl Drop for Sandbox {
                 }
                 cursor = next;
             }
-            let _ = redis::cmd("UNLINK").arg(self.layout_keys().as_slice()).exec(&mut conn);
+            let _ = redis::cmd("UNLINK")
+                .arg(self.layout_keys().as_slice())
+                .exec(&mut conn);
         }
     }
 }
