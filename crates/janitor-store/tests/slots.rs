@@ -475,27 +475,19 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     let census = store.census_walk(CensusWalk::Whole, now).await.unwrap();
     assert_eq!(census.keys, 3, "three slot ZSETs");
     assert!(census.whole && census.completed, "{census:?}");
-    let batches: Vec<Vec<SlotEntry>> = store.scan_unpaired(2, &paired).try_collect().await.unwrap();
-    let mut seen: Vec<String> = batches
-        .into_iter()
-        .flatten()
-        .map(|entry| match entry {
-            SlotEntry::Slot(s) => s.observation.execution_id.as_str().to_owned(),
-            SlotEntry::Corrupt(c) => panic!("unexpected corrupt slot {c:?}"),
-        })
-        .collect();
-    seen.sort();
     // a's two slots were both paired: skipped whole. b's ZSET holds a leaked slot: all of
     // it comes back. c was never paired.
-    assert_eq!(seen, ["b-leaked", "b1", "c-rowless"]);
+    assert_eq!(
+        unpaired_ids(&store, &paired, 2).await,
+        ["b-leaked", "b1", "c-rowless"]
+    );
 
     store.drop_paired(&paired).await.unwrap();
     let exists: usize = conn.exists(paired.key()).await.unwrap();
     assert_eq!(exists, 0, "the scratch hash is deleted");
     // Without any pairing, every slot comes back (the census stays for the next sweep).
     let fresh = store.paired_set();
-    let all: Vec<Vec<SlotEntry>> = store.scan_unpaired(10, &fresh).try_collect().await.unwrap();
-    assert_eq!(all.into_iter().flatten().count(), 5);
+    assert_eq!(unpaired_ids(&store, &fresh, 10).await.len(), 5);
 }
 
 /// The members of this layout's census SET.
@@ -503,10 +495,11 @@ async fn census_of(store: &SlotStore, conn: &mut redis::aio::ConnectionManager) 
     conn.smembers(store.keys().census()).await.unwrap()
 }
 
-/// Every slot of every ZSET in the census that a sweep's slot pass reads, by execution id.
-async fn unpaired_ids(store: &SlotStore, paired: &PairedSet) -> Vec<String> {
+/// Every slot of every ZSET in the census that a sweep's slot pass reads (in batches of
+/// `batch`), by execution id, sorted.
+async fn unpaired_ids(store: &SlotStore, paired: &PairedSet, batch: usize) -> Vec<String> {
     let batches: Vec<Vec<SlotEntry>> = store
-        .scan_unpaired(100, paired)
+        .scan_unpaired(batch, paired)
         .try_collect()
         .await
         .unwrap();
@@ -602,7 +595,10 @@ async fn the_census_learns_from_the_row_pass_and_forgets_what_is_no_zset() {
     assert!(found[0].as_ref().unwrap().is_some() && found[1].as_ref().unwrap().is_none());
     let census = census_of(&store, &mut conn).await;
     assert_eq!(census, HashSet::from([store.keys().slots(&a)]));
-    assert_eq!(unpaired_ids(&store, &paired).await, ["a-leaked", "a-open"]);
+    assert_eq!(
+        unpaired_ids(&store, &paired, 100).await,
+        ["a-leaked", "a-open"]
+    );
 
     let now = store.server_time().await.unwrap();
     store.census_walk(CensusWalk::Whole, now).await.unwrap();
@@ -613,7 +609,10 @@ async fn the_census_learns_from_the_row_pass_and_forgets_what_is_no_zset() {
         .set(store.keys().slots(&odd), "not a zset")
         .await
         .unwrap();
-    assert_eq!(unpaired_ids(&store, &paired).await, ["a-leaked", "a-open"]);
+    assert_eq!(
+        unpaired_ids(&store, &paired, 100).await,
+        ["a-leaked", "a-open"]
+    );
     assert_eq!(
         census_of(&store, &mut conn).await,
         HashSet::from([store.keys().slots(&a)])
