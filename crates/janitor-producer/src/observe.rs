@@ -413,12 +413,11 @@ fn read_open_rows(
 ) -> mpsc::Receiver<Result<RowBatch, StoreError>> {
     let (paged_tx, paged_rx) = mpsc::channel(read_ahead);
     let (joined_tx, joined_rx) = mpsc::channel(read_ahead);
-    let reader = rows.clone();
+    let pager = rows.clone();
     readers.spawn(async move {
-        let rows = reader;
         let mut cursor = after;
         loop {
-            let page = rows.open_rows(cursor.as_ref(), batch as u32).await;
+            let page = pager.open_rows(cursor.as_ref(), batch as u32).await;
             let next = page.as_ref().ok().and_then(|p| p.next.clone());
             let from = cursor.clone();
             if !forward(&paged_tx, page.map(|p| (from, p.rows))).await {

@@ -466,44 +466,27 @@ impl ExecutionStore {
     }
 
     /// Reads the effective timeout of each of these rows read without it
-    /// ([`RowObservation::timeout_unread`]); the others are left alone, and so is a row that
-    /// is gone by now (its timeout stays unread: the longest).
+    /// ([`RowObservation::timeout_unread`]) with [`Self::rows_by_ids`]; the others are left
+    /// alone, and so is a row that is gone or unreadable by now (its timeout stays unread:
+    /// the longest).
     pub async fn read_timeouts(&self, rows: &mut [&mut RowObservation]) -> Result<(), StoreError> {
-        let unread: Vec<&str> = rows
+        let unread: Vec<ExecutionId> = rows
             .iter()
             .filter(|r| r.timeout_unread)
-            .map(|r| r.execution_id.as_str())
+            .map(|r| r.execution_id.clone())
             .collect();
         if unread.is_empty() {
             return Ok(());
         }
-        let (joins, timeout) = timeout_sql(&self.schema, self.db.backend());
-        let mut found: HashMap<String, Option<i64>> = HashMap::with_capacity(unread.len());
-        match &self.db {
-            Database::Postgres(pool) => {
-                let sql = format!(
-                    "SELECT CAST(e.id AS TEXT), {timeout} FROM UNNEST(CAST($1 AS TEXT[])) AS wanted(id) \
-                     JOIN schedule_executions e ON e.id = wanted.id{joins}"
-                );
-                let read: Vec<(String, Option<i64>)> =
-                    sqlx::query_as(&sql).bind(&unread).fetch_all(pool).await?;
-                found.extend(read);
-            }
-            Database::Sqlite(pool) => {
-                for chunk in unread.chunks(MAX_IDS_PER_QUERY) {
-                    let sql = format!(
-                        "SELECT CAST(e.id AS TEXT), {timeout} FROM schedule_executions e{joins} \
-                         WHERE e.id IN ({})",
-                        vec!["?"; chunk.len()].join(", ")
-                    );
-                    let mut query = sqlx::query_as::<_, (String, Option<i64>)>(&sql);
-                    for id in chunk {
-                        query = query.bind(*id);
-                    }
-                    found.extend(query.fetch_all(pool).await?);
-                }
-            }
-        }
+        let found: HashMap<String, Option<i64>> = self
+            .rows_by_ids(&unread)
+            .await?
+            .into_iter()
+            .filter_map(|entry| match entry {
+                RowEntry::Row(r) => Some((r.execution_id.as_str().to_owned(), r.effective_timeout)),
+                RowEntry::Corrupt(_) => None,
+            })
+            .collect();
         for row in rows.iter_mut().filter(|r| r.timeout_unread) {
             if let Some(timeout) = found.get(row.execution_id.as_str()) {
                 row.effective_timeout = *timeout;
