@@ -17,7 +17,79 @@ janitor_testkit::both_backends!(
     a_crash_between_effects_is_repaired_by_the_retry,
     duplicate_deliveries_apply_exactly_once,
     a_session_written_between_recheck_and_write_keeps_the_run_and_its_slot,
+    a_batch_reads_before_its_turn_and_writes_only_with_it,
 );
+
+/// A worker overlaps its batches: one reads both stores and decides while the one before
+/// it writes. The reads need no turn, no write happens without it, and two batches that
+/// decided on the same state before either wrote apply their change once between them.
+async fn a_batch_reads_before_its_turn_and_writes_only_with_it(kind: Kind) {
+    let w = World::new(kind).await;
+    w.seed_dead_run("agent:one", "dead", "naive").await;
+    let job = w.job("agent:one", "dead").await;
+    let turn = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+    let held = turn.clone().lock_owned().await;
+    // The same job twice, as two batches (a duplicate delivery, or the reclaim job of one
+    // sweep and the retry of another), both deciding while another batch holds the turn.
+    let mut batches = Vec::new();
+    for copy in ["first", "second"] {
+        let (decided, read) = tokio::sync::oneshot::channel();
+        let (applier, turn, jobs) = (
+            w.applier(copy),
+            turn.clone(),
+            vec![(job.clone(), job.task_id())],
+        );
+        batches.push(tokio::spawn(async move {
+            applier
+                .apply_batch_in_turn(&jobs, &turn, move || {
+                    let _ = decided.send(());
+                })
+                .await
+        }));
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .expect("a batch waited for the turn before reading")
+            .unwrap();
+    }
+    assert_eq!(
+        w.sandbox.slot_members("agent:one").await.unwrap(),
+        vec!["dead".to_owned()],
+        "a batch removed a slot without the turn"
+    );
+    assert_eq!(
+        w.sandbox.status("dead").await.unwrap().as_deref(),
+        Some("running"),
+        "a batch wrote a row without the turn"
+    );
+    drop(held);
+    let mut outcomes = Vec::new();
+    for batch in batches {
+        outcomes.extend(batch.await.unwrap().unwrap());
+    }
+    let applied: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| matches!(o, Outcome::Applied { .. }))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![&Outcome::Applied {
+            effects: vec![Effect::SlotReclaimed, Effect::RunFailed]
+        }],
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes.contains(&Outcome::NoLongerNeeded {
+            why: Moot::SlotAlreadyGone
+        }),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        w.sandbox.status("dead").await.unwrap().as_deref(),
+        Some("failed")
+    );
+    assert_eq!(w.audit_count("slot_reclaimed").await, 1);
+    assert_eq!(w.audit_count("run_failed").await, 1);
+}
 
 /// Safety issue item 4: the row's compare-and-set named only its status, and a
 /// never-launched run's slot went first. A run that got its session between the worker's

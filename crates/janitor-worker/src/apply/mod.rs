@@ -169,8 +169,26 @@ impl Applier {
         &self,
         jobs: &[(CleanupJob, String)],
     ) -> Result<Vec<Outcome>, StoreError> {
+        self.apply_batch_in_turn(jobs, &tokio::sync::Mutex::new(()), || {})
+            .await
+    }
+
+    /// [`Self::apply_batch`] for a worker that overlaps its batches: `decided` is called once
+    /// the batch has read both stores and made its fresh verdicts, and every write waits for
+    /// `turn`. So one batch reads while the one before it writes, and the writes of a
+    /// process stay one batch at a time. Overlapping is as safe as two workers: a batch
+    /// that decided on state the batch before it changed meets a compare-and-set that
+    /// fails.
+    pub async fn apply_batch_in_turn(
+        &self,
+        jobs: &[(CleanupJob, String)],
+        turn: &tokio::sync::Mutex<()>,
+        decided: impl FnOnce(),
+    ) -> Result<Vec<Outcome>, StoreError> {
         // Activity closes touch neither a run nor a slot: their own small path.
         if jobs.iter().any(|(j, _)| j.kind == JobKind::CloseActivity) {
+            decided();
+            let _turn = turn.lock().await;
             let (activities, runs): (Vec<usize>, Vec<usize>) =
                 (0..jobs.len()).partition(|&i| jobs[i].0.kind == JobKind::CloseActivity);
             let pick = |idx: &[usize]| idx.iter().map(|&i| jobs[i].clone()).collect::<Vec<_>>();
@@ -192,6 +210,8 @@ impl Applier {
             return Ok(Vec::new());
         }
         let mut batch = self.decide(jobs).await?;
+        decided();
+        let _turn = turn.lock().await;
         let slot_audits = self
             .remove_slots(&mut batch, phases::Stage::BeforeRows)
             .await?;
