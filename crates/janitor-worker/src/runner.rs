@@ -155,7 +155,8 @@ struct Failure {
 /// 8,762 / 9,168 pairs/s on PostgreSQL against 7,832 / 7,657 for 64 of 128, and 4,750 /
 /// 4,593 against 4,090 / 4,185 on SQLite, where each transaction's commit writes a page
 /// per random index leaf it touched and batches spanning more runs share more of them.
-/// (At 256 a SQLite batch's transaction took seconds: not taken.)
+/// (At 256 a SQLite batch's transaction took seconds: SQLite's planner then builds a Bloom
+/// filter over every activity for the activities' close, under the write lock. Not taken.)
 pub const MAX_BATCH: usize = 128;
 
 /// Jobs in flight per worker process by default: three batches, so one batch writes while
