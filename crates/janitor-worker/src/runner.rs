@@ -177,7 +177,6 @@ const OVERLAP: usize = 2;
 /// (the second waits for the next). A batch starts reading as soon as the one before it has
 /// decided; the writes of the process go one batch at a time.
 async fn batch_loop(applier: Applier, mut requests: mpsc::Receiver<Request>) {
-    let applier = Arc::new(applier);
     let turn = Arc::new(tokio::sync::Mutex::new(()));
     let running = Arc::new(tokio::sync::Semaphore::new(OVERLAP));
     let mut carry: VecDeque<Request> = VecDeque::new();
