@@ -671,20 +671,6 @@ impl ExecutionStore {
             .collect();
         let done_at = format_timestamp(now);
         let close_activities = self.schema.agent_activities;
-        let session_check = if self.schema.session {
-            "AND (v.nosess = 0 OR schedule_executions.claude_session_id IS NULL \
-             OR TRIM(CAST(schedule_executions.claude_session_id AS TEXT)) = '')"
-        } else {
-            "AND v.nosess = 0"
-        };
-        let lease_check = if self.schema.lease {
-            " AND ((v.lease IS NULL AND (schedule_executions.lease_expires_at IS NULL \
-             OR TRIM(CAST(schedule_executions.lease_expires_at AS TEXT)) = '')) \
-             OR CAST(schedule_executions.lease_expires_at AS TEXT) = v.lease)"
-        } else {
-            " AND v.lease IS NULL"
-        };
-
         let backend = self.db.backend();
         let postgres = backend == Backend::Postgres;
         let (moved, closed, current) = with_pool!(&self.db, pool => {
@@ -710,27 +696,7 @@ impl ExecutionStore {
             let mut current: HashMap<String, String> = HashMap::new();
             if !todo.is_empty() {
                 // One statement moves every row whose status is still the expected one.
-                // MATERIALIZED: the list is evaluated once and drives a key lookup per row;
-                // inlined, a nested loop may re-evaluate it for every row of the table side
-                // (quadratic in the batch: 5 ms of 7 for 64 rows).
-                // Every fact the verdict used is compared: the status, `started_at` as
-                // read, for a never-launched run that it still has no session, and that
-                // no pull worker has claimed the run since (a leased run is not janitor's).
-                let mut sql = String::from("WITH v(id, expected, target, err, done_at, dur, started, nosess, pskip, lease) AS MATERIALIZED (VALUES ");
-                push_rows(&mut sql, todo.len(), 10, &[5, 7, 8]);
-                sql.push_str(&format!(
-                    ") UPDATE schedule_executions SET status = v.target, error = v.err, \
-                     completed_at = CASE WHEN v.pskip = 1 THEN COALESCE(schedule_executions.started_at, v.done_at) ELSE v.done_at END, \
-                     duration_ms = v.dur FROM v \
-                     WHERE schedule_executions.id = v.id AND schedule_executions.status = v.expected \
-                     AND COALESCE(CAST(schedule_executions.started_at AS TEXT), '') = v.started \
-                     AND (v.pskip = 0 OR schedule_executions.completed_at IS NULL \
-                          OR TRIM(CAST(schedule_executions.completed_at AS TEXT)) = '') \
-                     {session_check}{lease_check} \
-                     RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
-                     CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
-                ));
-                let sql = marks(backend, &sql);
+                let sql = runs_cas_sql(&self.schema, backend, todo.len());
                 let mut query = sqlx::query(&sql);
                 for i in &todo {
                     let (change, to) = &changes[*i];
@@ -819,24 +785,7 @@ impl ExecutionStore {
                                 (change.execution_id.as_str(), (state, change.error))
                             })
                             .collect();
-                        let mut sql = String::from("WITH v(id, state, err, done_at, dur) AS MATERIALIZED (VALUES ");
-                        push_rows(&mut sql, open.len(), 5, &[4]);
-                        sql.push_str(
-                            ") UPDATE agent_activities SET activity_state = v.state, completed_at = v.done_at, \
-                             error = COALESCE(agent_activities.error, v.err), \
-                             duration_ms = COALESCE(v.dur, agent_activities.duration_ms) FROM v \
-                             WHERE agent_activities.id = v.id",
-                        );
-                        // `started` as a parameter, not a literal: with the literal the
-                        // planner may pick the partial index of open activities (whose
-                        // statistics can say "a few" while an incident holds 100k) and
-                        // filter every one of them; with a parameter only the key lookup fits.
-                        sql.push_str(&format!(
-                            " AND agent_activities.activity_state = ${} \
-                             RETURNING CAST(agent_activities.related_execution_id AS TEXT) AS execution_id",
-                            open.len() * 5 + 1
-                        ));
-                        let sql = marks(backend, &sql);
+                        let sql = close_activities_sql(backend, open.len());
                         let mut query = sqlx::query(&sql);
                         for (id, execution, ms) in &open {
                             let (state, error) = target
@@ -936,6 +885,86 @@ fn page_of(raw: Vec<RawRow>, limit: u32, schema: &Schema) -> RowPage {
             .collect(),
         next,
     }
+}
+
+/// How a batch statement names the batch's list (`v`) where it is compared to the table's
+/// columns. On SQLite, `+v`: a no-op on the value, it keeps the list from being indexed, so
+/// the planner can only walk the list and find each row by its key. Left to choose, SQLite
+/// (3.46, with `ANALYZE` statistics) scans the platform's table under the write lock and
+/// looks each row up in an automatic index on the list — the runs' compare-and-set for 256
+/// runs on a table its statistics say holds 20M rows, or for 128 where they say 2,000 (stale
+/// statistics on a table that has grown since are the usual case).
+fn lookup_side(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "+v",
+        Backend::Postgres => "v",
+    }
+}
+
+/// The runs' compare-and-set for `rows` changes: every row whose status is still the
+/// expected one moves. MATERIALIZED: the list is evaluated once and drives a key lookup per
+/// row; inlined, a nested loop may re-evaluate it for every row of the table side
+/// (quadratic in the batch: 5 ms of 7 for 64 rows). Every fact the verdict used is
+/// compared: the status, `started_at` as read, for a never-launched run that it still has
+/// no session, and that no pull worker has claimed the run since (a leased run is not
+/// janitor's). Binds per row: id, expected, target, error, done_at, duration, started_at as
+/// read, require-no-session (0/1), platform-skipped (0/1), expected lease.
+fn runs_cas_sql(schema: &Schema, backend: Backend, rows: usize) -> String {
+    let session_check = if schema.session {
+        "AND (v.nosess = 0 OR schedule_executions.claude_session_id IS NULL \
+         OR TRIM(CAST(schedule_executions.claude_session_id AS TEXT)) = '')"
+    } else {
+        "AND v.nosess = 0"
+    };
+    let v = lookup_side(backend);
+    let lease_check = if schema.lease {
+        format!(
+            " AND ((v.lease IS NULL AND (schedule_executions.lease_expires_at IS NULL \
+             OR TRIM(CAST(schedule_executions.lease_expires_at AS TEXT)) = '')) \
+             OR CAST(schedule_executions.lease_expires_at AS TEXT) = {v}.lease)"
+        )
+    } else {
+        " AND v.lease IS NULL".to_owned()
+    };
+    let mut sql = String::from(
+        "WITH v(id, expected, target, err, done_at, dur, started, nosess, pskip, lease) AS MATERIALIZED (VALUES ",
+    );
+    push_rows(&mut sql, rows, 10, &[5, 7, 8]);
+    sql.push_str(&format!(
+        ") UPDATE schedule_executions SET status = v.target, error = v.err, \
+         completed_at = CASE WHEN v.pskip = 1 THEN COALESCE(schedule_executions.started_at, v.done_at) ELSE v.done_at END, \
+         duration_ms = v.dur FROM v \
+         WHERE schedule_executions.id = {v}.id AND schedule_executions.status = {v}.expected \
+         AND COALESCE(CAST(schedule_executions.started_at AS TEXT), '') = {v}.started \
+         AND (v.pskip = 0 OR schedule_executions.completed_at IS NULL \
+              OR TRIM(CAST(schedule_executions.completed_at AS TEXT)) = '') \
+         {session_check}{lease_check} \
+         RETURNING CAST(schedule_executions.id AS TEXT) AS id, \
+         CAST(schedule_executions.agent_name AS TEXT) AS agent_name",
+    ));
+    marks(backend, &sql).into_owned()
+}
+
+/// The close of `rows` open activities by key, compare-and-set on their state. Binds per
+/// row: id, the state to write, error, done_at, duration; then `started`, the state each
+/// must still have.
+///
+/// `started` as a parameter, not a literal: with the literal PostgreSQL's planner may pick
+/// the partial index of open activities (whose statistics can say "a few" while an incident
+/// holds 100k) and filter every one of them; with a parameter only the key lookup fits.
+fn close_activities_sql(backend: Backend, rows: usize) -> String {
+    let v = lookup_side(backend);
+    let mut sql = String::from("WITH v(id, state, err, done_at, dur) AS MATERIALIZED (VALUES ");
+    push_rows(&mut sql, rows, 5, &[4]);
+    sql.push_str(&format!(
+        ") UPDATE agent_activities SET activity_state = v.state, completed_at = v.done_at, \
+         error = COALESCE(agent_activities.error, v.err), \
+         duration_ms = COALESCE(v.dur, agent_activities.duration_ms) FROM v \
+         WHERE agent_activities.id = {v}.id AND agent_activities.activity_state = ${} \
+         RETURNING CAST(agent_activities.related_execution_id AS TEXT) AS execution_id",
+        rows * 5 + 1
+    ));
+    marks(backend, &sql).into_owned()
 }
 
 /// What can be said without asking the database: terminal statuses never move, unknown
@@ -1081,6 +1110,97 @@ pub fn duration_between(started: Timestamp, completed: Timestamp) -> Option<i64>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What SQLite's planner does with a batch statement on a table that has `ANALYZE`
+    /// statistics claiming `rows` rows (in `table`, by its primary key).
+    async fn sqlite_plan(sql: &str, table: &str, rows: u64) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let db = Database::connect(&url, true).await.unwrap();
+        db.migrate(true).await.unwrap();
+        let Database::Sqlite(pool) = &db else {
+            unreachable!()
+        };
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO agent_activities (id, agent_name, activity_type, activity_state, started_at, related_execution_id, created_at) \
+             VALUES ('a1', 'x', 'schedule_start', 'started', '2026-01-01', 'r1', '2026-01-01'); \
+             INSERT INTO schedule_executions (id, schedule_id, agent_name, status, started_at, message, triggered_by) \
+             VALUES ('r1', 's', 'x', 'running', '2026-01-01', 'm', 'schedule'); \
+             ANALYZE;",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        // A long-lived platform database's statistics, then reloaded.
+        sqlx::query(
+            "UPDATE sqlite_stat1 SET stat = ? || substr(stat, instr(stat, ' ')) WHERE tbl = ?",
+        )
+        .bind(rows.to_string())
+        .bind(table)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        sqlx::raw_sql("ANALYZE sqlite_schema")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        let plan = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        plan.iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every batch write finds its rows by key, however big the batch and whatever the
+    /// statistics say: a scan of the platform's table (or a Bloom filter, built by one)
+    /// reads every row of it under SQLite's write lock. Compared to `v` itself, the runs'
+    /// compare-and-set scanned `schedule_executions` for 128 runs where the statistics say
+    /// 2,000 rows and for 256 at any size up to 20M.
+    #[tokio::test]
+    async fn sqlite_batch_writes_never_scan_the_platforms_tables() {
+        let schema = Schema {
+            agent_schedules: true,
+            agent_ownership: true,
+            agent_activities: true,
+            session: true,
+            schedule_timeout: true,
+            agent_timeout: true,
+            lease: true,
+            redelivery_count: true,
+        };
+        let mut failures = Vec::new();
+        for rows in [2_000, 200_000, 2_000_000, 20_000_000] {
+            for batch in [1, 64, 128, 256, 1024] {
+                let statements = [
+                    (
+                        "agent_activities",
+                        close_activities_sql(Backend::Sqlite, batch),
+                    ),
+                    (
+                        "schedule_executions",
+                        runs_cas_sql(&schema, Backend::Sqlite, batch),
+                    ),
+                ];
+                for (table, sql) in statements {
+                    let plan = sqlite_plan(&sql, table, rows).await;
+                    if !(plan.contains(&format!("SEARCH {table} USING INDEX"))
+                        && !plan.contains("BLOOM")
+                        && !plan.contains(&format!("SCAN {table}")))
+                    {
+                        failures.push(format!(
+                            "{batch} rows into {table} of {rows}: {}",
+                            plan.replace('\n', " | ")
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
 
     #[test]
     fn durations_are_null_when_unknowable() {
