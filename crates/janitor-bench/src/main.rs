@@ -19,6 +19,7 @@
 
 mod cpu;
 mod intake;
+mod procs;
 mod steady;
 
 use std::path::PathBuf;
@@ -35,6 +36,7 @@ use janitor_testkit::{redis_url, ts_ago, Kind, Sandbox};
 use sqlx::Connection as _;
 
 use crate::cpu::Cpu;
+use crate::procs::Procs;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -105,6 +107,30 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Interrupted (Ctrl-C, `timeout`), the scenario is dropped where it stands: its janitor
+    // processes are killed and its databases and keys removed, as on any other failure.
+    tokio::select! {
+        result = bench(args) => result,
+        signal = interrupted() => bail!("interrupted by {signal}"),
+    }
+}
+
+/// The first SIGINT or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+async fn bench(args: Args) -> anyhow::Result<()> {
     if !args.janitor.exists() {
         bail!(
             "{} is missing: run `make release` first",
@@ -465,13 +491,15 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<(f64, String)> {
     let cpu_before = Cpu::read(&stage, kind, &[]).await?;
     let start = Instant::now();
     let concurrency = args.concurrency.to_string();
-    let mut workers: Vec<Child> = (0..args.workers)
-        .map(|_| {
-            stage
-                .janitor(args, &["work", "--concurrency", &concurrency])
-                .spawn()
-        })
-        .collect::<Result<_, _>>()?;
+    let mut workers = Procs::new(
+        (0..args.workers)
+            .map(|_| {
+                stage
+                    .janitor(args, &["work", "--concurrency", &concurrency])
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?,
+    );
     let target = args.pairs as i64;
     loop {
         let report = sweep(
@@ -492,6 +520,7 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<(f64, String)> {
         }
         let low = stage.queue.settings().backlog_cap / 4;
         while stage.queue.backlog().await? > low {
+            workers.check()?;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if start.elapsed() > Duration::from_secs(600) {
@@ -503,29 +532,19 @@ async fn catch_up(args: &Args, kind: Kind) -> anyhow::Result<(f64, String)> {
     // table every few milliseconds took a large share of the database's CPU away from the
     // system under test.
     while !stage.queue.is_idle().await? {
+        workers.check()?;
         tokio::time::sleep(Duration::from_millis(20)).await;
         if start.elapsed() > Duration::from_secs(600) {
             bail!("catch-up did not finish in 10 minutes");
         }
     }
     let elapsed = start.elapsed();
-    let pids: Vec<u32> = workers.iter().map(Child::id).collect();
-    let cpu = Cpu::read(&stage, kind, &pids).await? - cpu_before;
+    let cpu = Cpu::read(&stage, kind, &workers.pids()).await? - cpu_before;
     let failed = stage.failed().await?;
     if failed != target {
         bail!("catch-up ended with {failed} of {target} runs failed");
     }
-    for worker in &mut workers {
-        let _ = Command::new("kill")
-            .args(["-TERM", &worker.id().to_string()])
-            .status();
-    }
-    for worker in workers {
-        let out = worker.wait_with_output()?;
-        if !out.status.success() {
-            bail!("a worker failed: {}", String::from_utf8_lossy(&out.stdout));
-        }
-    }
+    workers.stop()?;
     stage.sandbox.clear_redis().await?;
     let rate = args.pairs as f64 / elapsed.as_secs_f64();
     let spent = cpu_per_pair(kind, &cpu, args.pairs, elapsed.as_secs_f64());

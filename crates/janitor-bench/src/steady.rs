@@ -5,7 +5,6 @@
 //! trail: `at - deadline` of each reclaim), and the CPU Redis, the database and janitor
 //! spent over the same window, scaled to an hour.
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -13,6 +12,7 @@ use janitor_store::{sql::audit, AuditFilter};
 use janitor_testkit::Kind;
 
 use crate::cpu::Cpu;
+use crate::procs::Procs;
 use crate::{name, Args, Stage};
 
 /// How `janitor run` is set up.
@@ -119,8 +119,9 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     }
     let child = cmd.stdout(std::process::Stdio::null()).spawn()?;
     let pid = child.id();
+    let run = Procs::new(vec![child]);
     let result = measure(&stage, kind, pid, t0, args.steady_secs).await;
-    let stopped = stop(child);
+    let stopped = run.stop();
     let (cpu, window, commands) = result?;
     stopped?;
 
@@ -258,15 +259,4 @@ async fn until(stage: &Stage, at: f64) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_secs_f64((at - now).min(1.0))).await;
     }
-}
-
-fn stop(mut child: Child) -> anyhow::Result<()> {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("janitor run exited with {status}");
-    }
-    Ok(())
 }
