@@ -150,25 +150,29 @@ struct Failure {
     message: String,
 }
 
-/// Most jobs applied together. Measured in the catch-up (`janitor-bench --only catch-up`,
-/// alternated runs, 2026-12-06): 128-job batches with 256 jobs in flight reconcile
-/// 8,762 / 9,168 pairs/s on PostgreSQL against 7,832 / 7,657 for 64 of 128, and 4,750 /
-/// 4,593 against 4,090 / 4,185 on SQLite, where each transaction's commit writes a page
-/// per random index leaf it touched and batches spanning more runs share more of them.
-/// (At 256 a SQLite batch's transaction took seconds: SQLite's planner then builds a Bloom
-/// filter over every activity for the activities' close, under the write lock. Not taken.)
-pub const MAX_BATCH: usize = 128;
+/// Most jobs applied together. A batch that spans more runs shares more index leaves per
+/// commit and pays each statement's round trip for more jobs; SQLite gains most (its commit
+/// writes a page per leaf it touched, under its one write lock). Measured in the catch-up
+/// (`janitor-bench --only catch-up-*`, alternated, 2026-12-07): 512-job batches with 1,024
+/// in flight reconcile 7,948 / 7,652 / 6,556 pairs/s on SQLite against 6,359 / 6,260 /
+/// 5,415 for 128 of 384, and 8,796 / 10,856 / 9,003 on PostgreSQL against 8,913 / 9,999 /
+/// 8,175. A batch's transaction holds SQLite's write lock for about 70 ms at that rate
+/// (the platform's writes wait that long at most during a catch-up; batches are this big
+/// only when that many jobs wait). Batches bigger than 128 need every batch write to find
+/// its rows by key (see the store's `lookup_side`): before it, a SQLite batch of 256 did
+/// not finish in 150 s.
+pub const MAX_BATCH: usize = 512;
 
-/// Jobs in flight per worker process by default: three batches, so one batch writes while
-/// the next reads and a third fills.
-pub const DEFAULT_CONCURRENCY: usize = (OVERLAP + 1) * MAX_BATCH;
+/// Jobs in flight per worker process by default: two full batches, so one batch writes
+/// while the next reads (the largest `--concurrency` allows).
+pub const DEFAULT_CONCURRENCY: usize = OVERLAP * MAX_BATCH;
 
 /// Batches of one process applied at once: one reads both stores while the one before it
 /// writes (the writes wait for their turn). Measured in the catch-up (`janitor-bench --only
-/// catch-up-postgres`, alternated, 2026-12-07, on a slow hour): 5,374 / 5,057 / 5,221 /
-/// 5,767 / 5,008 pairs/s against 4,498 / 4,727 / 4,721 / 5,065 / 5,349 one batch at a time;
-/// three at once, no better than two. SQLite, whose one write lock the two processes share,
-/// showed no difference either way.
+/// catch-up-postgres`, alternated, 2026-12-07, on a slow hour, batches of 128): 5,374 /
+/// 5,057 / 5,221 / 5,767 / 5,008 pairs/s against 4,498 / 4,727 / 4,721 / 5,065 / 5,349 one
+/// batch at a time; three at once, no better than two. SQLite, whose one write lock the two
+/// processes share, showed no difference either way.
 const OVERLAP: usize = 2;
 
 /// Applies jobs in batches: whatever has arrived while the previous batch was read goes

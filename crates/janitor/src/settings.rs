@@ -24,8 +24,8 @@ pub const DEFAULT_SCAN_BATCH: usize = 2_000;
 /// Jobs in flight per worker process. They wait on batched applies, not on CPU: more in
 /// flight means bigger batches (fewer statements and round trips per job); `make bench`
 /// measured 32 → 2,956, 64 → 3,573, 128 → 4,160 pairs/s on PostgreSQL with batches of at
-/// most 64. With batches of at most 128 ([`janitor_worker::MAX_BATCH`]), three of them keep
-/// one batch writing while the next reads and a third fills.
+/// most 64. With batches of at most 512 ([`janitor_worker::MAX_BATCH`]), two of them keep
+/// one batch writing while the next reads.
 pub const DEFAULT_CONCURRENCY: usize = janitor_worker::DEFAULT_CONCURRENCY;
 pub const DEFAULT_MAX_ATTEMPTS: usize = 5;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
