@@ -61,7 +61,8 @@ demo: ## The incident on a platform-shaped SQLite file: before, one janitor cycl
 .PHONY: bench
 bench: services ## Catch-up, sweep (100k, 1M), steady-state (due pass vs 10 s sweeps) and skip-intake benchmarks (release build)
 	$(CARGO) build --release -p janitor -p janitor-bench
-	target/release/janitor-bench
+	before=$$(bash scripts/before-issue-14.sh) && \
+	  target/release/janitor-bench $${before:+--before-janitor "$$before"} $(BENCH_ARGS)
 
 .PHONY: soak
 soak: services ## Chaos soak: 10,000 runs per database under kills, a Redis kill -9 and outages; the oracle's table (release build)

@@ -67,6 +67,56 @@ impl Cpu {
     }
 }
 
+/// The CPU seconds of each thread of process `pid` that runs an SQLite connection: sqlx
+/// runs each on a thread of its own, named `sqlx-sqlite-worker-N` (the kernel keeps the
+/// first 15 bytes). SQLite runs inside janitor, so these threads are its database's CPU;
+/// the rest of the process is janitor's own work (judging, the queue, the runtime).
+pub fn sqlite_threads(pid: u32) -> anyhow::Result<std::collections::BTreeMap<u32, f64>> {
+    let dir = format!("/proc/{pid}/task");
+    let mut threads = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))? {
+        let Some(tid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A thread may end between the listing and the reads: it is then not counted.
+        let Ok(comm) = std::fs::read_to_string(format!("{dir}/{tid}/comm")) else {
+            continue;
+        };
+        if !comm.starts_with("sqlx-sqlite") {
+            continue;
+        }
+        if let Some(seconds) = std::fs::read_to_string(format!("{dir}/{tid}/stat"))
+            .ok()
+            .and_then(|stat| stat_ticks(&stat, 11..13))
+        {
+            threads.insert(tid, seconds);
+        }
+    }
+    Ok(threads)
+}
+
+/// The SQLite threads' CPU between two readings of [`sqlite_threads`]; `None` when a
+/// thread of the first reading is gone from the second (its last seconds are lost, so the
+/// sum would flatter the window: the caller falls back to the whole process).
+pub fn sqlite_between(
+    before: &std::collections::BTreeMap<u32, f64>,
+    after: &std::collections::BTreeMap<u32, f64>,
+) -> Option<f64> {
+    if before.keys().any(|tid| !after.contains_key(tid)) {
+        return None;
+    }
+    Some(
+        after
+            .iter()
+            .map(|(tid, end)| end - before.get(tid).copied().unwrap_or(0.0))
+            .sum(),
+    )
+}
+
 /// User + system CPU seconds of one process, from `/proc`.
 fn process_cpu(pid: u32) -> Option<f64> {
     stat_ticks(
@@ -113,6 +163,42 @@ fn postgres_cpu() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::stat_ticks;
+
+    #[test]
+    fn sqlite_threads_are_counted_only_when_none_ended_in_the_window() {
+        use std::collections::BTreeMap;
+        let before = BTreeMap::from([(10, 1.0), (11, 2.0)]);
+        // A thread born in the window counts whole; the others by their difference.
+        let after = BTreeMap::from([(10, 1.5), (11, 2.25), (12, 0.5)]);
+        assert_eq!(super::sqlite_between(&before, &after), Some(1.25));
+        let ended = BTreeMap::from([(10, 3.0)]);
+        assert_eq!(super::sqlite_between(&before, &ended), None);
+    }
+
+    #[test]
+    fn this_process_sqlite_connection_runs_on_a_thread_the_reading_finds() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use sqlx::Connection as _;
+            let before = super::sqlite_threads(std::process::id()).unwrap();
+            let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+                .await
+                .unwrap();
+            sqlx::query("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) SELECT SUM(i) FROM n")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            let after = super::sqlite_threads(std::process::id()).unwrap();
+            assert!(
+                after.keys().any(|tid| !before.contains_key(tid)),
+                "no new SQLite thread: {before:?} → {after:?}"
+            );
+            conn.close().await.unwrap();
+        });
+    }
 
     #[test]
     fn ticks_are_read_after_a_name_with_spaces_and_parentheses() {

@@ -59,15 +59,19 @@ pub struct Steady {
     /// PostgreSQL's server processes (all of them); 0 for SQLite, which runs inside janitor.
     pub db_cpu: f64,
     pub janitor_cpu: f64,
+    /// Of `janitor_cpu`, its SQLite connections' threads (SQLite only; `None` when a
+    /// thread ended in the window, which would leave its seconds out).
+    pub sqlite_cpu: Option<f64>,
 }
 
 impl Steady {
-    /// Redis plus the database: PostgreSQL's processes, or janitor's own for SQLite (the
-    /// database runs inside it).
-    pub fn store_cpu(&self, kind: Kind) -> f64 {
+    /// The database's CPU: PostgreSQL's processes, or for SQLite (which runs inside
+    /// janitor) its connections' threads, or janitor's whole process when those could
+    /// not be counted.
+    pub fn database_cpu(&self, kind: Kind) -> f64 {
         match kind {
-            Kind::Postgres => self.redis_cpu + self.db_cpu,
-            Kind::Sqlite => self.redis_cpu + self.janitor_cpu,
+            Kind::Postgres => self.db_cpu,
+            Kind::Sqlite => self.sqlite_cpu.unwrap_or(self.janitor_cpu),
         }
     }
 }
@@ -82,7 +86,14 @@ const LEAD_SECS: f64 = 75.0;
 const TAIL_SECS: f64 = 15.0;
 
 pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<Steady> {
-    let stage = Stage::new(kind, janitor_queue::DEFAULT_BACKLOG_CAP).await?;
+    // The before leg may run a build of older code, on the schema that code migrates to.
+    let before = match design {
+        Design::Sweeps => args.before_janitor.as_deref(),
+        Design::DuePass => None,
+    };
+    let program = before.unwrap_or(&args.janitor);
+    let stage =
+        Stage::migrated_by(kind, janitor_queue::DEFAULT_BACKLOG_CAP, before.is_some()).await?;
     let n = args.steady_slots;
     let per_sec = n as f64 / 100.0 / 60.0;
     let dying = (args.steady_secs * per_sec).round() as usize;
@@ -103,10 +114,6 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     if seeded > LEAD_SECS - 20.0 {
         bail!("seeding took {seeded:.0} s, too close to the first death");
     }
-    let program = match (design, &args.before_janitor) {
-        (Design::Sweeps, Some(before)) => before,
-        _ => &args.janitor,
-    };
     eprintln!(
         "steady on {}, {}: {}",
         name(kind),
@@ -117,19 +124,35 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
     for (k, v) in design.env() {
         cmd.env(k, v);
     }
-    let child = cmd.stdout(std::process::Stdio::null()).spawn()?;
+    // Its log (errors only) goes to a file the failure message below points at.
+    let log_path = std::env::temp_dir().join(format!(
+        "janitor-bench-steady-{}-{}.log",
+        name(kind).to_lowercase(),
+        std::process::id()
+    ));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+    let child = cmd.stdout(log).spawn()?;
     let pid = child.id();
     let run = Procs::new(vec![child]);
     let result = measure(&stage, kind, pid, t0, args.steady_secs).await;
     let stopped = run.stop();
-    let (cpu, window, commands) = result?;
+    let (cpu, sqlite, window, commands) = result?;
     stopped?;
 
     // Every death reaped, each once; latencies from the audit trail.
     let failed = stage.failed().await? as usize;
     if failed != dying {
-        bail!("{failed} runs failed, {dying} died");
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        bail!(
+            "{failed} runs failed, {dying} died; {}'s errors are in {}, the last:\n{}",
+            program.display(),
+            log_path.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
+    let _ = std::fs::remove_file(&log_path);
     let records = audit::query(
         stage.rows.database(),
         &AuditFilter {
@@ -179,10 +202,11 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
         redis_cpu: cpu.redis * per_hour,
         db_cpu: cpu.db * per_hour,
         janitor_cpu: cpu.janitor * per_hour,
+        sqlite_cpu: sqlite.map(|s| s * per_hour),
     };
     stage.sandbox.clear_redis().await?;
     eprintln!(
-        "steady on {}, {}: {} deaths, reap p50 {:.2} s p99 {:.2} s max {:.2} s; CPU s/h: Redis {:.0}, database {:.0}, janitor {:.0}",
+        "steady on {}, {}: {} deaths, reap p50 {:.2} s p99 {:.2} s max {:.2} s; CPU s/h: Redis {:.0}, database {:.0}, janitor {:.0}{}",
         name(kind),
         design.describe(),
         out.dead,
@@ -190,8 +214,13 @@ pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<S
         out.p99,
         out.max,
         out.redis_cpu,
-        out.db_cpu,
-        out.janitor_cpu
+        out.database_cpu(kind),
+        out.janitor_cpu,
+        match (kind, out.sqlite_cpu) {
+            (Kind::Sqlite, Some(_)) => " (of which SQLite's threads the database)",
+            (Kind::Sqlite, None) => " (an SQLite thread ended in the window: janitor's whole process counted as the database)",
+            (Kind::Postgres, _) => "",
+        }
     );
     Ok(out)
 }
@@ -205,16 +234,22 @@ async fn measure(
     pid: u32,
     t0: f64,
     span: f64,
-) -> anyhow::Result<(Cpu, f64, Vec<(String, f64, f64)>)> {
+) -> anyhow::Result<(Cpu, Option<f64>, f64, Vec<(String, f64, f64)>)> {
     let begin = t0 + LEAD_SECS;
     let end = begin + span + TAIL_SECS;
     until(stage, begin).await?;
     let before = Cpu::read(stage, kind, &[pid]).await?;
+    let threads_before = crate::cpu::sqlite_threads(pid)?;
     let commands_before = commandstats(stage).await?;
     let started = Instant::now();
     until(stage, end).await?;
     let after = Cpu::read(stage, kind, &[pid]).await?;
+    let threads_after = crate::cpu::sqlite_threads(pid)?;
     let commands_after = commandstats(stage).await?;
+    let sqlite = match kind {
+        Kind::Sqlite => crate::cpu::sqlite_between(&threads_before, &threads_after),
+        Kind::Postgres => None,
+    };
     let mut commands: Vec<(String, f64, f64)> = commands_after
         .into_iter()
         .map(|(name, (usec, calls))| {
@@ -224,7 +259,12 @@ async fn measure(
         .filter(|(_, _, calls)| *calls > 0.0)
         .collect();
     commands.sort_by(|a, b| b.1.total_cmp(&a.1));
-    Ok((after - before, started.elapsed().as_secs_f64(), commands))
+    Ok((
+        after - before,
+        sqlite,
+        started.elapsed().as_secs_f64(),
+        commands,
+    ))
 }
 
 /// Redis' `INFO commandstats`: command → (microseconds, calls).
