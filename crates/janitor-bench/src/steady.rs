@@ -86,7 +86,8 @@ const LEAD_SECS: f64 = 75.0;
 const TAIL_SECS: f64 = 15.0;
 
 pub async fn steady(args: &Args, kind: Kind, design: Design) -> anyhow::Result<Steady> {
-    // The before leg may run a build of older code, on the schema that code migrates to.
+    // The before leg may run a build of older code: its stage also has the indexes that
+    // code names.
     let before = match design {
         Design::Sweeps => args.before_janitor.as_deref(),
         Design::DuePass => None,
