@@ -314,7 +314,6 @@ async fn bench(args: Args) -> anyhow::Result<()> {
 /// thousand a second is a whole fleet's worth of skips in one instant.
 const SKIP_INTAKE_TARGET: f64 = 1_000.0;
 
-/// Whose CPU is the database's: PostgreSQL's server, or janitor itself (SQLite is in it).
 fn name(kind: Kind) -> &'static str {
     match kind {
         Kind::Sqlite => "SQLite",
