@@ -4,6 +4,7 @@
 //! retried and when it is dead, and keeps workers running through Redis failures.
 
 mod apply;
+mod gate;
 pub mod runner;
 
 pub use apply::{Applier, Effect, Hook, Moot, Outcome};

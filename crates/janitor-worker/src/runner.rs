@@ -21,7 +21,7 @@ use rand::Rng as _;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Applier, Effect, Outcome};
+use crate::{gate::Gated, Applier, Effect, Outcome};
 
 /// The default cap of the in-delivery backoff: with 8 tries a delivery rides out about half
 /// a minute of outage before the queue redelivers it (and transient failures never count).
@@ -441,9 +441,7 @@ pub async fn run(
         }
         let storage =
             RedisStorage::<Vec<u8>>::new(queue.connection()).with_config(queue.config().clone());
-        let backend = storage
-            .with_codec(RawJson)
-            .poll_with_strategy(Paced::new(queue.pacer().clone()));
+        let backend = Gated::new(storage.with_codec(RawJson), queue.pacer().clone());
         let worker = WorkerBuilder::new(name.as_str())
             .backend(backend)
             .data(handler.clone())
@@ -516,50 +514,6 @@ async fn drain_outbox(applier: Applier) {
             Err(err) => {
                 tracing::warn!(error = %err, "writing audit rows from the outbox failed; retrying")
             }
-        }
-    }
-}
-
-/// The worker's poll strategy: a fetch every [`janitor_queue::Pacer::interval`] (quick while
-/// jobs flow, slow while idle), and one at once when woken (this process pushed jobs, or
-/// [`tend`]'s cheap check found some waiting).
-struct Paced {
-    pacer: janitor_queue::Pacer,
-    delay: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Paced {
-    fn new(pacer: janitor_queue::Pacer) -> Self {
-        Self { pacer, delay: None }
-    }
-}
-
-impl Clone for Paced {
-    fn clone(&self) -> Self {
-        Self::new(self.pacer.clone())
-    }
-}
-
-impl PollStrategy for Paced {
-    fn poll_drive(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-        _: &PollSnapshot,
-    ) -> std::task::Poll<Option<()>> {
-        if self.pacer.take_wake(cx.waker()) {
-            self.delay = None;
-            return std::task::Poll::Ready(Some(()));
-        }
-        let pacer = &self.pacer;
-        let delay = self
-            .delay
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pacer.interval())));
-        match delay.as_mut().poll(cx) {
-            std::task::Poll::Ready(()) => {
-                self.delay = None;
-                std::task::Poll::Ready(Some(()))
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }

@@ -499,3 +499,122 @@ async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_proces
     let tally = worker.await.unwrap();
     assert_eq!(tally.kinds["reclaim_slot"].applied, 3);
 }
+
+/// Counts the library's `fetch_next` scripts on `config`'s queue, from Redis' `MONITOR`
+/// (its first two keys are the queue's workers set and its active list, which no other
+/// script passes in that order).
+struct FetchCounter {
+    marker: String,
+    count: tokio::task::JoinHandle<usize>,
+}
+
+impl FetchCounter {
+    async fn start(config: &apalis_redis::Config) -> Self {
+        use futures::StreamExt;
+        let client = redis::Client::open(janitor_testkit::redis_url()).unwrap();
+        // Every command after MONITOR's answer is reported.
+        let monitor = client.get_async_monitor().await.unwrap();
+        let fetch = format!(
+            "\"{}\" \"{}\"",
+            config.workers_set(),
+            config.active_jobs_list()
+        );
+        let marker = format!("fetch-counter-{}", janitor_testkit::unique());
+        let end = marker.clone();
+        let mut lines = monitor.into_on_message::<String>();
+        let count = tokio::spawn(async move {
+            let mut fetches = 0;
+            while let Some(line) = lines.next().await {
+                if line.contains(&end) {
+                    break;
+                }
+                fetches += usize::from(line.contains(&fetch));
+            }
+            fetches
+        });
+        Self { marker, count }
+    }
+
+    /// The fetches seen so far (every command before this call has been reported).
+    async fn stop(self) -> usize {
+        let client = redis::Client::open(janitor_testkit::redis_url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let _: String = redis::cmd("ECHO")
+            .arg(&self.marker)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        self.count.await.unwrap()
+    }
+}
+
+/// The library fetched whenever anything woke the worker's task, not only when the poll
+/// strategy asked: `tend`'s ticks every `poll_interval` (it runs in the same task), their
+/// Redis replies, a job's progress, the heartbeat. An idle worker fetched about 20 times a
+/// second where its pace allows 4, and the steady state 30 where it allows 8: each a
+/// script run in Redis. A fetch now happens only when the pace or a push asks, when the
+/// library's buffer ran dry while jobs flow, or to finish one already sent.
+#[tokio::test]
+async fn the_worker_fetches_only_when_its_pace_or_a_push_asks() {
+    let w = World::new(Kind::Sqlite).await;
+    // Idle polls two minutes apart and a heartbeat a minute apart; `tend` checks the queue
+    // every 50 ms as by default.
+    let settings = janitor_queue::QueueSettings {
+        batch_size: 4,
+        idle_poll_interval: Duration::from_secs(120),
+        heartbeat_interval: Duration::from_secs(60),
+        ..w.queue.settings().clone()
+    };
+    let queue = janitor_queue::Queue::new(w.queue.connection(), settings);
+    let jobs = 32;
+    let mut batch = Vec::new();
+    for i in 0..jobs {
+        w.seed_orphan("a", &format!("o{i}")).await;
+        batch.push(w.job("a", &format!("o{i}")).await);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let counter = FetchCounter::start(queue.config()).await;
+    let started = tokio::time::Instant::now();
+    let worker = tokio::spawn(runner::run(
+        w.applier("w-fetches"),
+        queue.clone(),
+        WorkerOptions {
+            concurrency: 4,
+            ..WorkerOptions::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // While jobs flow: pushed through the worker's own queue (one wake-up), fetched 4 at a
+    // time, with quick polls (50 ms) until a few pass without a job.
+    queue.enqueue(&batch, Duration::ZERO).await.unwrap();
+    let done = || async { w.audit_count("run_failed").await == jobs as i64 };
+    assert!(until(Duration::from_secs(30), done).await);
+    assert!(
+        until(Duration::from_secs(10), || async {
+            queue.pacer().interval() == Duration::from_secs(120)
+        })
+        .await
+    );
+    let busy = started.elapsed();
+    let flowing = counter.stop().await;
+    // Each batch of 4 is a fetch, plus the empty one that finds the queue drained after
+    // it; the quick pace adds one per 50 ms; the start and the wake-up one each.
+    let allowed = 2 * jobs / 4 + (busy.as_millis() / 50) as usize + 2;
+    assert!(
+        (jobs / 4..=allowed).contains(&flowing),
+        "{flowing} fetches for {jobs} jobs in {busy:?} (at least {}, at most {allowed})",
+        jobs / 4
+    );
+    // Idle: the pace asks for the next fetch in two minutes (after the quick poll that may
+    // have been scheduled just before it turned idle). Over a second `tend` checks the
+    // queue 20 times and finds nothing: none of that may fetch.
+    let counter = FetchCounter::start(queue.config()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = counter.stop().await;
+    assert!(idle <= 1, "an idle worker fetched {idle} times in a second");
+    stop.send(()).unwrap();
+    let tally = worker.await.unwrap();
+    assert_eq!(tally.kinds["fail_run"].applied, jobs as u64, "{tally:?}");
+}
