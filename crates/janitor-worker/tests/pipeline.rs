@@ -427,6 +427,30 @@ where
     false
 }
 
+/// A worker of concurrency 4 on `queue`, running until the sender is used.
+fn spawn_worker(
+    w: &World,
+    queue: &janitor_queue::Queue,
+    name: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<runner::Tally>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(runner::run(
+        w.applier(name),
+        queue.clone(),
+        WorkerOptions {
+            concurrency: 4,
+            ..WorkerOptions::default()
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    (stop, worker)
+}
+
 #[tokio::test]
 async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_process() {
     let w = World::new(Kind::Sqlite).await;
@@ -446,18 +470,7 @@ async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_proces
     // starts: its first poll fetches it.
     let first = w.job("agent/p", "first").await;
     w.queue.enqueue(&[first], Duration::ZERO).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(runner::run(
-        w.applier("w-paced"),
-        queue.clone(),
-        WorkerOptions {
-            concurrency: 4,
-            ..WorkerOptions::default()
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, worker) = spawn_worker(&w, &queue, "w-paced");
     let failed = |id: &'static str| {
         let sandbox = &w.sandbox;
         move || async move { sandbox.status(id).await.unwrap().as_deref() == Some("failed") }
@@ -572,20 +585,9 @@ async fn the_worker_fetches_only_when_its_pace_or_a_push_asks() {
         w.seed_orphan("a", &format!("o{i}")).await;
         batch.push(w.job("a", &format!("o{i}")).await);
     }
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let counter = FetchCounter::start(queue.config()).await;
     let started = tokio::time::Instant::now();
-    let worker = tokio::spawn(runner::run(
-        w.applier("w-fetches"),
-        queue.clone(),
-        WorkerOptions {
-            concurrency: 4,
-            ..WorkerOptions::default()
-        },
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (stop, worker) = spawn_worker(&w, &queue, "w-fetches");
     // While jobs flow: pushed through the worker's own queue (one wake-up), fetched 4 at a
     // time, with quick polls (50 ms) until a few pass without a job.
     queue.enqueue(&batch, Duration::ZERO).await.unwrap();
