@@ -69,6 +69,12 @@ struct Args {
     /// full sweeps of the new design, twelve of the old).
     #[arg(long, default_value_t = 105.0)]
     steady_secs: f64,
+    /// Rounds of the steady-state scenario: each runs both designs, in turn before-after
+    /// and after-before (2 rounds: before, after, after, before), so that a drift of the
+    /// machine's speed over the scenario weighs on both designs alike. Each design's CPU
+    /// is its mean over the rounds, its latencies the worst.
+    #[arg(long, default_value_t = 2)]
+    steady_rounds: usize,
     /// Worker processes in the catch-up scenario.
     #[arg(long, default_value_t = 2)]
     workers: usize,
@@ -214,8 +220,25 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         if !wanted("steady", kind) {
             continue;
         }
-        let before = steady::steady(&args, kind, steady::Design::Sweeps).await?;
-        let after = steady::steady(&args, kind, steady::Design::DuePass).await?;
+        let (mut befores, mut afters) = (Vec::new(), Vec::new());
+        for round in 0..args.steady_rounds.max(1) {
+            let order = if round % 2 == 0 {
+                [steady::Design::Sweeps, steady::Design::DuePass]
+            } else {
+                [steady::Design::DuePass, steady::Design::Sweeps]
+            };
+            for design in order {
+                let leg = steady::steady(&args, kind, design).await?;
+                match design {
+                    steady::Design::Sweeps => befores.push(leg),
+                    steady::Design::DuePass => afters.push(leg),
+                }
+            }
+        }
+        let (before, after) = (
+            steady::Steady::combine(&befores),
+            steady::Steady::combine(&afters),
+        );
         // Which janitor the before leg ran: the old design, or today's without its due pass
         // (whose sweeps are cheaper than the old design's, so the ratio reads worse).
         let leg = match &args.before_janitor {
@@ -223,8 +246,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
             None => "10 s sweeps, this build with due passes off".to_owned(),
         };
         let fleet = format!(
-            "{} live slots / {} agents, 1% dying per minute ({} deaths)",
-            args.steady_slots, args.sweep_agents, after.dead
+            "{} live slots / {} agents, 1% dying per minute ({} deaths a run, {} runs of each design)",
+            args.steady_slots,
+            args.sweep_agents,
+            after.dead,
+            afters.len()
         );
         rows.push(Line {
             what: format!("reap latency after the deadline, {fleet}, {}", name(kind)),

@@ -65,6 +65,28 @@ pub struct Steady {
 }
 
 impl Steady {
+    /// Several legs of one design as one: the mean of their CPU, the worst of their
+    /// latencies (SQLite's threads only if every leg could count them).
+    pub fn combine(legs: &[Steady]) -> Steady {
+        let n = legs.len().max(1) as f64;
+        let mean = |f: fn(&Steady) -> f64| legs.iter().map(f).sum::<f64>() / n;
+        let worst = |f: fn(&Steady) -> f64| legs.iter().map(f).fold(0.0, f64::max);
+        Steady {
+            dead: legs.iter().map(|l| l.dead).max().unwrap_or(0),
+            p50: worst(|l| l.p50),
+            p99: worst(|l| l.p99),
+            max: worst(|l| l.max),
+            redis_cpu: mean(|l| l.redis_cpu),
+            db_cpu: mean(|l| l.db_cpu),
+            janitor_cpu: mean(|l| l.janitor_cpu),
+            sqlite_cpu: legs
+                .iter()
+                .map(|l| l.sqlite_cpu)
+                .sum::<Option<f64>>()
+                .map(|s| s / n),
+        }
+    }
+
     /// The database's CPU: PostgreSQL's processes, or for SQLite (which runs inside
     /// janitor) its connections' threads, or janitor's whole process when those could
     /// not be counted.
