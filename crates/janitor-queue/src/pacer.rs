@@ -1,14 +1,15 @@
 //! How often a worker looks for work: quickly while jobs flow, slowly while the queue is
 //! idle, and at once when work is waiting.
 //!
-//! Each look is a `fetch_next` script call (plus the wedge guard's promotion), and a
-//! script call costs Redis tens of microseconds even when it finds nothing: at a fixed
-//! 50 ms poll an idle worker was most of an idle janitor's Redis CPU. While jobs flow the
-//! worker polls every `poll_interval`; [`BUSY_POLLS`] polls after the last job it slows to
-//! `idle_poll_interval`. A push by the same process (the producer of `janitor run`, the
-//! skip intake) wakes it at once, and so does the worker's own check of the queue every
-//! `poll_interval` (two plain commands, no script) when it finds jobs waiting, whoever
-//! pushed them: the slow idle poll never delays work, it only saves the empty fetches.
+//! A look is the worker's `tend` check: one pipeline of two plain commands (`ZCOUNT` of
+//! the due retries, `LLEN` of the active list), every `poll_interval` while jobs flow and
+//! every `idle_poll_interval` once [`BUSY_POLLS`] polls' time has passed without a job or a
+//! push. The library's `fetch_next` (a script, tens of microseconds of Redis even when it
+//! finds nothing, hundreds on a contended hour) runs only when a look finds jobs waiting,
+//! when this process pushed some (the producer of `janitor run`, the skip intake wake the
+//! worker at once), while jobs flow, and as a fallback every [`FALLBACK_POLLS`] idle
+//! intervals. The fetch sees exactly what the look counts (the active list, the due
+//! retries), so the fallback only bounds the damage of a look that went wrong.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use futures::task::AtomicWaker;
 /// interval. Short on purpose: a due pass pushes once a second and its jobs are fetched
 /// at once (the push wakes the worker), so quick polls in between would find nothing.
 pub const BUSY_POLLS: u32 = 4;
+
+/// An idle worker fetches without being woken once per this many idle intervals.
+pub const FALLBACK_POLLS: u32 = 4;
 
 /// Shared by a queue's clones in one process.
 #[derive(Clone)]
@@ -98,6 +102,11 @@ impl Pacer {
             self.inner.idle
         }
     }
+
+    /// The longest a worker goes without fetching when nothing wakes it.
+    pub fn fallback(&self) -> Duration {
+        self.inner.idle * FALLBACK_POLLS
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +128,10 @@ mod tests {
         assert_eq!(pacer.interval(), Duration::from_millis(50));
         assert!(pacer.take_wake(&waker));
         assert!(!pacer.take_wake(&waker), "one wake-up per push");
+        assert_eq!(
+            pacer.fallback(),
+            Duration::from_millis(250) * FALLBACK_POLLS
+        );
     }
 
     #[test]

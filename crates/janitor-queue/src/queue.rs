@@ -48,10 +48,10 @@ pub struct QueueSettings {
     pub name: String,
     /// Tasks fetched per poll (kept ≤ worker concurrency).
     pub batch_size: usize,
-    /// How often a worker polls while jobs flow.
+    /// How often a worker checks the queue for work while jobs flow.
     pub poll_interval: Duration,
-    /// How often it polls once no job came for a second (a push by the same process wakes
-    /// it at once): see [`crate::Pacer`].
+    /// How often it checks once a few polls passed without a job (a push by the same
+    /// process wakes it at once): see [`crate::Pacer`].
     pub idle_poll_interval: Duration,
     pub heartbeat_interval: Duration,
     pub missed_heartbeats: usize,

@@ -7,7 +7,8 @@
 //! for 8, most of them empty (`docs/performance-log.md`, 2026-12-07).
 //!
 //! [`Gated`] stands where `PollWith` stood and lets a poll reach the library only when:
-//! - [`Paced`] says so (its interval has passed, or a push woke the worker);
+//! - [`Paced`] says so: a push woke the worker (this process's, or one that the worker's
+//!   `tend` check found waiting), or the fallback interval passed without one;
 //! - the library just yielded a task (its buffer may hold more, and once that is dry it
 //!   fetches again at once, which is what keeps jobs flowing under load);
 //! - the library itself asked to be polled: its fetch in flight has an answer. The library
@@ -135,9 +136,8 @@ impl<B: WireFormatBackend> WireFormatBackend for Gated<B> {
     }
 }
 
-/// The pace of fetches: one every [`janitor_queue::Pacer::interval`] (quick while jobs
-/// flow, slow while idle), and one at once when woken (this process pushed jobs, or
-/// `tend`'s cheap check found some waiting).
+/// The pace of fetches: one at once when woken (this process pushed jobs, or `tend`'s
+/// cheap check found some waiting), else one per [`janitor_queue::Pacer::fallback`].
 struct Paced {
     pacer: janitor_queue::Pacer,
     delay: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -156,7 +156,7 @@ impl Paced {
         let pacer = &self.pacer;
         let delay = self
             .delay
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pacer.interval())));
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pacer.fallback())));
         let ready = delay.as_mut().poll(cx);
         if ready.is_ready() {
             self.delay = None;

@@ -521,12 +521,12 @@ async fn drain_outbox(applier: Applier) {
 /// Keeps the queue inside the library's safe envelope (promoting due ids in bounded
 /// chunks), wakes the worker when jobs wait (whoever pushed them) and, with
 /// `exit_when_idle`, returns once the queue has stayed idle for this queue over two
-/// consecutive checks.
+/// consecutive checks. Checks at the pacer's pace: every `poll_interval` while jobs flow,
+/// every `idle_poll_interval` once idle.
 async fn tend(queue: &Queue, exit_when_idle: bool) {
     let mut idle_checks = 0;
-    let mut ticker = tokio::time::interval(queue.settings().poll_interval);
     loop {
-        ticker.tick().await;
+        tokio::time::sleep(queue.pacer().interval()).await;
         match queue.promote_scheduled().await {
             // Work is waiting (pushed by any process): fetch now, and quickly until it is
             // done.

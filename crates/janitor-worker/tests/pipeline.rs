@@ -454,11 +454,13 @@ fn spawn_worker(
 #[tokio::test]
 async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_process() {
     let w = World::new(Kind::Sqlite).await;
-    // A worker whose idle poll would take two minutes (and whose heartbeat, which also
-    // makes the library fetch, one): only a wake-up can make it fetch within the test's
-    // limit.
+    // A worker that checks the queue every 5 s once idle and fetches unprompted every 20 s
+    // (and whose heartbeat, which also makes the library fetch, comes once a minute):
+    // within the test's limits only a wake-up, by a push of its own process or by its
+    // check of the queue, can make it fetch.
+    let idle = Duration::from_secs(5);
     let settings = janitor_queue::QueueSettings {
-        idle_poll_interval: Duration::from_secs(120),
+        idle_poll_interval: idle,
         heartbeat_interval: Duration::from_secs(60),
         ..w.queue.settings().clone()
     };
@@ -476,36 +478,34 @@ async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_proces
         move || async move { sandbox.status(id).await.unwrap().as_deref() == Some("failed") }
     };
     assert!(until(Duration::from_secs(30), failed("first")).await);
-    // Then idle: its next polls are two minutes apart (the quick polls after the job end
-    // within a few hundred milliseconds).
+    // Then idle (the quick polls after the job end within a few hundred milliseconds).
     assert!(
         until(Duration::from_secs(10), || async {
-            queue.pacer().interval() == Duration::from_secs(120)
+            queue.pacer().interval() == idle
         })
         .await
     );
-    tokio::time::sleep(queue.settings().poll_interval * 4).await;
     // A push by another process (a queue of its own, which cannot wake this worker
-    // directly): the worker's cheap check of the queue finds it and fetches at once.
+    // directly): the worker's check of the queue finds it and fetches at once.
     let second = w.job("agent/p", "second").await;
     let pushed = w.queue.enqueue(&[second], Duration::ZERO).await.unwrap();
     assert_eq!(pushed.enqueued, 1);
     assert!(
-        until(Duration::from_secs(10), failed("second")).await,
+        until(idle * 2, failed("second")).await,
         "an idle worker did not pick up another process's push"
     );
     assert!(
         until(Duration::from_secs(10), || async {
-            queue.pacer().interval() == Duration::from_secs(120)
+            queue.pacer().interval() == idle
         })
         .await
     );
-    // A push through this process's queue wakes it directly.
+    // A push through this process's queue wakes it directly, long before its next check.
     let third = w.job("agent/p", "third").await;
     let pushed = queue.enqueue(&[third], Duration::ZERO).await.unwrap();
     assert_eq!(pushed.enqueued, 1);
     assert!(
-        until(Duration::from_secs(10), failed("third")).await,
+        until(idle / 2, failed("third")).await,
         "an idle worker did not pick up its own process's push"
     );
     stop.send(()).unwrap();
@@ -513,43 +513,53 @@ async fn an_idle_worker_polls_slowly_yet_picks_up_pushes_at_once_from_any_proces
     assert_eq!(tally.kinds["reclaim_slot"].applied, 3);
 }
 
-/// Counts the library's `fetch_next` scripts on `config`'s queue, from Redis' `MONITOR`
-/// (its first two keys are the queue's workers set and its active list, which no other
-/// script passes in that order).
-struct FetchCounter {
+/// Counts commands on one queue's keys from Redis' `MONITOR`: the library's `fetch_next`
+/// script (its first two keys are the queue's workers set and its active list, which no
+/// other script passes in that order) and the worker's check of the queue (`ZCOUNT` of its
+/// scheduled set).
+struct CommandCounter {
     marker: String,
-    count: tokio::task::JoinHandle<usize>,
+    count: tokio::task::JoinHandle<Counts>,
 }
 
-impl FetchCounter {
-    async fn start(config: &apalis_redis::Config) -> Self {
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    fetches: usize,
+    checks: usize,
+}
+
+impl CommandCounter {
+    async fn start(queue: &janitor_queue::Queue) -> Self {
         use futures::StreamExt;
         let client = redis::Client::open(janitor_testkit::redis_url()).unwrap();
         // Every command after MONITOR's answer is reported.
         let monitor = client.get_async_monitor().await.unwrap();
+        let config = queue.config();
         let fetch = format!(
             "\"{}\" \"{}\"",
             config.workers_set(),
             config.active_jobs_list()
         );
-        let marker = format!("fetch-counter-{}", janitor_testkit::unique());
+        let check = format!("\"ZCOUNT\" \"{}\"", queue.keys().scheduled());
+        let marker = format!("command-counter-{}", janitor_testkit::unique());
         let end = marker.clone();
         let mut lines = monitor.into_on_message::<String>();
         let count = tokio::spawn(async move {
-            let mut fetches = 0;
+            let mut counts = Counts::default();
             while let Some(line) = lines.next().await {
                 if line.contains(&end) {
                     break;
                 }
-                fetches += usize::from(line.contains(&fetch));
+                counts.fetches += usize::from(line.contains(&fetch));
+                counts.checks += usize::from(line.contains(&check));
             }
-            fetches
+            counts
         });
         Self { marker, count }
     }
 
-    /// The fetches seen so far (every command before this call has been reported).
-    async fn stop(self) -> usize {
+    /// The commands seen so far (every command before this call has been reported).
+    async fn stop(self) -> Counts {
         let client = redis::Client::open(janitor_testkit::redis_url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let _: String = redis::cmd("ECHO")
@@ -565,16 +575,19 @@ impl FetchCounter {
 /// strategy asked: `tend`'s ticks every `poll_interval` (it runs in the same task), their
 /// Redis replies, a job's progress, the heartbeat. An idle worker fetched about 20 times a
 /// second where its pace allows 4, and the steady state 30 where it allows 8: each a
-/// script run in Redis. A fetch now happens only when the pace or a push asks, when the
-/// library's buffer ran dry while jobs flow, or to finish one already sent.
+/// script run in Redis. And `tend` itself checked the queue every `poll_interval`, busy or
+/// idle: 20 round trips a second from an idle worker. Now the check follows the pace, and a
+/// fetch happens only when a check or a push finds work, when the library's buffer ran
+/// dry while jobs flow, to finish one already sent, or once per fallback interval.
 #[tokio::test]
 async fn the_worker_fetches_only_when_its_pace_or_a_push_asks() {
     let w = World::new(Kind::Sqlite).await;
-    // Idle polls two minutes apart and a heartbeat a minute apart; `tend` checks the queue
-    // every 50 ms as by default.
+    // Checks every 50 ms while jobs flow, every 500 ms once idle; an unprompted fetch
+    // every 2 s; a heartbeat a minute apart.
+    let idle = Duration::from_millis(500);
     let settings = janitor_queue::QueueSettings {
         batch_size: 4,
-        idle_poll_interval: Duration::from_secs(120),
+        idle_poll_interval: idle,
         heartbeat_interval: Duration::from_secs(60),
         ..w.queue.settings().clone()
     };
@@ -585,37 +598,48 @@ async fn the_worker_fetches_only_when_its_pace_or_a_push_asks() {
         w.seed_orphan("a", &format!("o{i}")).await;
         batch.push(w.job("a", &format!("o{i}")).await);
     }
-    let counter = FetchCounter::start(queue.config()).await;
+    let counter = CommandCounter::start(&queue).await;
     let started = tokio::time::Instant::now();
     let (stop, worker) = spawn_worker(&w, &queue, "w-fetches");
     // While jobs flow: pushed through the worker's own queue (one wake-up), fetched 4 at a
-    // time, with quick polls (50 ms) until a few pass without a job.
+    // time.
     queue.enqueue(&batch, Duration::ZERO).await.unwrap();
     let done = || async { w.audit_count("run_failed").await == jobs as i64 };
     assert!(until(Duration::from_secs(30), done).await);
     assert!(
         until(Duration::from_secs(10), || async {
-            queue.pacer().interval() == Duration::from_secs(120)
+            queue.pacer().interval() == idle
         })
         .await
     );
     let busy = started.elapsed();
-    let flowing = counter.stop().await;
+    let flowing = counter.stop().await.fetches;
     // Each batch of 4 is a fetch, plus the empty one that finds the queue drained after
-    // it; the quick pace adds one per 50 ms; the start and the wake-up one each.
+    // it; the start, the wake-up and each quick check that finds jobs waiting one each.
     let allowed = 2 * jobs / 4 + (busy.as_millis() / 50) as usize + 2;
     assert!(
         (jobs / 4..=allowed).contains(&flowing),
         "{flowing} fetches for {jobs} jobs in {busy:?} (at least {}, at most {allowed})",
         jobs / 4
     );
-    // Idle: the pace asks for the next fetch in two minutes (after the quick poll that may
-    // have been scheduled just before it turned idle). Over a second `tend` checks the
-    // queue 20 times and finds nothing: none of that may fetch.
-    let counter = FetchCounter::start(queue.config()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle = counter.stop().await;
-    assert!(idle <= 1, "an idle worker fetched {idle} times in a second");
+    // Idle for two seconds: `tend` checks the queue every 500 ms and finds nothing, and the
+    // worker fetches at most once unprompted (after the quick check that may have been
+    // scheduled just before it turned idle).
+    let counter = CommandCounter::start(&queue).await;
+    let window = Duration::from_secs(2);
+    tokio::time::sleep(window).await;
+    let idle_counts = counter.stop().await;
+    assert!(
+        idle_counts.fetches <= 1,
+        "an idle worker fetched {} times in {window:?}",
+        idle_counts.fetches
+    );
+    let checks = (window.as_millis() / idle.as_millis()) as usize + 1;
+    assert!(
+        (1..=checks).contains(&idle_counts.checks),
+        "an idle worker checked the queue {} times in {window:?} (at least 1, at most {checks})",
+        idle_counts.checks
+    );
     stop.send(()).unwrap();
     let tally = worker.await.unwrap();
     assert_eq!(tally.kinds["fail_run"].applied, jobs as u64, "{tally:?}");
