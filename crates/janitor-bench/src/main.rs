@@ -108,6 +108,18 @@ struct Args {
     /// without its due pass.
     #[arg(long)]
     before_janitor: Option<PathBuf>,
+    /// Which designs the steady scenario runs: both (the ratio's table rows), or only
+    /// `after` or `before` (each run's figures on stderr, no table row): for comparing
+    /// two builds' after legs with `--janitor`.
+    #[arg(long, value_enum, default_value_t = SteadyDesigns::Both)]
+    steady_designs: SteadyDesigns,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SteadyDesigns {
+    Both,
+    After,
+    Before,
 }
 
 #[tokio::main]
@@ -228,12 +240,23 @@ async fn bench(args: Args) -> anyhow::Result<()> {
                 [steady::Design::DuePass, steady::Design::Sweeps]
             };
             for design in order {
+                let wanted = match args.steady_designs {
+                    SteadyDesigns::Both => true,
+                    SteadyDesigns::After => design == steady::Design::DuePass,
+                    SteadyDesigns::Before => design == steady::Design::Sweeps,
+                };
+                if !wanted {
+                    continue;
+                }
                 let leg = steady::steady(&args, kind, design).await?;
                 match design {
                     steady::Design::Sweeps => befores.push(leg),
                     steady::Design::DuePass => afters.push(leg),
                 }
             }
+        }
+        if befores.is_empty() || afters.is_empty() {
+            continue;
         }
         let (before, after) = (
             steady::Steady::combine(&befores),
