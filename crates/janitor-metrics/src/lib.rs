@@ -78,6 +78,8 @@ pub const DUE_PASS_DURATION: &str = "janitor_due_pass_duration_seconds";
 pub const DUE_PAIRS: &str = "janitor_due_pairs_total";
 /// Pairs in the deadline index after the last full sweep rebuilt it.
 pub const DUE_INDEX_SIZE: &str = "janitor_due_index_pairs";
+/// Runs whose declared timeout a long-running producer's sweeps reuse.
+pub const TIMEOUT_CACHE_SIZE: &str = "janitor_sweep_timeout_cache_entries";
 
 /// Always 1, labelled with the running `version`.
 pub const BUILD_INFO: &str = "janitor_build_info";
@@ -114,6 +116,10 @@ pub fn describe() {
     describe_gauge!(
         DUE_INDEX_SIZE,
         "Pairs in the deadline index after the last full sweep rebuilt it."
+    );
+    describe_gauge!(
+        TIMEOUT_CACHE_SIZE,
+        "Runs whose declared timeout this producer's sweeps reuse while their slot's score is unchanged."
     );
     describe_counter!(SWEEP_ITEMS, "Items sweeps judged, by item (slot, row).");
     describe_gauge!(
@@ -337,6 +343,11 @@ pub fn due_pass_failed() {
 /// The deadline index a full sweep rebuilt holds `n` pairs.
 pub fn due_index_size(n: u64) {
     gauge!(DUE_INDEX_SIZE).set(n as f64);
+}
+
+/// A long-running producer's sweeps remember the declared timeouts of `n` runs.
+pub fn timeout_cache_size(n: usize) {
+    gauge!(TIMEOUT_CACHE_SIZE).set(n as f64);
 }
 
 /// The breaker tripped outside a sweep (in a due pass).

@@ -490,6 +490,92 @@ async fn scan_unpaired_skips_zsets_whose_slots_were_all_paired() {
     assert_eq!(unpaired_ids(&store, &fresh, 10).await.len(), 5);
 }
 
+/// A long-running producer's sweeps read a run's `timeout_seconds` once and reuse it while
+/// the slot's score stays the same; a moved score, an unreadable or missing field is read
+/// again every time. (The platform never rewrites the field of a slot it holds: here it is
+/// rewritten behind the score's back only to show which reads were reused.)
+#[tokio::test]
+async fn a_long_running_producers_sweeps_reuse_a_timeout_while_the_slot_stays_put() {
+    let (plain, mut conn) = store().await;
+    let store = plain.clone().with_timeout_cache();
+    let a = agent("team/a ü");
+    let (kept, corrupt, missing) = (exec("kept"), exec("corrupt"), exec("missing"));
+    let age = TimeDelta::seconds(30);
+    let score = seed_slot(&store, &mut conn, &a, &kept, age, Some("90")).await;
+    let corrupt_score = seed_slot(&store, &mut conn, &a, &corrupt, age, Some("90s")).await;
+    let missing_score = seed_slot(&store, &mut conn, &a, &missing, age, None).await;
+    let runs = [
+        (a.clone(), kept.clone()),
+        (a.clone(), corrupt.clone()),
+        (a.clone(), missing.clone()),
+        (a.clone(), exec("slotless")),
+    ];
+    let timeouts = |store: SlotStore| {
+        let runs = runs.clone();
+        async move {
+            let paired = store.paired_set();
+            let reads = store.pair_open(&paired, &runs).await.unwrap();
+            store.drop_paired(&paired).await.unwrap();
+            reads
+                .into_iter()
+                .map(|r| r.unwrap().map(|slot| (slot.score, slot.timeout)))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        timeouts(store.clone()).await,
+        [
+            Some((score, SlotTimeout::Declared(90))),
+            Some((corrupt_score, SlotTimeout::Corrupt("90s".into()))),
+            Some((missing_score, SlotTimeout::Missing)),
+            None,
+        ]
+    );
+    for id in [&kept, &corrupt, &missing] {
+        let _: () = conn
+            .hset(store.keys().meta(&a, id), "timeout_seconds", "120")
+            .await
+            .unwrap();
+    }
+    // Same score: the timeout read before is reused; the others are read again.
+    assert_eq!(
+        timeouts(store.clone()).await,
+        [
+            Some((score, SlotTimeout::Declared(90))),
+            Some((corrupt_score, SlotTimeout::Declared(120))),
+            Some((missing_score, SlotTimeout::Declared(120))),
+            None,
+        ]
+    );
+    // A store without the cache (every one-shot command) reads every time.
+    assert_eq!(
+        timeouts(plain.clone()).await[0],
+        Some((score, SlotTimeout::Declared(120)))
+    );
+    // A renewal moves the score: read again, and that reading is the one reused next.
+    let renewed = score + 60.0;
+    let _: () = redis::cmd("ZADD")
+        .arg(store.keys().slots(&a))
+        .arg("XX")
+        .arg(renewed)
+        .arg(kept.as_str())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(store.keys().meta(&a, &kept), "timeout_seconds", "150")
+        .await
+        .unwrap();
+    let first = timeouts(store.clone()).await;
+    assert_eq!(first[0], Some((renewed, SlotTimeout::Declared(150))));
+    // A released slot is gone whatever was remembered of it.
+    let _: () = conn
+        .zrem(store.keys().slots(&a), kept.as_str())
+        .await
+        .unwrap();
+    assert_eq!(timeouts(store.clone()).await[0], None);
+}
+
 /// The members of this layout's census SET.
 async fn census_of(store: &SlotStore, conn: &mut redis::aio::ConnectionManager) -> HashSet<String> {
     conn.smembers(store.keys().census()).await.unwrap()

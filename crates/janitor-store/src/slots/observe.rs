@@ -52,6 +52,13 @@ type KeyMembers = (Vec<u8>, Members);
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
 
+/// A run's declared timeout in a sweep's pairing: reused from an earlier sweep (with the
+/// slot score it was read at), or as read now.
+enum Timeout {
+    Cached(f64, i64),
+    Read(Value),
+}
+
 /// A run's slot as looked up: none, one, or unreadable (its ZSET is not a ZSET): a run whose
 /// slot cannot be read is reported, never judged as slotless.
 pub type SlotRead = Result<Option<SlotObservation>, CorruptSlot>;
@@ -475,6 +482,26 @@ impl SlotStore {
             });
             agents[at].1.push(i);
         }
+        // With the timeout cache: the runs whose timeout an earlier sweep read, with the
+        // score it was read at; only the others' are read now.
+        let clock = std::time::Instant::now();
+        let (run_keys, mut timeouts): (Vec<u64>, Vec<Option<Timeout>>) = match &self.timeouts {
+            Some(cache) => {
+                let cache = cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                runs.iter()
+                    .map(|(agent, execution)| {
+                        let key = cache.key(agent, execution);
+                        (
+                            key,
+                            cache.get(key, clock).map(|(s, t)| Timeout::Cached(s, t)),
+                        )
+                    })
+                    .unzip()
+            }
+            None => (Vec::new(), runs.iter().map(|_| None).collect()),
+        };
         let mut pipe = redis::pipe();
         for (agent, of_agent) in &agents {
             let cmd = pipe.cmd("ZMSCORE").arg(self.keys.slots(agent));
@@ -482,17 +509,21 @@ impl SlotStore {
                 cmd.arg(runs[i].1.as_str());
             }
         }
-        for (agent, execution) in runs {
-            pipe.cmd("HGET")
-                .arg(self.keys.meta(agent, execution))
-                .arg("timeout_seconds");
+        let mut reads = 0;
+        for ((agent, execution), timeout) in runs.iter().zip(&timeouts) {
+            if timeout.is_none() {
+                pipe.cmd("HGET")
+                    .arg(self.keys.meta(agent, execution))
+                    .arg("timeout_seconds");
+                reads += 1;
+            }
         }
         // Errors per command: one key of the wrong type must not fail the page.
         let values: Vec<Value> = pipe
             .ignore_errors()
             .query_async(&mut self.conn.clone())
             .await?;
-        if values.len() != agents.len() + runs.len() {
+        if values.len() != agents.len() + reads {
             return Err(StoreError::Protocol("short pipeline reply".into()));
         }
         let protocol = |e: redis::ParsingError| StoreError::Protocol(e.to_string());
@@ -521,12 +552,83 @@ impl SlotStore {
                 counts.push((agent, count));
             }
         }
+        for timeout in timeouts.iter_mut().filter(|t| t.is_none()) {
+            *timeout = values.next().map(Timeout::Read);
+        }
+        // A cached timeout whose slot has moved (renewed, or a new slot for the same run):
+        // read again, in one more round trip.
+        let moved: Vec<usize> = (0..runs.len())
+            .filter(|&i| match (&timeouts[i], &scores[i]) {
+                (Some(Timeout::Cached(at, _)), Ok(Some(score))) => at != score,
+                _ => false,
+            })
+            .collect();
+        if !moved.is_empty() {
+            let mut pipe = redis::pipe();
+            for &i in &moved {
+                let (agent, execution) = &runs[i];
+                pipe.cmd("HGET")
+                    .arg(self.keys.meta(agent, execution))
+                    .arg("timeout_seconds");
+            }
+            let values: Vec<Value> = pipe
+                .ignore_errors()
+                .query_async(&mut self.conn.clone())
+                .await?;
+            if values.len() != moved.len() {
+                return Err(StoreError::Protocol("short pipeline reply".into()));
+            }
+            for (&i, value) in moved.iter().zip(values) {
+                timeouts[i] = Some(Timeout::Read(value));
+            }
+        }
         let mut found = Vec::with_capacity(runs.len());
-        for (((agent, execution), score), timeout) in runs.iter().zip(scores).zip(values) {
+        // What this page read, for the cache: (run, score, declared timeout or none).
+        let mut learned: Vec<(usize, f64, Option<i64>)> = Vec::new();
+        for (i, (((agent, execution), score), timeout)) in
+            runs.iter().zip(scores).zip(timeouts).enumerate()
+        {
+            let timeout =
+                timeout.ok_or_else(|| StoreError::Protocol("short pipeline reply".into()))?;
             found.push(match score {
-                Ok(score) => Ok(observed(&self.keys, agent, execution, score, timeout)?),
+                Ok(score) => {
+                    let slot = match timeout {
+                        Timeout::Cached(_, secs) => score.map(|score| SlotObservation {
+                            agent: agent.clone(),
+                            execution_id: execution.clone(),
+                            score,
+                            timeout: SlotTimeout::Declared(secs),
+                            sentinel: self.keys.is_sentinel(execution),
+                        }),
+                        Timeout::Read(value) => {
+                            let slot = observed(&self.keys, agent, execution, score, value)?;
+                            if let Some(slot) = &slot {
+                                let declared = match slot.timeout {
+                                    SlotTimeout::Declared(secs) => Some(secs),
+                                    _ => None,
+                                };
+                                learned.push((i, slot.score, declared));
+                            }
+                            slot
+                        }
+                    };
+                    Ok(slot)
+                }
                 Err(reason) => Err(unreadable_slot(&self.keys, agent, execution, reason)),
             });
+        }
+        if let Some(cache) = &self.timeouts {
+            let mut cache = cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (i, score, declared) in learned {
+                match declared {
+                    Some(secs) => cache.put(run_keys[i], score, secs, clock),
+                    None => cache.forget(run_keys[i]),
+                }
+            }
+            cache.prune(clock);
+            janitor_metrics::timeout_cache_size(cache.len());
         }
         if !counts.is_empty() {
             // The row pass's pages are a keyset ordered by agent, so only the first and the

@@ -36,10 +36,13 @@ pub async fn run(settings: &Settings, args: &RunArgs) -> anyhow::Result<()> {
             context::execution_store(settings).await?,
         )
     } else {
-        tokio::select! {
+        // Sweeping every minute for as long as it runs: its sweeps reuse the timeouts they
+        // read while a slot's score stays the same.
+        let (slots, rows) = tokio::select! {
             stores = context::stores_when_ready(settings) => stores?,
             () = shutdown.clone() => return Ok(()),
-        }
+        };
+        (slots.with_timeout_cache(), rows)
     };
     let queue = context::queue(settings, &slots);
     let options = context::worker_options(settings, args.once);
