@@ -52,6 +52,18 @@ type KeyMembers = (Vec<u8>, Members);
 /// A hash field as read: absent, or raw bytes.
 type RawField = Option<Vec<u8>>;
 
+/// Adds the read of a run's declared timeout (its slot hash's `timeout_seconds`) to `pipe`.
+fn read_timeout(
+    pipe: &mut redis::Pipeline,
+    keys: &SlotKeys,
+    agent: &AgentName,
+    execution: &ExecutionId,
+) {
+    pipe.cmd("HGET")
+        .arg(keys.meta(agent, execution))
+        .arg("timeout_seconds");
+}
+
 /// A run's declared timeout in a sweep's pairing: reused from an earlier sweep (with the
 /// slot score it was read at), or as read now.
 enum Timeout {
@@ -416,9 +428,7 @@ impl SlotStore {
             pipe.cmd("ZSCORE")
                 .arg(self.keys.slots(agent))
                 .arg(execution.as_str());
-            pipe.cmd("HGET")
-                .arg(self.keys.meta(agent, execution))
-                .arg("timeout_seconds");
+            read_timeout(&mut pipe, &self.keys, agent, execution);
         }
         let values: Vec<Value> = pipe
             .ignore_errors()
@@ -512,9 +522,7 @@ impl SlotStore {
         let mut reads = 0;
         for ((agent, execution), timeout) in runs.iter().zip(&timeouts) {
             if timeout.is_none() {
-                pipe.cmd("HGET")
-                    .arg(self.keys.meta(agent, execution))
-                    .arg("timeout_seconds");
+                read_timeout(&mut pipe, &self.keys, agent, execution);
                 reads += 1;
             }
         }
@@ -567,9 +575,7 @@ impl SlotStore {
             let mut pipe = redis::pipe();
             for &i in &moved {
                 let (agent, execution) = &runs[i];
-                pipe.cmd("HGET")
-                    .arg(self.keys.meta(agent, execution))
-                    .arg("timeout_seconds");
+                read_timeout(&mut pipe, &self.keys, agent, execution);
             }
             let values: Vec<Value> = pipe
                 .ignore_errors()
