@@ -599,12 +599,14 @@ impl SlotStore {
             found.push(match score {
                 Ok(score) => {
                     let slot = match timeout {
-                        Timeout::Cached(_, secs) => score.map(|score| SlotObservation {
-                            agent: agent.clone(),
-                            execution_id: execution.clone(),
-                            score,
-                            timeout: SlotTimeout::Declared(secs),
-                            sentinel: self.keys.is_sentinel(execution),
+                        Timeout::Cached(_, secs) => score.map(|score| {
+                            observation(
+                                &self.keys,
+                                agent,
+                                execution,
+                                score,
+                                SlotTimeout::Declared(secs),
+                            )
                         }),
                         Timeout::Read(value) => {
                             let slot = observed(&self.keys, agent, execution, score, value)?;
@@ -774,11 +776,22 @@ fn observed(
             SlotTimeout::parse(raw.as_deref())
         }
     };
-    Ok(score.map(|score| SlotObservation {
+    Ok(score.map(|score| observation(keys, agent, execution, score, timeout)))
+}
+
+/// A run's slot at `score` with its declared `timeout`.
+fn observation(
+    keys: &SlotKeys,
+    agent: &AgentName,
+    execution: &ExecutionId,
+    score: f64,
+    timeout: SlotTimeout,
+) -> SlotObservation {
+    SlotObservation {
         agent: agent.clone(),
         execution_id: execution.clone(),
         score,
         timeout,
         sentinel: keys.is_sentinel(execution),
-    }))
+    }
 }
