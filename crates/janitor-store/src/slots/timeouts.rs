@@ -36,7 +36,8 @@ pub const MAX_ENTRIES: usize = 2_000_000;
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     score: f64,
-    timeout: i64,
+    /// The declared timeout in seconds (a `u32` keeps the entry at 16 bytes).
+    timeout: u32,
     /// Seconds after the cache's origin when the entry stops being used.
     until: u32,
 }
@@ -75,11 +76,15 @@ impl TimeoutCache {
     /// The timeout read for `key` and the score it was read at, unless it is past its time.
     pub(crate) fn get(&self, key: u64, now: Instant) -> Option<(f64, i64)> {
         let entry = self.entries.get(&key)?;
-        (self.secs(now) < entry.until).then_some((entry.score, entry.timeout))
+        (self.secs(now) < entry.until).then_some((entry.score, i64::from(entry.timeout)))
     }
 
     /// Remembers `timeout`, read for `key` while its slot's score was `score`.
     pub(crate) fn put(&mut self, key: u64, score: f64, timeout: i64, now: Instant) {
+        let Ok(timeout) = u32::try_from(timeout) else {
+            self.entries.remove(&key);
+            return;
+        };
         if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&key) {
             return;
         }
@@ -126,6 +131,15 @@ mod tests {
             AgentName::parse(agent).unwrap(),
             ExecutionId::parse(id).unwrap(),
         )
+    }
+
+    #[test]
+    fn an_entry_and_its_key_take_24_bytes() {
+        assert_eq!(std::mem::size_of::<(u64, Entry)>(), 24);
+        // A timeout that does not fit is not kept.
+        let mut cache = TimeoutCache::default();
+        cache.put(1, 1.0, i64::from(u32::MAX) + 1, Instant::now());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]
